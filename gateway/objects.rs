@@ -1,0 +1,168 @@
+//! The object store: every Kubernetes object Gatehouse reads, whichever source it came from.
+//!
+//! Sources (the manifest directory, the Kubernetes API) fill an [`Objects`]; [`crate::translate`]
+//! reads it. Values are `Arc`ed so a source can rebuild the store cheaply on every change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of Gatehouse's own kinds and annotations.
+pub const GROUP: &str = "gatehouse.dev";
+
+/// `namespace/name` of a namespaced object (namespace empty for cluster-scoped ones).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+// === impl ObjectKey ===
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Key of a Kubernetes object; a missing namespace is `default`, as `kubectl apply` does.
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        Self::new(
+            meta.namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// A directory of files served by Gatehouse itself, named by an Ingress backend
+/// `resource: {apiGroup: gatehouse.dev, kind: StaticSite, name: …}`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gatehouse.dev",
+    version = "v1alpha1",
+    kind = "StaticSite",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticSiteSpec {
+    /// Directory the gateway reads the files from (absolute, or relative to the manifests
+    /// directory when running from manifests).
+    pub root: String,
+    /// File served for a directory request. Default `index.html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// File (relative to `root`) served with status 200 for paths that match no file, for
+    /// single-page apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// `Cache-Control` header value set on every response of the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+}
+
+/// Everything translate() reads, keyed by object.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// Cluster-scoped: keyed by name only (namespace empty).
+    pub ingress_classes: BTreeMap<ObjectKey, Arc<IngressClass>>,
+    pub ingresses: BTreeMap<ObjectKey, Arc<Ingress>>,
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    pub static_sites: BTreeMap<ObjectKey, Arc<StaticSite>>,
+}
+
+/// One object of a kind Gatehouse reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    IngressClass(Arc<IngressClass>),
+    Ingress(Arc<Ingress>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    StaticSite(Arc<StaticSite>),
+}
+
+// === impl Object ===
+
+impl Object {
+    /// `Kind namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        let (kind, key) = match self {
+            Object::IngressClass(o) => (
+                "IngressClass",
+                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default()),
+            ),
+            Object::Ingress(o) => ("Ingress", ObjectKey::of(&o.metadata)),
+            Object::Service(o) => ("Service", ObjectKey::of(&o.metadata)),
+            Object::EndpointSlice(o) => ("EndpointSlice", ObjectKey::of(&o.metadata)),
+            Object::Secret(o) => ("Secret", ObjectKey::of(&o.metadata)),
+            Object::StaticSite(o) => ("StaticSite", ObjectKey::of(&o.metadata)),
+        };
+        format!("{kind} {key}")
+    }
+}
+
+// === impl Objects ===
+
+impl Objects {
+    /// Adds (or replaces) one object.
+    pub fn insert(&mut self, object: Object) {
+        match object {
+            Object::IngressClass(o) => {
+                let key = ObjectKey::new("", o.metadata.name.clone().unwrap_or_default());
+                self.ingress_classes.insert(key, o);
+            }
+            Object::Ingress(o) => {
+                self.ingresses.insert(ObjectKey::of(&o.metadata), o);
+            }
+            Object::Service(o) => {
+                self.services.insert(ObjectKey::of(&o.metadata), o);
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(ObjectKey::of(&o.metadata), o);
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(ObjectKey::of(&o.metadata), o);
+            }
+            Object::StaticSite(o) => {
+                self.static_sites.insert(ObjectKey::of(&o.metadata), o);
+            }
+        }
+    }
+
+    /// Number of objects of all kinds.
+    pub fn len(&self) -> usize {
+        self.ingress_classes.len()
+            + self.ingresses.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+            + self.static_sites.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

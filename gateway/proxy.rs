@@ -1,0 +1,281 @@
+//! The data plane: route each request by host and path, then proxy it, serve files, or answer.
+
+pub mod headers;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+
+use crate::metrics::{ProxyError, status_class};
+use crate::shared::Shared;
+use crate::snapshot::{Backend, Route, ServiceBackend, UpstreamProtocol};
+use headers::Forwarded;
+
+/// Error type of every body the proxy hands on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The one body type of requests to upstreams and responses to clients.
+pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A short plain-text answer from Gatehouse itself.
+pub fn short_response(status: StatusCode, text: &'static str) -> Response<BoxBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// What a connection knows about itself, for every request on it.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The listener's port, as a header value for X-Forwarded-Port.
+    pub port: HeaderValue,
+}
+
+/// Handles one request from a client.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
+    let start = Instant::now();
+    let snapshot = shared.snapshot.load();
+    let host = request_host(&req).unwrap_or_default().to_owned();
+    let route = snapshot.routes.lookup(&host, req.uri().path()).cloned();
+    drop(snapshot);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut request_id = None;
+
+    let (resp, upstream) = match &route {
+        None => (proxy_error(&shared, ProxyError::NoRoute), None),
+        Some(route) => match &route.backend {
+            Backend::Unavailable { .. } => (proxy_error(&shared, ProxyError::NoEndpoint), None),
+            Backend::Static(site) => (site.serve(req).await, None),
+            Backend::Service(backend) => {
+                let mut req = req;
+                request_id = Some(headers::ensure_request_id(req.headers_mut()));
+                forward(&shared, &conn, backend, req).await
+            }
+        },
+    };
+
+    let status = resp.status().as_u16();
+    let (ingress, service) = route.as_deref().map(labels).unwrap_or_default();
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[ingress.as_str(), service.as_str(), status_class(status)])
+        .inc();
+    shared
+        .metrics
+        .request_duration
+        .observe(start.elapsed().as_secs_f64());
+    if shared.access_log {
+        let bytes = resp.body().size_hint().exact();
+        tracing::info!(
+            target: "access",
+            method = %method, host = %host, path = %path, status, bytes,
+            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+            upstream = upstream.map(|a| a.to_string()),
+            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()),
+            client = %conn.remote.ip(),
+        );
+    }
+    resp
+}
+
+/// `(ingress, service)` metric labels of a route.
+fn labels(route: &Route) -> (String, String) {
+    let service = match &route.backend {
+        Backend::Service(s) => s.service.to_string(),
+        Backend::Static(s) => format!("static:{}", s.site.key),
+        Backend::Unavailable { .. } => String::new(),
+    };
+    (route.ingress.to_string(), service)
+}
+
+/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+fn proxy_error(shared: &Shared, error: ProxyError) -> Response<BoxBody> {
+    shared
+        .metrics
+        .proxy_errors
+        .with_label_values(&[error.label()])
+        .inc();
+    match error {
+        ProxyError::NoRoute => {
+            short_response(StatusCode::NOT_FOUND, "no route for this host and path\n")
+        }
+        ProxyError::NoEndpoint => short_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ready endpoint for this route\n",
+        ),
+        ProxyError::UpstreamFailed => short_response(StatusCode::BAD_GATEWAY, "upstream failed\n"),
+        ProxyError::UpstreamTimeout => short_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream did not answer in time\n",
+        ),
+    }
+}
+
+/// Proxies a request to one of the backend's endpoints; a failed connect tries the next one
+/// when the request has no body (nothing was sent, so a retry is safe).
+async fn forward(
+    shared: &Shared,
+    conn: &ConnInfo,
+    backend: &ServiceBackend,
+    mut req: Request<Incoming>,
+) -> (Response<BoxBody>, Option<SocketAddr>) {
+    let candidates = shared.upstreams.candidates(backend);
+    if candidates.is_empty() {
+        return (proxy_error(shared, ProxyError::NoEndpoint), None);
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    // HTTP/2 requests carry the host in :authority; HTTP/1.1 upstreams need a Host header.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, authority);
+        }
+    }
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    let host = parts.headers.get(header::HOST).cloned();
+    let fwd = Forwarded {
+        client_ip: conn.remote.ip(),
+        proto: conn.scheme,
+        port: &conn.port,
+        host: host.as_ref(),
+    };
+    headers::set_forwarded(&mut parts.headers, fwd);
+    parts.version = match backend.protocol {
+        UpstreamProtocol::Http => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+    let retryable = body.is_end_stream();
+    let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
+    let client = shared.upstreams.client(backend.protocol);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+
+    for (attempt, addr) in candidates.iter().enumerate() {
+        let last = attempt + 1 == candidates.len();
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query(path_and_query.as_str())
+            .build()
+        else {
+            return (
+                short_response(StatusCode::BAD_REQUEST, "bad request target\n"),
+                None,
+            );
+        };
+        let mut upstream_req =
+            Request::from_parts(parts.clone(), body.take().unwrap_or_else(empty_body));
+        *upstream_req.uri_mut() = uri;
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            shared.upstreams.settings.response_timeout,
+            client.request(upstream_req),
+        )
+        .await;
+        match result {
+            Ok(Ok(resp)) => {
+                shared
+                    .metrics
+                    .upstream_duration
+                    .observe(started.elapsed().as_secs_f64());
+                return (upstream_response(resp, client_upgrade), Some(*addr));
+            }
+            Ok(Err(err)) if err.is_connect() => {
+                tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
+                shared.upstreams.mark_down(*addr);
+                if retryable && !last {
+                    continue;
+                }
+                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(*addr));
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream request failed");
+                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(*addr));
+            }
+            Err(_) => {
+                return (
+                    proxy_error(shared, ProxyError::UpstreamTimeout),
+                    Some(*addr),
+                );
+            }
+        }
+    }
+    (proxy_error(shared, ProxyError::UpstreamFailed), None)
+}
+
+fn empty_body() -> BoxBody {
+    http_body_util::Empty::new()
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// Hands an upstream response on. A `101 Switching Protocols` answer to an upgrade request
+/// joins the two upgraded connections and copies bytes both ways until either side closes.
+fn upstream_response(
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<BoxBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, client_upgrade) {
+        (true, Some(client_upgrade)) => {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) =
+                            (TokioIo::new(client), TokioIo::new(upstream));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+                }
+            });
+            headers::remove_hop_by_hop(resp.headers_mut(), true);
+        }
+        _ => headers::remove_hop_by_hop(resp.headers_mut(), false),
+    }
+    resp.map(|b| b.map_err(BoxError::from).boxed_unsync())
+}

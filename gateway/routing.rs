@@ -1,0 +1,296 @@
+//! Host and path matching: the [`RouteTable`] the data plane looks requests up in.
+//!
+//! Pure and generic over the route value so it is tested and benchmarked on its own. A lookup
+//! is one hash lookup for the host, one for an exact path, then one per path segment for
+//! prefixes: its cost does not grow with the number of hosts or routes.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// How a route's path matches a request path (Kubernetes `pathType`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathMatch {
+    /// The request path equals this path exactly (case-sensitive, trailing slash significant).
+    Exact(Box<str>),
+    /// The request path's `/`-separated elements start with these elements. Stored without a
+    /// trailing slash; the root prefix `/` is stored as the empty string.
+    Prefix(Box<str>),
+}
+
+// === impl PathMatch ===
+
+impl PathMatch {
+    /// A Prefix match; `/foo/` and `/foo` are the same prefix, as Kubernetes documents.
+    pub fn prefix(path: &str) -> Self {
+        PathMatch::Prefix(path.trim_end_matches('/').into())
+    }
+
+    pub fn exact(path: &str) -> Self {
+        PathMatch::Exact(path.into())
+    }
+
+    /// The path as an Ingress would spell it.
+    pub fn path(&self) -> &str {
+        match self {
+            PathMatch::Exact(p) => p,
+            PathMatch::Prefix(p) if p.is_empty() => "/",
+            PathMatch::Prefix(p) => p,
+        }
+    }
+
+    /// Number of bytes of a matching request path this match covers (used to serve static
+    /// files relative to the route's path).
+    pub fn matched_len(&self) -> usize {
+        match self {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p.len(),
+        }
+    }
+}
+
+/// The routes of one host (or of every host).
+#[derive(Clone, Debug)]
+pub struct HostRoutes<T> {
+    exact: HashMap<Box<str>, T>,
+    prefix: HashMap<Box<str>, T>,
+}
+
+impl<T> Default for HostRoutes<T> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+        }
+    }
+}
+
+// === impl HostRoutes ===
+
+impl<T> HostRoutes<T> {
+    /// Adds a route unless one with the same match exists; returns the existing one then.
+    pub fn insert(&mut self, path: PathMatch, value: T) -> Result<(), &T> {
+        let map = match &path {
+            PathMatch::Exact(_) => &mut self.exact,
+            PathMatch::Prefix(_) => &mut self.prefix,
+        };
+        let (PathMatch::Exact(key) | PathMatch::Prefix(key)) = path;
+        match map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => Err(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(value);
+                Ok(())
+            }
+        }
+    }
+
+    /// The best route for a request path: an Exact match (always the longest possible), else the
+    /// longest Prefix match by whole path elements.
+    pub fn lookup(&self, path: &str) -> Option<&T> {
+        if let Some(route) = self.exact.get(path) {
+            return Some(route);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        // A trailing slash in the request is ignored for Prefix matching.
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        loop {
+            if let Some(route) = self.prefix.get(candidate) {
+                return Some(route);
+            }
+            let cut = candidate.rfind('/')?;
+            candidate = &candidate[..cut];
+        }
+    }
+
+    /// Every route with its match, in a stable order (for dumps and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (PathMatch, &T)> {
+        let mut all: Vec<(PathMatch, &T)> = self
+            .exact
+            .iter()
+            .map(|(p, v)| (PathMatch::Exact(p.clone()), v))
+            .chain(
+                self.prefix
+                    .iter()
+                    .map(|(p, v)| (PathMatch::Prefix(p.clone()), v)),
+            )
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.prefix.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which hosts a set of rules applies to (Kubernetes `rules[].host`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostMatch {
+    /// One exact, lower-case name.
+    Exact(Box<str>),
+    /// `*.suffix`: any name with exactly one more DNS label in front of `suffix`.
+    Wildcard(Box<str>),
+    /// No host given: every host.
+    Any,
+}
+
+// === impl HostMatch ===
+
+impl HostMatch {
+    /// Parses an Ingress rule's host. Errors say why the host is not a valid one.
+    pub fn parse(host: Option<&str>) -> Result<Self, String> {
+        let Some(host) = host.filter(|h| !h.is_empty()) else {
+            return Ok(HostMatch::Any);
+        };
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+            return Err(format!(
+                "host {host:?} is not a valid DNS name (a wildcard may only be a leading \"*.\")"
+            ));
+        }
+        Ok(if wildcard {
+            HostMatch::Wildcard(name.into())
+        } else {
+            HostMatch::Exact(name.into())
+        })
+    }
+
+    /// The host as an Ingress spells it (`*` for every host).
+    pub fn display(&self) -> Cow<'_, str> {
+        match self {
+            HostMatch::Exact(h) => Cow::Borrowed(h),
+            HostMatch::Wildcard(s) => Cow::Owned(format!("*.{s}")),
+            HostMatch::Any => Cow::Borrowed("*"),
+        }
+    }
+}
+
+/// Hosts to routes. An exact host beats a wildcard, which beats the rules with no host; within
+/// the chosen host only its own routes are considered, then the default backend.
+#[derive(Clone, Debug)]
+pub struct RouteTable<T> {
+    exact: HashMap<Box<str>, HostRoutes<T>>,
+    wildcard: HashMap<Box<str>, HostRoutes<T>>,
+    any: HostRoutes<T>,
+    default: Option<T>,
+}
+
+impl<T> Default for RouteTable<T> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any: HostRoutes::default(),
+            default: None,
+        }
+    }
+}
+
+// === impl RouteTable ===
+
+impl<T> RouteTable<T> {
+    /// The routes of a host, created empty on first use.
+    pub fn host_mut(&mut self, host: &HostMatch) -> &mut HostRoutes<T> {
+        match host {
+            HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default(),
+            HostMatch::Wildcard(s) => self.wildcard.entry(s.clone()).or_default(),
+            HostMatch::Any => &mut self.any,
+        }
+    }
+
+    /// Sets the backend for requests that match no rule, unless one is set; returns the
+    /// existing one then.
+    pub fn set_default(&mut self, value: T) -> Result<(), &T> {
+        match self.default {
+            Some(ref existing) => Err(existing),
+            None => {
+                self.default = Some(value);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn default_route(&self) -> Option<&T> {
+        self.default.as_ref()
+    }
+
+    /// The route for a request. `host` is the Host header or `:authority` as received (any case,
+    /// with or without port and trailing dot); `path` is the request path without the query.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
+        let host = normalize_host(host);
+        self.host_routes(&host)
+            .and_then(|routes| routes.lookup(path))
+            .or(self.default.as_ref())
+    }
+
+    /// The most specific host entry that covers `host` (already normalised).
+    fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {
+        if let Some(routes) = self.exact.get(host) {
+            return Some(routes);
+        }
+        if !self.wildcard.is_empty() {
+            if let Some((_, parent)) = host.split_once('.') {
+                if let Some(routes) = self.wildcard.get(parent) {
+                    return Some(routes);
+                }
+            }
+        }
+        (!self.any.is_empty()).then_some(&self.any)
+    }
+
+    /// Every host entry in a stable order: exact, wildcard, then every-host rules.
+    pub fn hosts(&self) -> Vec<(HostMatch, &HostRoutes<T>)> {
+        let mut exact: Vec<_> = self
+            .exact
+            .iter()
+            .map(|(h, r)| (HostMatch::Exact(h.clone()), r))
+            .collect();
+        let mut wildcard: Vec<_> = self
+            .wildcard
+            .iter()
+            .map(|(h, r)| (HostMatch::Wildcard(h.clone()), r))
+            .collect();
+        exact.sort_by(|a, b| a.0.cmp(&b.0));
+        wildcard.sort_by(|a, b| a.0.cmp(&b.0));
+        let any = (!self.any.is_empty()).then_some((HostMatch::Any, &self.any));
+        exact.into_iter().chain(wildcard).chain(any).collect()
+    }
+
+    /// Number of host entries (exact and wildcard).
+    pub fn host_count(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+}
+
+/// Lower-cases a received host and strips its port and trailing dot, borrowing when it can.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let without_port = match host.rfind(':') {
+        // `[::1]:8080` or `host:8080`; a bare IPv6 literal has no port after `]`.
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let name = without_port.strip_suffix('.').unwrap_or(without_port);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+use super::*;
+
+fn table(routes: &[(&str, PathMatch, &'static str)]) -> RouteTable<&'static str> {
+    let mut t = RouteTable::default();
+    for (host, path, name) in routes {
+        let host = HostMatch::parse(Some(host)).expect("valid host");
+        t.host_mut(&host)
+            .insert(path.clone(), *name)
+            .expect("no duplicate");
+    }
+    t
+}
+
+#[test]
+fn prefix_matches_whole_elements_only() {
+    let t = table(&[("a.test", PathMatch::prefix("/aaa/bbb"), "bbb")]);
+    assert_eq!(t.lookup("a.test", "/aaa/bbb"), Some(&"bbb"));
+    assert_eq!(t.lookup("a.test", "/aaa/bbb/"), Some(&"bbb"));
+    assert_eq!(t.lookup("a.test", "/aaa/bbb/ccc"), Some(&"bbb"));
+    assert_eq!(t.lookup("a.test", "/aaa/bbbxyz"), None);
+    assert_eq!(t.lookup("a.test", "/aaa"), None);
+}
+
+#[test]
+fn prefix_trailing_slash_in_rule_is_ignored() {
+    let t = table(&[("a.test", PathMatch::prefix("/foo/"), "foo")]);
+    assert_eq!(t.lookup("a.test", "/foo"), Some(&"foo"));
+    assert_eq!(t.lookup("a.test", "/foo/x"), Some(&"foo"));
+}
+
+#[test]
+fn prefix_is_case_sensitive() {
+    let t = table(&[("a.test", PathMatch::prefix("/Foo"), "foo")]);
+    assert_eq!(t.lookup("a.test", "/foo"), None);
+    assert_eq!(t.lookup("a.test", "/Foo/bar"), Some(&"foo"));
+}
+
+#[test]
+fn root_prefix_matches_every_path() {
+    let t = table(&[("a.test", PathMatch::prefix("/"), "root")]);
+    for path in ["/", "/x", "/x/y/", "//"] {
+        assert_eq!(t.lookup("a.test", path), Some(&"root"), "{path}");
+    }
+}
+
+#[test]
+fn exact_requires_identical_path() {
+    let t = table(&[("a.test", PathMatch::exact("/foo"), "exact")]);
+    assert_eq!(t.lookup("a.test", "/foo"), Some(&"exact"));
+    assert_eq!(t.lookup("a.test", "/foo/"), None);
+    assert_eq!(t.lookup("a.test", "/FOO"), None);
+    assert_eq!(t.lookup("a.test", "/foo/bar"), None);
+}
+
+#[test]
+fn longest_prefix_wins() {
+    let t = table(&[
+        ("a.test", PathMatch::prefix("/"), "root"),
+        ("a.test", PathMatch::prefix("/api"), "api"),
+        ("a.test", PathMatch::prefix("/api/v2"), "v2"),
+    ]);
+    assert_eq!(t.lookup("a.test", "/api/v2/users"), Some(&"v2"));
+    assert_eq!(t.lookup("a.test", "/api/v1/users"), Some(&"api"));
+    assert_eq!(t.lookup("a.test", "/apiv2"), Some(&"root"));
+}
+
+#[test]
+fn exact_beats_prefix_of_equal_length() {
+    let t = table(&[
+        ("a.test", PathMatch::prefix("/foo"), "prefix"),
+        ("a.test", PathMatch::exact("/foo"), "exact"),
+    ]);
+    assert_eq!(t.lookup("a.test", "/foo"), Some(&"exact"));
+    assert_eq!(t.lookup("a.test", "/foo/"), Some(&"prefix"));
+}
+
+#[test]
+fn wildcard_covers_exactly_one_label() {
+    let t = table(&[("*.example.com", PathMatch::prefix("/"), "wild")]);
+    assert_eq!(t.lookup("foo.example.com", "/"), Some(&"wild"));
+    assert_eq!(t.lookup("bar.foo.example.com", "/"), None);
+    assert_eq!(t.lookup("example.com", "/"), None);
+}
+
+#[test]
+fn exact_host_beats_wildcard() {
+    let t = table(&[
+        ("*.example.com", PathMatch::prefix("/"), "wild"),
+        ("foo.example.com", PathMatch::prefix("/app"), "exact"),
+    ]);
+    assert_eq!(t.lookup("foo.example.com", "/app"), Some(&"exact"));
+    // The exact host's rules are the only ones for it: no fall-through to the wildcard.
+    assert_eq!(t.lookup("foo.example.com", "/other"), None);
+    assert_eq!(t.lookup("bar.example.com", "/other"), Some(&"wild"));
+}
+
+#[test]
+fn rules_without_host_serve_every_other_host() {
+    let mut t = table(&[("a.test", PathMatch::prefix("/"), "a")]);
+    t.host_mut(&HostMatch::Any)
+        .insert(PathMatch::prefix("/"), "any")
+        .unwrap();
+    assert_eq!(t.lookup("a.test", "/"), Some(&"a"));
+    assert_eq!(t.lookup("b.test", "/"), Some(&"any"));
+    assert_eq!(t.lookup("10.0.0.1:8080", "/"), Some(&"any"));
+}
+
+#[test]
+fn host_is_normalised() {
+    let t = table(&[("a.test", PathMatch::prefix("/"), "a")]);
+    assert_eq!(t.lookup("A.Test", "/"), Some(&"a"));
+    assert_eq!(t.lookup("a.test.", "/"), Some(&"a"));
+    assert_eq!(t.lookup("a.test:8443", "/"), Some(&"a"));
+    assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    assert_eq!(normalize_host("[::1]"), "[::1]");
+}
+
+#[test]
+fn default_backend_when_nothing_matches() {
+    let mut t = table(&[("a.test", PathMatch::prefix("/app"), "app")]);
+    t.set_default("default").unwrap();
+    assert_eq!(t.lookup("a.test", "/other"), Some(&"default"));
+    assert_eq!(t.lookup("unknown.test", "/"), Some(&"default"));
+    assert_eq!(t.set_default("second"), Err(&"default"));
+}
+
+#[test]
+fn duplicate_route_is_refused_and_first_kept() {
+    let mut t = table(&[("a.test", PathMatch::prefix("/x"), "first")]);
+    let host = HostMatch::parse(Some("a.test")).unwrap();
+    assert_eq!(
+        t.host_mut(&host).insert(PathMatch::prefix("/x/"), "second"),
+        Err(&"first")
+    );
+    assert_eq!(t.lookup("a.test", "/x"), Some(&"first"));
+}
+
+#[test]
+fn invalid_hosts_are_rejected_with_reason() {
+    for bad in [
+        "foo.*.com",
+        "*",
+        "a..b",
+        "-a.com",
+        "under_score.com",
+        "*.*.com",
+    ] {
+        let err = HostMatch::parse(Some(bad)).expect_err(bad);
+        assert!(err.contains(bad), "{err}");
+    }
+    assert_eq!(
+        HostMatch::parse(Some("Foo.COM.")).unwrap(),
+        HostMatch::Exact("foo.com".into())
+    );
+    assert_eq!(HostMatch::parse(None).unwrap(), HostMatch::Any);
+}

@@ -1,0 +1,112 @@
+//! The immutable result of [`crate::translate`]: what the data plane serves until the next change.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use crate::objects::ObjectKey;
+use crate::routing::{PathMatch, RouteTable};
+use crate::static_site::StaticRoute;
+
+/// Everything the data plane needs, built once per configuration change.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub routes: RouteTable<Arc<Route>>,
+    /// Ingresses this controller owns (valid or not), oldest first.
+    pub owned_ingresses: Vec<ObjectKey>,
+    /// One entry per problem with an object that could not be used (fully or in part).
+    pub warnings: Vec<Warning>,
+}
+
+/// One routing decision: where requests matching a host and path go.
+#[derive(Debug)]
+pub struct Route {
+    /// The Ingress the rule came from.
+    pub ingress: ObjectKey,
+    pub path: PathMatch,
+    pub backend: Backend,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug)]
+pub enum Backend {
+    /// A Service's ready endpoints.
+    Service(Arc<ServiceBackend>),
+    /// Files served by Gatehouse.
+    Static(StaticRoute),
+    /// The Ingress points at something missing or unusable: answer 503 (the warning says why).
+    Unavailable { reason: Arc<str> },
+}
+
+/// How Gatehouse speaks to a Service's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (upgrades such as WebSocket pass through).
+    #[default]
+    Http,
+    /// HTTP/2 over cleartext, prior knowledge (gRPC servers).
+    H2c,
+}
+
+/// A Service port resolved to its endpoints.
+#[derive(Debug)]
+pub struct ServiceBackend {
+    pub service: ObjectKey,
+    /// The port as the Ingress names it (number or name), for dumps and metrics.
+    pub port: String,
+    pub protocol: UpstreamProtocol,
+    /// Ready endpoints; if none are ready, the serving-but-terminating ones.
+    pub endpoints: Arc<[SocketAddr]>,
+    /// Round-robin cursor: each request takes the next endpoint.
+    next: AtomicUsize,
+}
+
+// === impl ServiceBackend ===
+
+impl ServiceBackend {
+    pub fn new(
+        service: ObjectKey,
+        port: String,
+        protocol: UpstreamProtocol,
+        endpoints: Vec<SocketAddr>,
+    ) -> Self {
+        Self {
+            service,
+            port,
+            protocol,
+            endpoints: endpoints.into(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The endpoints in the order this request should try them: a rotation of the list that
+    /// starts one further on at every call, so requests (not connections) spread over them.
+    pub fn pick(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let len = self.endpoints.len();
+        let start = if len > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed) % len
+        } else {
+            0
+        };
+        (0..len).map(move |i| self.endpoints[(start + i) % len])
+    }
+}
+
+/// A problem with one object, shown in logs, metrics, `/routes`, and (in a cluster) as an Event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Warning {
+    /// Kind of the object, e.g. `Ingress`.
+    pub kind: &'static str,
+    pub object: ObjectKey,
+    pub reason: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.kind, self.object, self.reason)
+    }
+}

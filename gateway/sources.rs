@@ -1,0 +1,4 @@
+//! Where objects come from. Each source fills an [`crate::objects::Objects`]; nothing downstream
+//! knows which one it was.
+
+pub mod manifests;
