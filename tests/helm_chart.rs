@@ -97,7 +97,7 @@ fn helm_template(extra: &[&str]) -> Output {
         NAMESPACE.as_ref(),
         "--include-crds".as_ref(),
     ];
-    args.extend(extra.iter().map(|arg| OsStr::new(arg)));
+    args.extend(extra.iter().map(OsStr::new));
     run("helm", args)
 }
 
@@ -206,7 +206,11 @@ fn validate(rendered: &str) {
 /// Runs checkov over one rendered values case; any finding not skipped (with its reason) above
 /// fails.
 fn checkov(case: &str, rendered: &str) {
-    let dir = tempfile::tempdir().expect("temp dir");
+    // Not tempfile's default ".tmp…" name: checkov silently skips hidden directories.
+    let dir = tempfile::Builder::new()
+        .prefix("gatehouse-chart-")
+        .tempdir()
+        .expect("temp dir");
     fs::write(dir.path().join(format!("{case}.yaml")), rendered).expect("write manifests");
     let skips: Vec<&str> = CHECKOV_SKIPS
         .iter()
@@ -241,9 +245,12 @@ fn checkov(case: &str, rendered: &str) {
         .into_iter()
         .flatten()
         .map(|check| {
+            let field = |key: &str| check[key].as_str().unwrap_or_default().to_owned();
             format!(
                 "{} {} ({})",
-                check["check_id"], check["check_name"], check["resource"]
+                field("check_id"),
+                field("check_name"),
+                field("resource")
             )
         })
         .collect();
@@ -533,12 +540,16 @@ fn pods_run_as_non_root_with_nothing_to_escalate() {
             .find(|doc| doc["kind"] == "Deployment" || doc["kind"] == "DaemonSet")
             .expect("a workload");
         let pod = &workload["spec"]["template"]["spec"];
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-        assert_eq!(
-            pod["securityContext"]["seccompProfile"]["type"],
-            "RuntimeDefault"
-        );
+        for (field, expected) in [
+            ("runAsNonRoot", json!(true)),
+            ("runAsUser", json!(65532)),
+            ("seccompProfile", json!({"type": "RuntimeDefault"})),
+        ] {
+            assert_eq!(
+                pod["securityContext"][field], expected,
+                "pod securityContext.{field}"
+            );
+        }
         for key in ["hostNetwork", "hostPID", "hostIPC"] {
             assert!(
                 pod[key].is_null() || pod[key] == false,
@@ -548,11 +559,18 @@ fn pods_run_as_non_root_with_nothing_to_escalate() {
 
         let gateway = container(workload);
         let security = &gateway["securityContext"];
-        assert_eq!(security["runAsNonRoot"], true);
-        assert_eq!(security["runAsUser"], 65532);
-        assert_eq!(security["readOnlyRootFilesystem"], true);
-        assert_eq!(security["allowPrivilegeEscalation"], false);
-        assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+        for (field, expected) in [
+            ("runAsNonRoot", json!(true)),
+            ("runAsUser", json!(65532)),
+            ("readOnlyRootFilesystem", json!(true)),
+            ("allowPrivilegeEscalation", json!(false)),
+            ("seccompProfile", json!({"type": "RuntimeDefault"})),
+        ] {
+            assert_eq!(
+                security[field], expected,
+                "container securityContext.{field}"
+            );
+        }
         assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
         // Even with hostPorts 80/443 the process binds 8080/8443 (the node maps hostPort ->
         // containerPort), so NET_BIND_SERVICE would only widen the attack surface; for a
@@ -674,6 +692,24 @@ fn daemonset_mode_publishes_the_nodes_ports_80_and_443() {
     assert_eq!(
         find(&docs, "Service", FULLNAME)["spec"]["type"],
         "ClusterIP"
+    );
+    assert!(
+        !args(daemonset)
+            .iter()
+            .any(|arg| arg.starts_with("--publish-service")),
+        "clients use the nodes' addresses, not the ClusterIP"
+    );
+}
+
+#[test]
+fn image_digest_pins_the_image_over_the_tag() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let out = helm_template(&["--set", &format!("image.digest={digest}")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs = manifests(&text(&out.stdout));
+    assert_eq!(
+        container(find(&docs, "Deployment", FULLNAME))["image"],
+        format!("ghcr.io/gatehouse/gatehouse@{digest}")
     );
 }
 

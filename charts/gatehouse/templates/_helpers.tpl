@@ -54,10 +54,14 @@ app.kubernetes.io/component: controller
 {{- end }}
 {{- end }}
 
-{{/* The Deployment can run more than one pod, so a PodDisruptionBudget makes sense. */}}
+{{/*
+The Deployment always runs more than one pod, so a PodDisruptionBudget cannot block a node drain
+(with a single pod, minAvailable: 1 would).
+*/}}
 {{- define "gatehouse.multiReplica" -}}
 {{- if eq .Values.kind "Deployment" }}
-{{- if or (and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1)) (and (not .Values.autoscaling.enabled) (gt (int .Values.replicas) 1)) }}true{{ end }}
+{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.replicas .Values.autoscaling.enabled }}
+{{- if gt (int $replicas) 1 }}true{{ end }}
 {{- end }}
 {{- end }}
 
