@@ -67,6 +67,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "hosts": crate::translate::describe_routes(&snapshot),
                 "ingresses": snapshot.owned_ingresses.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                 "warnings": snapshot.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                "tls": snapshot.tls.describe(),
             });
             reply(StatusCode::OK, "application/json", format!("{body:#}\n"))
         }

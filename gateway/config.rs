@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::proxy::server::ServerSettings;
 use crate::proxy::upstream::UpstreamSettings;
+use crate::sources::kube as kube_source;
 use crate::translate;
 
 /// Gatehouse: a Kubernetes ingress controller and edge gateway. Routes Ingress hosts and paths
@@ -35,6 +36,53 @@ pub struct Args {
     /// Kubernetes API.
     #[arg(long, env = "GATEHOUSE_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+
+    /// Kubeconfig file to reach the Kubernetes API with. [default: $KUBECONFIG, ~/.kube/config,
+    /// then the in-cluster service account]
+    #[arg(long, env = "GATEHOUSE_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Only watch objects in this namespace (repeatable, or comma-separated). [default: all]
+    #[arg(
+        long,
+        env = "GATEHOUSE_WATCH_NAMESPACE",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    pub watch_namespace: Vec<String>,
+
+    /// Write the load-balancer addresses and external IPs of this Service (NAMESPACE/NAME) into
+    /// the status of every Ingress served.
+    #[arg(long, env = "GATEHOUSE_PUBLISH_SERVICE", value_name = "NAMESPACE/NAME")]
+    pub publish_service: Option<String>,
+
+    /// Write these IPs or host names into the status of every Ingress served (comma-separated;
+    /// wins over --publish-service).
+    #[arg(long, env = "GATEHOUSE_PUBLISH_ADDRESS", value_name = "IP|HOST,...")]
+    pub publish_address: Option<String>,
+
+    /// Namespace of the leader-election Lease. [default: $POD_NAMESPACE, else the kubeconfig's
+    /// namespace]
+    #[arg(
+        long,
+        env = "GATEHOUSE_LEADER_ELECTION_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease. [default: gatehouse-leader]
+    #[arg(long, env = "GATEHOUSE_LEASE_NAME", value_name = "NAME")]
+    pub lease_name: Option<String>,
+
+    /// How long a leader's Lease stays valid without renewal. [default: 15s]
+    #[arg(long, env = "GATEHOUSE_LEASE_DURATION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub lease_duration: Option<Duration>,
+
+    /// How often the leader renews its Lease (and others check it). [default: 5s]
+    #[arg(long, env = "GATEHOUSE_LEASE_RENEW", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub lease_renew: Option<Duration>,
 
     /// Address of the plain HTTP listener (HTTP/1.1 and h2c). [default: 0.0.0.0:8080]
     #[arg(long, env = "GATEHOUSE_HTTP_LISTEN", value_name = "ADDR")]
@@ -97,6 +145,82 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+
+    /// Secret (NAMESPACE/NAME, type kubernetes.io/tls) served to TLS clients whose server name
+    /// has no certificate, or who send none. [default: a self-signed certificate made at start]
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEFAULT_CERTIFICATE",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub default_certificate: Option<String>,
+
+    /// Redirect plain-HTTP requests for hosts with a certificate to HTTPS (308), unless their
+    /// Ingress says `gatehouse.dev/ssl-redirect: "false"`. [default: false]
+    #[arg(long, env = "GATEHOUSE_SSL_REDIRECT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ssl_redirect: Option<bool>,
+
+    /// Port HTTPS redirects send clients to: the port the HTTPS listener is reached on from
+    /// outside (left out of the URL when 443). [default: 443]
+    #[arg(long, env = "GATEHOUSE_HTTPS_REDIRECT_PORT", value_name = "PORT")]
+    pub https_redirect_port: Option<u16>,
+
+    /// Verify the certificates of HTTPS upstreams (`gatehouse.dev/backend-protocol: HTTPS`).
+    /// [default: true]
+    #[arg(long, env = "GATEHOUSE_UPSTREAM_TLS_VERIFY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub upstream_tls_verify: Option<bool>,
+
+    /// PEM file of CA certificates trusted for HTTPS upstreams, on top of the Mozilla roots.
+    #[arg(long, env = "GATEHOUSE_UPSTREAM_CA_BUNDLE", value_name = "PEM")]
+    pub upstream_ca_bundle: Option<PathBuf>,
+
+    /// ACME directory URL certificates are ordered from (for Ingresses annotated
+    /// `kubernetes.io/tls-acme: "true"`); `production` and `staging` name Let's Encrypt's.
+    /// Ordering means agreeing to the CA's terms of service. [default: production]
+    #[arg(long, env = "GATEHOUSE_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Contact address for the ACME account (expiry notices, policy changes).
+    #[arg(long, env = "GATEHOUSE_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// PEM file of extra root certificates to trust for the ACME directory (a private or test
+    /// CA such as Pebble's), on top of the Mozilla roots.
+    #[arg(long, env = "GATEHOUSE_ACME_CA_BUNDLE", value_name = "PEM")]
+    pub acme_ca_bundle: Option<PathBuf>,
+
+    /// How the ACME server checks a host: `http-01` (port 80) or `tls-alpn-01` (port 443).
+    /// [default: http-01]
+    #[arg(
+        long,
+        env = "GATEHOUSE_ACME_CHALLENGE",
+        value_enum,
+        value_name = "TYPE"
+    )]
+    pub acme_challenge: Option<crate::acme::ChallengeKind>,
+
+    /// Renew a certificate once less than this is left of it: a share of its lifetime (`0.33`,
+    /// `33%`) or a duration (`30d`); renewals come up to 10% earlier at random. [default: 1/3]
+    #[arg(long, env = "GATEHOUSE_ACME_RENEW_BEFORE", value_parser = parse_renew_before, value_name = "FRACTION|DURATION")]
+    #[serde(deserialize_with = "renew_before")]
+    pub acme_renew_before: Option<crate::acme::RenewBefore>,
+
+    /// Directory where, reading manifests, Gatehouse keeps its ACME account, orders in flight
+    /// and certificates (Secret manifests under `certificates/`, read back like --manifests).
+    #[arg(long, env = "GATEHOUSE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_renew_before(text: &str) -> Result<crate::acme::RenewBefore, String> {
+    text.parse()
+}
+
+fn renew_before<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::acme::RenewBefore>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -133,6 +257,10 @@ pub struct Config {
     pub translate: translate::Settings,
     pub upstream: UpstreamSettings,
     pub server: ServerSettings,
+    /// The Kubernetes API source (used when no --manifests directory is given).
+    pub kube: kube_source::Settings,
+    /// Certificates ordered through ACME.
+    pub acme: crate::acme::Settings,
 }
 
 // === impl Args ===
@@ -147,7 +275,45 @@ impl Args {
         let upstream_defaults = UpstreamSettings::default();
         let server_defaults = ServerSettings::default();
         let translate_defaults = translate::Settings::default();
+        let default_certificate = self
+            .default_certificate
+            .or(file.default_certificate)
+            .map(|text| parse_object_key(&text, "--default-certificate"))
+            .transpose()?;
+        let upstream_tls_roots = match self.upstream_ca_bundle.or(file.upstream_ca_bundle) {
+            Some(path) => crate::tls::upstream::load_ca_bundle(&path)?,
+            None => Vec::new(),
+        };
         let manifests = self.manifests.or(file.manifests);
+        let kube_defaults = kube_source::Settings::default();
+        let kube = kube_source::Settings {
+            kubeconfig: self.kubeconfig.or(file.kubeconfig),
+            watch_namespaces: if self.watch_namespace.is_empty() {
+                file.watch_namespace
+            } else {
+                self.watch_namespace
+            },
+            publish: kube_source::Publish::parse(
+                self.publish_service.or(file.publish_service).as_deref(),
+                self.publish_address.or(file.publish_address).as_deref(),
+            )?,
+            leader_election_namespace: self
+                .leader_election_namespace
+                .or(file.leader_election_namespace),
+            lease_name: self
+                .lease_name
+                .or(file.lease_name)
+                .unwrap_or(kube_defaults.lease_name),
+            lease_duration: self
+                .lease_duration
+                .or(file.lease_duration)
+                .unwrap_or(kube_defaults.lease_duration),
+            lease_renew: self
+                .lease_renew
+                .or(file.lease_renew)
+                .unwrap_or(kube_defaults.lease_renew),
+        };
+        kube.validate()?;
         Ok(Config {
             http_listen: self
                 .http_listen
@@ -177,6 +343,9 @@ impl Args {
                     .or(file.watch_ingress_without_class)
                     .unwrap_or(false),
                 base_dir: manifests.clone(),
+                default_certificate,
+                ssl_redirect: self.ssl_redirect.or(file.ssl_redirect).unwrap_or(false),
+                ..translate_defaults
             },
             upstream: UpstreamSettings {
                 connect_timeout: self
@@ -191,6 +360,11 @@ impl Args {
                     .upstream_idle_timeout
                     .or(file.upstream_idle_timeout)
                     .unwrap_or(upstream_defaults.idle_timeout),
+                tls_verify: self
+                    .upstream_tls_verify
+                    .or(file.upstream_tls_verify)
+                    .unwrap_or(upstream_defaults.tls_verify),
+                tls_roots: upstream_tls_roots,
                 ..upstream_defaults
             },
             server: ServerSettings {
@@ -206,8 +380,33 @@ impl Args {
                     .drain_timeout
                     .or(file.drain_timeout)
                     .unwrap_or(server_defaults.drain_timeout),
+                https_redirect_port: self
+                    .https_redirect_port
+                    .or(file.https_redirect_port)
+                    .unwrap_or(server_defaults.https_redirect_port),
             },
             manifests,
+            kube,
+            acme: crate::acme::Settings {
+                directory: crate::acme::directory_url(
+                    self.acme_directory
+                        .or(file.acme_directory)
+                        .as_deref()
+                        .unwrap_or("production"),
+                ),
+                email: self.acme_email.or(file.acme_email),
+                ca_bundle: self.acme_ca_bundle.or(file.acme_ca_bundle),
+                challenge: self
+                    .acme_challenge
+                    .or(file.acme_challenge)
+                    .unwrap_or_default(),
+                state_dir: self.state_dir.or(file.state_dir),
+                renew_before: self
+                    .acme_renew_before
+                    .or(file.acme_renew_before)
+                    .unwrap_or_default(),
+                ..crate::acme::Settings::default()
+            },
         })
     }
 }
@@ -219,8 +418,14 @@ fn load_file(path: &Path) -> Result<Args, String> {
         return Ok(Args::default());
     }
     serde_saphyr::from_str(&text).map_err(|e| {
+        // A bad value's message says what is wrong but not which setting: quote its line.
+        let line = e
+            .location()
+            .and_then(|l| text.lines().nth(l.line().saturating_sub(1) as usize))
+            .map(|l| format!(" (in `{}`)", l.trim()))
+            .unwrap_or_default();
         format!(
-            "config file {}: {}",
+            "config file {}: {}{line}",
             path.display(),
             first_line(&e.to_string())
         )
@@ -229,4 +434,14 @@ fn load_file(path: &Path) -> Result<Args, String> {
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
+}
+
+/// `NAMESPACE/NAME` of a flag naming an object.
+fn parse_object_key(text: &str, flag: &str) -> Result<crate::objects::ObjectKey, String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(crate::objects::ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("{flag} {text:?}: expected NAMESPACE/NAME")),
+    }
 }

@@ -4,8 +4,10 @@
 //! [`snapshot::Snapshot`]; the [`proxy`] serves requests from the snapshot in service.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod config;
+pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod proxy;
@@ -14,7 +16,14 @@ pub mod shared;
 pub mod snapshot;
 pub mod sources;
 pub mod static_site;
+pub mod status;
+pub mod tls;
 pub mod translate;
+
+#[cfg(test)]
+mod test_util;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -30,34 +39,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
     let admin = proxy::server::bind(config.admin_listen)
         .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
+    let https = proxy::server::bind(config.https_listen)
+        .with_context(|| format!("cannot listen on --https-listen {}", config.https_listen))?;
+    let fallback_cert = tls::self_signed().map_err(anyhow::Error::msg)?;
+    let resolver = Arc::new(tls::CertResolver::new(shared.clone(), fallback_cert));
+    let tls_config = tls::server_config(resolver).context("cannot set up TLS")?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let Some(dir) = config.manifests.clone() else {
-        anyhow::bail!(
-            "no --manifests directory given (the Kubernetes API source is not available in this build)"
-        );
-    };
-    let mut manifests = ManifestDir::new(dir);
-    load_manifests(&shared, &mut manifests, &config)
-        .with_context(|| format!("cannot read --manifests {}", manifests.root().display()))?;
-    let watcher = {
-        let (shared, config, stop) = (shared.clone(), config.clone(), stop_rx.clone());
-        std::thread::Builder::new().name("manifests".into()).spawn(move || {
-            while !*stop.borrow() {
-                std::thread::sleep(POLL_INTERVAL);
-                if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
-                    tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
-                    shared.metrics.config_reload_errors.inc();
-                }
-            }
-        })?
+    let source = match config.manifests.clone() {
+        Some(dir) => Source::Manifests(watch_manifests(&shared, dir, &config, stop_rx.clone())?),
+        None => Source::Kube(
+            sources::kube::start(shared.clone(), &config, stop_rx.clone())
+                .await
+                .context("no --manifests directory given, and the Kubernetes API cannot be used")?,
+        ),
     };
 
-    tracing::info!(http = %config.http_listen, admin = %config.admin_listen, "gatehouse listening");
-    let admin_task = tokio::spawn(admin::run(shared.clone(), admin, stop_rx.clone()));
+    tracing::info!(http = %config.http_listen, https = %config.https_listen, admin = %config.admin_listen, "gatehouse listening");
+    // The admin listener stays up until the drain is over, so readiness probes get "not ready"
+    // meanwhile instead of a refused connection.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::run(shared.clone(), admin, admin_stop_rx));
     let http_task = tokio::spawn(proxy::server::run_http(
         shared.clone(),
         http,
+        config.server.clone(),
+        stop_rx.clone(),
+    ));
+    let https_task = tokio::spawn(proxy::server::run_https(
+        shared.clone(),
+        https,
+        tls_config,
         config.server.clone(),
         stop_rx.clone(),
     ));
@@ -67,9 +79,60 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shared.start_draining();
     let _ = stop_tx.send(true);
     let _ = http_task.await;
+    let _ = https_task.await;
+    let _ = admin_stop_tx.send(true);
     let _ = admin_task.await;
-    let _ = watcher.join();
+    match source {
+        Source::Manifests(watcher) => {
+            let _ = watcher.join();
+        }
+        Source::Kube(kube) => kube.join().await,
+    }
     Ok(())
+}
+
+/// Where the objects come from.
+enum Source {
+    /// The thread polling the manifest directory.
+    Manifests(std::thread::JoinHandle<()>),
+    Kube(sources::kube::KubeSource),
+}
+
+/// Loads the manifest directory and starts the thread that polls it. A process reading
+/// manifests has no one to elect a leader with: it leads.
+fn watch_manifests(
+    shared: &Arc<Shared>,
+    dir: std::path::PathBuf,
+    config: &Config,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    shared.set_leader(true);
+    let mut manifests = ManifestDir::new(dir);
+    // ACME keeps its account, orders and certificates under --state-dir; the certificates come
+    // back through this source as Secrets.
+    let acme_store: Option<Arc<dyn acme::store::Store>> = match &config.acme.state_dir {
+        Some(state) => {
+            let store = acme::store::FileStore::open(state)
+                .with_context(|| format!("cannot use --state-dir {}", state.display()))?;
+            manifests = manifests.with_secrets_from(store.certificates_dir());
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    load_manifests(shared, &mut manifests, config)
+        .with_context(|| format!("cannot read --manifests {}", manifests.root().display()))?;
+    acme::manager::spawn(shared, &config.acme, acme_store, stop.clone())?;
+    let (shared, config) = (shared.clone(), config.clone());
+    let watcher = std::thread::Builder::new().name("manifests".into()).spawn(move || {
+        while !*stop.borrow() {
+            std::thread::sleep(POLL_INTERVAL);
+            if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
+                tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
+                shared.metrics.config_reload_errors.inc();
+            }
+        }
+    })?;
+    Ok(watcher)
 }
 
 /// Scans the manifest directory and, if anything changed, builds and publishes a new snapshot.

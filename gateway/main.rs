@@ -7,7 +7,12 @@ use gatehouse::config::{Args, Command, LogFormat};
 use kube::CustomResourceExt;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        // --help and --version.
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => return fail(&format!("{} (see --help)", one_line(&err))),
+    };
     if let Some(Command::Crd) = args.command {
         let crd = gatehouse::objects::StaticSite::crd();
         return match serde_saphyr::to_string(&crd) {
@@ -36,6 +41,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command-line error as one line, like every other error: what is wrong and clap's tip,
+/// without the usage block.
+fn one_line(err: &clap::Error) -> String {
+    err.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("gatehouse: {message}");
     ExitCode::from(2)
@@ -44,8 +63,10 @@ fn fail(message: &str) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only on a terminal: log files and `kubectl logs` get plain `key=value` text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

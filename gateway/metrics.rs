@@ -41,6 +41,42 @@ pub struct Metrics {
     pub warnings: IntGauge,
     pub routes: IntGauge,
     pub translate_duration: HistogramVec,
+    /// TLS handshakes on the HTTPS listener, by `result` (see [`HandshakeResult`]).
+    pub tls_handshakes: IntCounterVec,
+    /// When each host's certificate expires (Unix time), by `host` as the Ingress names it.
+    pub certificate_expiry: IntGaugeVec,
+    /// ACME orders finished, by `result` (`issued`, `failed_transient`, `failed_rejected`,
+    /// `rate_limited`).
+    pub acme_orders: IntCounterVec,
+    /// ACME challenge requests answered, by `challenge` (`http-01`; TLS-ALPN-01 answers are
+    /// `tls_handshakes_total{result="acme_challenge"}`).
+    pub acme_challenges: IntCounterVec,
+    /// Problem answers of the ACME server, by `type` (`badNonce`, `rateLimited`…; `other`).
+    pub acme_problems: IntCounterVec,
+}
+
+/// How a TLS handshake on the HTTPS listener ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeResult {
+    Ok,
+    /// The client or the handshake failed (bad version, no shared cipher, reset…).
+    Error,
+    /// The client did not finish the handshake in time.
+    Timeout,
+    /// An ACME TLS-ALPN-01 validation (closed right after the handshake).
+    AcmeChallenge,
+}
+
+impl HandshakeResult {
+    /// The `result` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeResult::Ok => "ok",
+            HandshakeResult::Error => "error",
+            HandshakeResult::Timeout => "timeout",
+            HandshakeResult::AcmeChallenge => "acme_challenge",
+        }
+    }
 }
 
 // === impl Metrics ===
@@ -116,8 +152,60 @@ impl Metrics {
                 &[],
             )
             .expect("metric"),
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "tls_handshakes_total",
+                    "TLS handshakes on the HTTPS listener, by result",
+                ),
+                &["result"],
+            )
+            .expect("metric"),
+            certificate_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "certificate_expiry_seconds",
+                    "Expiry (Unix time) of the certificate serving each host",
+                ),
+                &["host"],
+            )
+            .expect("metric"),
+            acme_orders: IntCounterVec::new(
+                Opts::new("acme_orders_total", "ACME orders finished, by result"),
+                &["result"],
+            )
+            .expect("metric"),
+            acme_challenges: IntCounterVec::new(
+                Opts::new(
+                    "acme_challenges_answered_total",
+                    "ACME challenge requests answered, by challenge type",
+                ),
+                &["challenge"],
+            )
+            .expect("metric"),
+            acme_problems: IntCounterVec::new(
+                Opts::new(
+                    "acme_problems_total",
+                    "Problem answers of the ACME server, by problem type",
+                ),
+                &["type"],
+            )
+            .expect("metric"),
             registry,
         };
+        let acme: [Box<dyn prometheus::core::Collector>; 3] = [
+            Box::new(m.acme_orders.clone()),
+            Box::new(m.acme_challenges.clone()),
+            Box::new(m.acme_problems.clone()),
+        ];
+        for c in acme {
+            m.registry.register(c).expect("metric registered once");
+        }
+        let tls: [Box<dyn prometheus::core::Collector>; 2] = [
+            Box::new(m.tls_handshakes.clone()),
+            Box::new(m.certificate_expiry.clone()),
+        ];
+        for c in tls {
+            m.registry.register(c).expect("metric registered once");
+        }
         let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
@@ -134,6 +222,28 @@ impl Metrics {
             m.registry.register(c).expect("metric registered once");
         }
         m
+    }
+
+    /// Counts one TLS handshake.
+    pub fn tls_handshake(&self, result: HandshakeResult) {
+        self.tls_handshakes
+            .with_label_values(&[result.label()])
+            .inc();
+    }
+
+    /// Replaces the certificate expiry series with those of a TLS table in service.
+    pub fn set_certificate_expiry(&self, table: &crate::tls::TlsTable) {
+        self.certificate_expiry.reset();
+        for (host, cert) in table.hosts() {
+            self.certificate_expiry
+                .with_label_values(&[host.display().as_ref()])
+                .set(cert.not_after_unix());
+        }
+        if let Some(cert) = table.default_cert() {
+            self.certificate_expiry
+                .with_label_values(&["(default)"])
+                .set(cert.not_after_unix());
+        }
     }
 
     /// The text exposition format of every metric.

@@ -62,12 +62,18 @@ impl fmt::Display for ObjectKey {
     group = "gatehouse.dev",
     version = "v1alpha1",
     kind = "StaticSite",
-    namespaced
+    namespaced,
+    doc = "A directory of files Gatehouse serves itself. An Ingress backend refers to it with resource {apiGroup: gatehouse.dev, kind: StaticSite, name: ...}.",
+    printcolumn = r#"{"name":"Root", "type":"string", "jsonPath":".spec.root"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#,
+    label("app.kubernetes.io/name", "gatehouse"),
+    label("app.kubernetes.io/part-of", "gatehouse")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StaticSiteSpec {
     /// Directory the gateway reads the files from (absolute, or relative to the manifests
     /// directory when running from manifests).
+    #[schemars(length(min = 1))]
     pub root: String,
     /// File served for a directory request. Default `index.html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

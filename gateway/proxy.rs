@@ -49,6 +49,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The listener's port, as a header value for X-Forwarded-Port.
     pub port: HeaderValue,
+    /// The port HTTPS redirects point at (`--https-redirect-port`).
+    pub https_port: u16,
 }
 
 /// Handles one request from a client.
@@ -57,6 +59,10 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
+    // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
+    if let Some(resp) = crate::acme::answer_http01(&shared, req.uri().path()) {
+        return resp;
+    }
     let start = Instant::now();
     let snapshot = shared.snapshot.load();
     let host = request_host(&req).unwrap_or_default().to_owned();
@@ -68,6 +74,14 @@ pub async fn handle(
 
     let (resp, upstream) = match &route {
         None => (proxy_error(&shared, ProxyError::NoRoute), None),
+        Some(route)
+            if route.ssl_redirect
+                && conn.scheme == "http"
+                && !path.starts_with(crate::tls::ACME_CHALLENGE_PREFIX) =>
+        {
+            let resp = crate::tls::redirect_to_https(&host, req.uri(), conn.https_port);
+            (resp, None)
+        }
         Some(route) => match &route.backend {
             Backend::Unavailable { .. } => (proxy_error(&shared, ProxyError::NoEndpoint), None),
             Backend::Static(site) => (site.serve(req).await, None),
@@ -162,14 +176,14 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
 
     // HTTP/2 requests carry the host in :authority; HTTP/1.1 upstreams need a Host header.
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(authority) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, authority);
-        }
+    // The authority (also of an absolute-form HTTP/1.1 target) is what the request was routed
+    // by, so it replaces any Host header sent beside it (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    if let Some(authority) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, authority);
     }
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     let host = parts.headers.get(header::HOST).cloned();
@@ -181,12 +195,16 @@ async fn forward(
     };
     headers::set_forwarded(&mut parts.headers, fwd);
     parts.version = match backend.protocol {
-        UpstreamProtocol::Http => Version::HTTP_11,
+        UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,
         UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+    let scheme = match backend.protocol {
+        UpstreamProtocol::Https => "https",
+        UpstreamProtocol::Http | UpstreamProtocol::H2c => "http",
     };
     let retryable = body.is_end_stream();
     let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
-    let client = shared.upstreams.client(backend.protocol);
+    let client = shared.upstreams.client_for(backend);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -197,7 +215,7 @@ async fn forward(
     for (attempt, addr) in candidates.iter().enumerate() {
         let last = attempt + 1 == candidates.len();
         let Ok(uri) = Uri::builder()
-            .scheme("http")
+            .scheme(scheme)
             .authority(addr.to_string())
             .path_and_query(path_and_query.as_str())
             .build()

@@ -20,6 +20,15 @@ pub struct Shared {
     pub access_log: bool,
     loaded: AtomicBool,
     draining: AtomicBool,
+    /// Whether this replica leads: only the leader writes Ingress status and Events and places
+    /// ACME orders. Set by leader election in a cluster; a process reading manifests leads alone.
+    leader: tokio::sync::watch::Sender<bool>,
+    /// TLS-ALPN-01 challenge certificates the HTTPS listener answers with.
+    pub alpn_challenges: crate::tls::AlpnChallenges,
+    /// HTTP-01 challenge answers the plain-HTTP listener gives, on every host.
+    pub acme_challenges: crate::acme::Challenges,
+    /// Counts published snapshots, so tasks (the ACME manager) can wait for the next one.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 // === impl Shared ===
@@ -33,7 +42,40 @@ impl Shared {
             access_log,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            leader: tokio::sync::watch::Sender::new(false),
+            alpn_challenges: crate::tls::AlpnChallenges::default(),
+            acme_challenges: crate::acme::Challenges::default(),
+            published: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Fires (`changed()`) after each snapshot put in service; read it from `snapshot`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Answers TLS-ALPN-01 validation handshakes for `host` (SNI, any case) with `cert` from
+    /// now on; `None` stops. Takes effect for the next handshake, on every listener.
+    pub fn set_alpn_challenge(&self, host: &str, cert: Option<Arc<rustls::sign::CertifiedKey>>) {
+        self.alpn_challenges.set(host, cert);
+    }
+
+    /// Whether this replica is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Follows leadership changes (`changed()` fires on every change).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.send_if_modified(|current| {
+            let changed = *current != leading;
+            *current = leading;
+            changed
+        });
     }
 
     /// Puts a new snapshot in service: in-flight requests finish on the one they started with.
@@ -43,6 +85,7 @@ impl Shared {
         }
         self.metrics.warnings.set(snapshot.warnings.len() as i64);
         self.metrics.routes.set(snapshot.routes.host_count() as i64);
+        self.metrics.set_certificate_expiry(&snapshot.tls);
         self.metrics.config_reloads.inc();
         self.metrics
             .translate_duration
@@ -57,6 +100,7 @@ impl Shared {
         );
         self.snapshot.store(Arc::new(snapshot));
         self.loaded.store(true, Ordering::Release);
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Ready once the first full configuration is in service, until shutdown starts.
@@ -69,13 +113,19 @@ impl Shared {
     }
 }
 
-/// Builds and publishes a snapshot from objects, timing it.
+/// Builds and publishes a snapshot from objects, timing it. The snapshot in service is the
+/// previous one (parsed certificates are reused, last good ones kept); "now" is the clock.
 pub fn rebuild(
     shared: &Shared,
     objects: &crate::objects::Objects,
     settings: &crate::translate::Settings,
 ) {
     let start = Instant::now();
-    let snapshot = crate::translate::translate(objects, settings);
+    let previous = shared.snapshot.load_full();
+    let settings = crate::translate::Settings {
+        now: Some(std::time::SystemTime::now()),
+        ..settings.clone()
+    };
+    let snapshot = crate::translate::translate(objects, &settings, &previous);
     shared.publish(snapshot, start.elapsed());
 }

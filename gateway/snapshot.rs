@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::objects::ObjectKey;
 use crate::routing::{PathMatch, RouteTable};
 use crate::static_site::StaticRoute;
+use crate::tls::TlsTable;
 
 /// Everything the data plane needs, built once per configuration change.
 #[derive(Debug, Default)]
@@ -19,6 +20,20 @@ pub struct Snapshot {
     pub owned_ingresses: Vec<ObjectKey>,
     /// One entry per problem with an object that could not be used (fully or in part).
     pub warnings: Vec<Warning>,
+    /// Certificates the ACME manager is asked to keep, one per Secret.
+    pub acme: Vec<AcmeWant>,
+    /// Which certificate serves which host (parsed and checked), by SNI.
+    pub tls: TlsTable,
+}
+
+/// A `spec.tls` entry of an Ingress annotated `kubernetes.io/tls-acme: "true"`: a certificate
+/// for `hosts`, kept in the Secret `secret`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AcmeWant {
+    pub ingress: ObjectKey,
+    pub secret: ObjectKey,
+    /// Lower case, sorted, without duplicates; never a wildcard.
+    pub hosts: Vec<String>,
 }
 
 /// One routing decision: where requests matching a host and path go.
@@ -28,6 +43,9 @@ pub struct Route {
     pub ingress: ObjectKey,
     pub path: PathMatch,
     pub backend: Backend,
+    /// Plain-HTTP requests get a 308 to HTTPS instead (the host has a certificate and the
+    /// Ingress or `--ssl-redirect` asks for it); ACME HTTP-01 challenge paths never do.
+    pub ssl_redirect: bool,
 }
 
 /// Where a route sends its requests.
@@ -50,6 +68,8 @@ pub enum UpstreamProtocol {
     Http,
     /// HTTP/2 over cleartext, prior knowledge (gRPC servers).
     H2c,
+    /// HTTP/1.1 over TLS, verified per `--upstream-tls-verify`.
+    Https,
 }
 
 /// A Service port resolved to its endpoints.
@@ -61,6 +81,9 @@ pub struct ServiceBackend {
     pub protocol: UpstreamProtocol,
     /// Ready endpoints; if none are ready, the serving-but-terminating ones.
     pub endpoints: Arc<[SocketAddr]>,
+    /// For [`UpstreamProtocol::Https`]: the name the endpoints' certificates are verified
+    /// against and sent as SNI (`gatehouse.dev/backend-tls-server-name`); else their IP.
+    pub tls_server_name: Option<Arc<str>>,
     /// Round-robin cursor: each request takes the next endpoint.
     next: AtomicUsize,
 }
@@ -79,8 +102,15 @@ impl ServiceBackend {
             port,
             protocol,
             endpoints: endpoints.into(),
+            tls_server_name: None,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Sets the TLS server name of an HTTPS backend.
+    pub fn with_tls_server_name(mut self, name: Option<Arc<str>>) -> Self {
+        self.tls_server_name = name;
+        self
     }
 
     /// The endpoints in the order this request should try them: a rotation of the list that

@@ -112,6 +112,20 @@ impl StaticRoute {
         let site = &*self.site;
         let (parts, _) = req.into_parts();
         let path = parts.uri.path();
+        // The route's own path is the site's root directory: like any directory asked for
+        // without its slash, send the client to `PREFIX/`, else the relative links of the index
+        // page would resolve one level up, outside the route.
+        if !self.prefix.is_empty() && path == &*self.prefix {
+            let location = match parts.uri.query() {
+                Some(query) => format!("{path}/?{query}"),
+                None => format!("{path}/"),
+            };
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                let mut resp = crate::proxy::short_response(StatusCode::TEMPORARY_REDIRECT, "");
+                resp.headers_mut().insert(header::LOCATION, location);
+                return resp;
+            }
+        }
         let relative = path.strip_prefix(&*self.prefix).unwrap_or(path);
         let mut relative = if relative.starts_with('/') {
             relative.to_owned()
@@ -122,10 +136,10 @@ impl StaticRoute {
             relative.push_str(index);
         }
         let mut resp = self.serve_path(&parts, &relative).await;
-        if resp.status() == StatusCode::NOT_FOUND {
-            if let Some(fallback) = &site.fallback {
-                resp = self.serve_path(&parts, &format!("/{fallback}")).await;
-            }
+        if resp.status() == StatusCode::NOT_FOUND
+            && let Some(fallback) = &site.fallback
+        {
+            resp = self.serve_path(&parts, &format!("/{fallback}")).await;
         }
         let cacheable = resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED;
         if let (Some(value), true) = (&site.cache_control, cacheable) {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressServiceBackend};
@@ -18,6 +19,8 @@ use crate::objects::{GROUP, ObjectKey, Objects};
 use crate::routing::{HostMatch, PathMatch};
 use crate::snapshot::{Backend, Route, ServiceBackend, Snapshot, UpstreamProtocol, Warning};
 use crate::static_site::Site;
+use crate::tls::table::TlsBuilder;
+use crate::tls::{BACKEND_TLS_SERVER_NAME_ANNOTATION, SSL_REDIRECT_ANNOTATION};
 
 /// Annotation kube-lego and older controllers used instead of `spec.ingressClassName`.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -38,6 +41,13 @@ pub struct Settings {
     pub watch_ingress_without_class: bool,
     /// Directory relative StaticSite roots are resolved against (the manifests directory).
     pub base_dir: Option<PathBuf>,
+    /// `--default-certificate`: the Secret served to TLS clients no host certificate matches.
+    pub default_certificate: Option<ObjectKey>,
+    /// `--ssl-redirect`: redirect plain HTTP to HTTPS for hosts with a certificate, unless an
+    /// Ingress says otherwise (`gatehouse.dev/ssl-redirect`).
+    pub ssl_redirect: bool,
+    /// The time certificates' validity is checked at; `None` reads the clock (tests set it).
+    pub now: Option<SystemTime>,
 }
 
 impl Default for Settings {
@@ -47,26 +57,48 @@ impl Default for Settings {
             controller_name: "gatehouse.dev/ingress-controller".into(),
             watch_ingress_without_class: false,
             base_dir: None,
+            default_certificate: None,
+            ssl_redirect: false,
+            now: None,
         }
     }
 }
 
-/// Builds the snapshot the data plane serves from the objects at hand.
-pub fn translate(objects: &Objects, settings: &Settings) -> Snapshot {
+/// Builds the snapshot the data plane serves from the objects at hand. `previous` is the
+/// snapshot in service (`Snapshot::default()` at start): Secrets whose data did not change are
+/// not parsed again, and a host whose Secret broke keeps its last good certificate.
+pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) -> Snapshot {
     let mut t = Translation::new(objects, settings);
     let owned = t.owned_ingresses();
+    // Certificates first: whether a route redirects to HTTPS depends on its host having one.
+    let now = settings.now.unwrap_or_else(SystemTime::now);
+    let mut tls = TlsBuilder::new(objects, &previous.tls, now);
+    if let Some(secret) = &settings.default_certificate {
+        tls.set_default(secret, &mut t.warnings);
+    }
+    for (key, ingress) in &owned {
+        tls.add_ingress(key, ingress, &mut t.warnings);
+    }
+    t.snapshot.tls = tls.finish();
     for (key, ingress) in &owned {
         t.add_ingress(key, ingress);
     }
+    let (acme, acme_warnings) = crate::acme::wants::wants(&owned);
     let mut warnings = t.warnings;
+    warnings.extend(acme_warnings);
     warnings.sort();
     warnings.dedup();
     Snapshot {
         routes: t.snapshot.routes,
         owned_ingresses: owned.into_iter().map(|(k, _)| k).collect(),
         warnings,
+        acme,
+        tls: t.snapshot.tls,
     }
 }
+
+/// A Service port as spoken to: protocol and, for HTTPS, the TLS server name.
+type ServiceCacheKey = (ObjectKey, String, UpstreamProtocol, Option<Arc<str>>);
 
 /// Working state of one translate() call.
 struct Translation<'a> {
@@ -75,7 +107,7 @@ struct Translation<'a> {
     /// EndpointSlices by the Service they belong to.
     slices: HashMap<ObjectKey, Vec<&'a EndpointSlice>>,
     /// Resolved backends, shared by every route that names the same Service port.
-    services: HashMap<(ObjectKey, String, UpstreamProtocol), Result<Arc<ServiceBackend>, String>>,
+    services: HashMap<ServiceCacheKey, Result<Arc<ServiceBackend>, String>>,
     sites: HashMap<ObjectKey, Result<Arc<Site>, String>>,
     snapshot: Snapshot,
     warnings: Vec<Warning>,
@@ -188,6 +220,8 @@ impl<'a> Translation<'a> {
 
     fn add_ingress(&mut self, key: &ObjectKey, ingress: &Ingress) {
         let protocol = self.backend_protocol(key, ingress);
+        let tls_name = self.backend_tls_server_name(key, ingress, protocol);
+        let redirect = self.ssl_redirect(key, ingress);
         let Some(spec) = &ingress.spec else {
             self.warn(key, "has no spec".into());
             return;
@@ -196,7 +230,8 @@ impl<'a> Translation<'a> {
             let route = Route {
                 ingress: key.clone(),
                 path: PathMatch::prefix("/"),
-                backend: self.backend(key, backend, protocol, ""),
+                backend: self.backend(key, backend, protocol, tls_name.as_ref(), ""),
+                ssl_redirect: false,
             };
             if let Err(existing) = self.snapshot.routes.set_default(Arc::new(route)) {
                 let reason = format!(
@@ -246,11 +281,12 @@ impl<'a> Translation<'a> {
                     PathMatch::Prefix(p) => p.to_string(),
                     PathMatch::Exact(_) => String::new(),
                 };
-                let backend = self.backend(key, &path.backend, protocol, &strip);
+                let backend = self.backend(key, &path.backend, protocol, tls_name.as_ref(), &strip);
                 let route = Arc::new(Route {
                     ingress: key.clone(),
                     path: path_match.clone(),
                     backend,
+                    ssl_redirect: redirect && self.snapshot.tls.covers(&host),
                 });
                 if let Err(existing) = self
                     .snapshot
@@ -284,10 +320,65 @@ impl<'a> Translation<'a> {
         match value.map(|v| v.to_ascii_uppercase()).as_deref() {
             None | Some("HTTP") => UpstreamProtocol::Http,
             Some("H2C" | "GRPC") => UpstreamProtocol::H2c,
+            Some("HTTPS") => UpstreamProtocol::Https,
             Some(_) => {
                 let value = value.cloned().unwrap_or_default();
-                self.warn(key, format!("annotation {BACKEND_PROTOCOL_ANNOTATION}={value:?} ignored: expected HTTP or H2C"));
+                self.warn(key, format!("annotation {BACKEND_PROTOCOL_ANNOTATION}={value:?} ignored: expected HTTP, HTTPS or H2C"));
                 UpstreamProtocol::Http
+            }
+        }
+    }
+
+    /// The typed value of `gatehouse.dev/ssl-redirect` (`--ssl-redirect` when absent or unusable).
+    fn ssl_redirect(&mut self, key: &ObjectKey, ingress: &Ingress) -> bool {
+        let value = ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION));
+        match value.map(|v| v.trim()) {
+            None => self.settings.ssl_redirect,
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                let reason = format!(
+                    "annotation {SSL_REDIRECT_ANNOTATION}={other:?} ignored: expected \"true\" or \"false\""
+                );
+                self.warn(key, reason);
+                self.settings.ssl_redirect
+            }
+        }
+    }
+
+    /// The typed value of `gatehouse.dev/backend-tls-server-name`: a DNS name or IP address,
+    /// only meaningful with `backend-protocol: HTTPS`.
+    fn backend_tls_server_name(
+        &mut self,
+        key: &ObjectKey,
+        ingress: &Ingress,
+        protocol: UpstreamProtocol,
+    ) -> Option<Arc<str>> {
+        let value = ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(BACKEND_TLS_SERVER_NAME_ANNOTATION))?;
+        let name = crate::tls::normalize_name(value.trim());
+        if protocol != UpstreamProtocol::Https {
+            let reason = format!(
+                "annotation {BACKEND_TLS_SERVER_NAME_ANNOTATION} ignored: {BACKEND_PROTOCOL_ANNOTATION} is not HTTPS"
+            );
+            self.warn(key, reason);
+            return None;
+        }
+        match rustls::pki_types::ServerName::try_from(&*name) {
+            Ok(_) => Some(name.into()),
+            Err(_) => {
+                let reason = format!(
+                    "annotation {BACKEND_TLS_SERVER_NAME_ANNOTATION}={value:?} ignored: not a DNS name or IP address"
+                );
+                self.warn(key, reason);
+                None
             }
         }
     }
@@ -298,11 +389,12 @@ impl<'a> Translation<'a> {
         key: &ObjectKey,
         backend: &IngressBackend,
         protocol: UpstreamProtocol,
+        tls_name: Option<&Arc<str>>,
         prefix: &str,
     ) -> Backend {
         let resolved = match (&backend.service, &backend.resource) {
             (Some(service), None) => self
-                .service_backend(&key.namespace, service, protocol)
+                .service_backend(&key.namespace, service, protocol, tls_name)
                 .map(Backend::Service),
             (None, Some(resource)) => {
                 let group = resource.api_group.as_deref().unwrap_or("");
@@ -335,6 +427,7 @@ impl<'a> Translation<'a> {
         namespace: &str,
         backend: &IngressServiceBackend,
         protocol: UpstreamProtocol,
+        tls_name: Option<&Arc<str>>,
     ) -> Result<Arc<ServiceBackend>, String> {
         let service_key = ObjectKey::new(namespace, backend.name.clone());
         let port = backend
@@ -348,13 +441,13 @@ impl<'a> Translation<'a> {
         let Some(port) = port else {
             return Err(format!("backend Service {service_key} names no port"));
         };
-        let cache_key = (service_key, port, protocol);
+        let cache_key = (service_key, port, protocol, tls_name.cloned());
         if let Some(done) = self.services.get(&cache_key) {
             return done.clone();
         }
         let resolved = self
             .resolve_service(&cache_key.0, &cache_key.1, protocol)
-            .map(Arc::new);
+            .map(|b| Arc::new(b.with_tls_server_name(tls_name.cloned())));
         self.services.insert(cache_key, resolved.clone());
         resolved
     }
@@ -446,16 +539,27 @@ pub fn describe_routes(
     let mut out = BTreeMap::new();
     let describe = |route: &Route| {
         let backend = match &route.backend {
-            Backend::Service(s) => serde_json::json!({
-                "service": s.service.to_string(), "port": s.port, "protocol": s.protocol,
-                "endpoints": s.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-            }),
+            Backend::Service(s) => {
+                let mut service = serde_json::json!({
+                    "service": s.service.to_string(), "port": s.port, "protocol": s.protocol,
+                    "endpoints": s.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                });
+                if let Some(name) = &s.tls_server_name {
+                    service["tlsServerName"] = (**name).into();
+                }
+                service
+            }
             Backend::Static(s) => {
                 serde_json::json!({"staticSite": s.site.key.to_string(), "root": s.site.root})
             }
             Backend::Unavailable { reason } => serde_json::json!({"unavailable": &**reason}),
         };
-        serde_json::json!({"ingress": route.ingress.to_string(), "backend": backend})
+        let mut described =
+            serde_json::json!({"ingress": route.ingress.to_string(), "backend": backend});
+        if route.ssl_redirect {
+            described["sslRedirect"] = true.into();
+        }
+        described
     };
     for (host, routes) in snapshot.routes.hosts() {
         let paths: BTreeMap<String, serde_json::Value> = routes

@@ -11,13 +11,23 @@ async fn proxies_a_host_to_its_service() {
         service_yaml("default", "web", &[origin])
     );
     let gh = Gatehouse::start(&yaml);
-    let resp = client().get(gh.url("/hello?x=1")).header("host", "app.test").send().await.unwrap();
+    let resp = client()
+        .get(gh.url("/hello?x=1"))
+        .header("host", "app.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["origin"], "a");
     assert_eq!(echo["path"], "/hello?x=1");
     assert_eq!(echo["headers"]["host"], "app.test");
     assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
-    let other = client().get(gh.url("/")).header("host", "other.test").send().await.unwrap();
+    let other = client()
+        .get(gh.url("/"))
+        .header("host", "other.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), 404);
 }

@@ -55,6 +55,7 @@ async def main_async(a):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.set_alpn_protocols(["http/1.1"])
     sem = asyncio.Semaphore(a.parallel)
     conns, errors = [], {}

@@ -82,16 +82,17 @@ def parse_h2load(text, log_path):
     ms = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
     if not (m and mr and ms):
         return None
-    dur_s = _dur_to_ms(m.group(1) + m.group(2)) / 1000.0
     good = int(ms.group(1)) + int(ms.group(2))
+    # "finished in" includes --warm-up-time, but the counts and req/s cover the main phase only
+    reported = float(m.group(3))
+    dur_s = (int(mr.group(1)) / reported) if reported > 0 else _dur_to_ms(m.group(1) + m.group(2)) / 1000.0
     r["requests"] = good
     r["non2xx"] = int(ms.group(3)) + int(ms.group(4))
     r["socket_errors"] = int(mr.group(6)) + int(mr.group(7))
     r["failed"] = int(mr.group(5))
     r["duration_s"] = dur_s
     r["rps"] = good / dur_s if dur_s > 0 else 0.0
-    mib = _size_to_mib(m.group(4))
-    r["mib_per_s"] = mib
+    r["mib_per_s"] = _size_to_mib(m.group(4))
     ap = re.search(r"Application protocol: (\S+)", text)
     r["proto"] = ap.group(1) if ap else None
     tp = re.search(r"TLS Protocol: (\S+)", text)
@@ -116,6 +117,26 @@ def parse_h2load(text, log_path):
     return r
 
 
+def parse_curl(text, duration_s):
+    """curl -Z -w '%{http_code} %{time_total}\\n' output: one line per transfer."""
+    good, bad, lat = 0, 0, []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        if parts[0][0] in "23":
+            good += 1
+            lat.append(float(parts[1]) * 1000.0)
+        else:
+            bad += 1
+    if good == 0 and bad == 0:
+        return None
+    lat.sort()
+    return {"requests": good, "non2xx": bad, "socket_errors": 0, "duration_s": duration_s,
+            "rps": good / duration_s if duration_s else 0.0, "mib_per_s": None,
+            "p50_ms": _percentile(lat, 50), "p99_ms": _percentile(lat, 99)}
+
+
 def _first_error_line(text):
     for line in text.splitlines():
         l = line.lower()
@@ -128,23 +149,46 @@ def _first_error_line(text):
 def cmd_record(a):
     rec = {"scenario": a.scenario, "target": a.target, "status": a.status, "note": a.note or None,
            "tool": a.tool, "conns": a.conns, "t": time.time()}
-    if a.status == "ok" and a.tool in ("wrk", "h2load"):
+    if a.status == "ok" and a.tool in ("wrk", "h2load", "curl"):
         text = open(a.out, errors="replace").read() if a.out and os.path.exists(a.out) else ""
-        parsed = parse_wrk(text) if a.tool == "wrk" else parse_h2load(text, a.log)
+        if a.tool == "wrk":
+            parsed = parse_wrk(text)
+        elif a.tool == "curl":
+            parsed = parse_curl(text, a.tool_duration)
+        else:
+            parsed = parse_h2load(text, a.log)
         if parsed is None:
             rec["status"], rec["note"] = "err", (rec["note"] or _first_error_line(text))
         else:
             rec.update(parsed)
-            n = parsed["requests"]
-            if n <= 0:
+            good = parsed["requests"]
+            rec["tool_requests"], rec["tool_rps"] = good, parsed["rps"]
+            # requests inside the measured window: the origin's counter, else the tool's count
+            # scaled from its own duration to the window
+            if a.window_requests is not None and a.window_requests > 0:
+                n, rec["count_source"] = a.window_requests, "origin"
+            else:
+                n = int(round(good * a.wall / parsed["duration_s"])) if (a.wall and parsed["duration_s"]) else good
+                rec["count_source"] = "tool"
+            rec["requests"] = n
+            if good <= 0:
                 rec["status"] = "err"
                 rec["note"] = rec["note"] or ("no 2xx responses (%s non-2xx, %s socket errors)"
                                               % (parsed["non2xx"], parsed["socket_errors"]))
-            elif parsed.get("non2xx", 0) > 0.01 * n:
+                n = 0
+            elif parsed.get("non2xx", 0) > 0.01 * good:
                 rec["note"] = "%d non-2xx" % parsed["non2xx"]
             if n > 0:
+                rec["rps"] = n / a.wall if a.wall else parsed["rps"]
                 rec["cpu_us_req"] = a.cpu_ticks / CLK_TCK * 1e6 / n
                 rec["origin_cpu_us_req"] = a.origin_ticks / CLK_TCK * 1e6 / n
+                # sanity: the origin must not see more than the client got (h2load counts the
+                # main phase only, like the window; wrk counts its whole run incl. warm-up)
+                if rec["count_source"] == "origin":
+                    expect = parsed["rps"] * a.wall if a.tool == "h2load" else good
+                    if n > 1.25 * expect + 50 or (a.tool == "h2load" and n < 0.75 * expect):
+                        rec["note"] = ((rec["note"] + "; ") if rec["note"] else "") + \
+                            "origin counted %d in the window, %s ~%d" % (n, a.tool, expect)
             if a.wall:
                 rec["cpu_pct"] = 100.0 * a.cpu_ticks / CLK_TCK / a.wall
         if a.log and os.path.exists(a.log):
@@ -166,6 +210,10 @@ def cmd_record(a):
         rec["rss_mib"] = a.rss_kb / 1024.0
     if a.hwm_kb is not None:
         rec["rss_peak_mib"] = a.hwm_kb / 1024.0
+    if a.rss_before_kb is not None:
+        rec["rss_before_mib"] = a.rss_before_kb / 1024.0
+        if a.rss_kb is not None and rec.get("opened"):
+            rec["kib_per_conn"] = (a.rss_kb - a.rss_before_kb) / rec["opened"]
     rec["wall_s"] = a.wall
     with open(a.file, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -176,11 +224,13 @@ def cmd_record(a):
 def _short(r):
     if r["status"] != "ok":
         return "%s: %s" % (r["status"], r.get("note") or "")
-    if r["tool"] in ("wrk", "h2load"):
+    if r["tool"] in ("wrk", "h2load", "curl"):
         return "%s req/s  p50 %s  p99 %s ms  %s us/req  cpu %s%%  peak %s MiB%s" % (
             _k(r.get("rps")), _f(r.get("p50_ms")), _f(r.get("p99_ms")), _f(r.get("cpu_us_req")),
             _i(r.get("cpu_pct")), _i(r.get("rss_peak_mib")), ("  (%s)" % r["note"]) if r.get("note") else "")
-    return "rss %s MiB%s" % (_f(r.get("rss_mib")), ("  (%s)" % r["note"]) if r.get("note") else "")
+    per = (", %.1f KiB/conn over %s MiB before" % (r["kib_per_conn"], _f(r.get("rss_before_mib")))) \
+        if r.get("kib_per_conn") is not None else ""
+    return "rss %s MiB%s%s" % (_f(r.get("rss_mib")), per, ("  (%s)" % r["note"]) if r.get("note") else "")
 
 
 # --------------------------------------------------------------------------- formatting
@@ -222,12 +272,11 @@ TARGETS = [
     ("h2tls-1024", "h2 (TLS) CPU/req <= haproxy", "cpu_vs_haproxy", 1.0),
     ("https-64", "HTTPS keep-alive CPU/req <= 0.8x nginx", "cpu_vs_nginx", 0.8),
     ("https-1024", "HTTPS keep-alive CPU/req <= 0.8x nginx", "cpu_vs_nginx", 0.8),
-    ("tls-handshake", "new TLS handshakes CPU/req <= 0.8x nginx", "cpu_vs_nginx", 0.8),
+    ("tls-handshake", "new (full) TLS handshakes CPU/req <= 0.8x nginx", "cpu_vs_nginx", 0.8),
     ("static-4k", "static 4 KiB CPU/req <= nginx", "cpu_vs_nginx", 1.0),
     ("static-1m", "static 1 MiB throughput >= nginx", "rps_vs_nginx_min", 1.0),
     ("idle", "idle RSS <= 20 MiB", "rss_abs", 20.0),
     ("idle-10k", "10,000 idle keep-alive conns RSS <= 150 MiB", "rss_abs", 150.0),
-    ("idle-10k-tls", "10,000 idle TLS keep-alive conns RSS <= 150 MiB", "rss_abs", 150.0),
 ]
 
 
@@ -275,7 +324,7 @@ def cmd_table(a):
     for t in targets:
         head1 += [t] + [""] * (len(sub) - 1)
         head2 += sub
-    head1 += ["GH cpu/req vs", ""]
+    head1 += ["GH ratio", ""]
     head2 += ["nginx", "haproxy"]
     ratios = {}
     for s in scen_order:
@@ -307,7 +356,7 @@ def cmd_table(a):
     widths = [max(len(str(x[i])) for x in [head2] + rows + ([head1] if i < 2 else [])) for i in range(ncols)]
     group_start = {2 + j * len(sub) for j in range(len(targets) + 1)}
     # make the group headers fit
-    for j, t in enumerate(targets + ["GH cpu/req vs"]):
+    for j, t in enumerate(targets + ["GH ratio"]):
         start = 2 + j * len(sub)
         span = len(sub) if j < len(targets) else 2
         need = len(t)
@@ -337,16 +386,26 @@ def cmd_table(a):
     lines.append("Gatehouse load benchmark %s  mode=%s  run=%ss (+%ss warm-up)  proxy core 0, load+origin core 1"
                  % (meta.get("timestamp", ""), meta.get("mode", ""), meta.get("duration_s", ""), meta.get("warmup_s", "")))
     if meta.get("loadavg_before") is not None:
-        lines.append("loadavg before/after: %s / %s   (other work on the machine skews results; compare ratios, +-15%% is normal)"
-                     % (meta.get("loadavg_before"), meta.get("loadavg_after", "?")))
+        lines.append("machine busy before/after the run: %s%% / %s%% (idle machine: ~0%%; other work skews every number)"
+                     "   loadavg %s / %s   compare ratios; +-15%% between runs is normal"
+                     % (meta.get("machine_busy_pct_before", "?"), meta.get("machine_busy_pct_after", "?"),
+                        meta.get("loadavg_before"), meta.get("loadavg_after", "?")))
+    if meta.get("versions"):
+        lines.append(meta["versions"])
     lines.append(fmt(head1, header=True))
     lines.append(fmt(head2))
     lines.append("-" * len(lines[-1]))
     for row in rows:
         lines.append(fmt(row))
     lines.append("req/s! = target used <80% of its core (load generator or origin bound: compare us/req, not req/s).")
-    lines.append("us/req = target CPU (utime+stime) / good responses; MiB = peak RSS in the run (nginx: worker); "
+    lines.append("us/req = target CPU (utime+stime) / requests in the window; MiB = peak RSS in the run (nginx: worker); "
                  "idle rows: current RSS, alive/wanted connections.")
+    lines.append("GH ratio = Gatehouse us/req / the peer's us/req (idle rows: RSS / RSS); < 1 is better.")
+    for s_ in scen_order:
+        per = ["%s %.1f" % (t, by[(s_, t)]["kib_per_conn"]) for t in targets
+               if (s_, t) in by and by[(s_, t)].get("kib_per_conn") is not None]
+        if per:
+            lines.append("%s: KiB per connection (RSS growth / connections opened): %s" % (s_, ", ".join(per)))
     tls = sorted({r.get("tls") for r in recs if r.get("tls")})
     if tls:
         lines.append("TLS seen by h2load: " + "; ".join(tls))
@@ -419,8 +478,12 @@ def main():
     r.add_argument("--cpu-ticks", type=int, default=0)
     r.add_argument("--origin-ticks", type=int, default=0)
     r.add_argument("--wall", type=float)
+    r.add_argument("--window", type=float)
+    r.add_argument("--window-requests", type=int)
+    r.add_argument("--tool-duration", type=float)
     r.add_argument("--hwm-kb", type=int)
     r.add_argument("--rss-kb", type=int)
+    r.add_argument("--rss-before-kb", type=int)
     t = sp.add_parser("table")
     t.add_argument("--file", required=True)
     t.add_argument("--meta")

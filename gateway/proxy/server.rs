@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -26,6 +27,9 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Port of the `Location` of HTTP → HTTPS redirects: the port clients reach the HTTPS
+    /// listener on, which behind a Service or hostPort is not the one it binds.
+    pub https_redirect_port: u16,
 }
 
 impl Default for ServerSettings {
@@ -34,6 +38,7 @@ impl Default for ServerSettings {
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            https_redirect_port: 443,
         }
     }
 }
@@ -55,7 +60,8 @@ pub fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one accepted connection (plain or TLS) until it closes or shutdown drains it.
+/// Serves one accepted connection (plain or TLS) until it closes or shutdown drains it. A
+/// connection that has not sent a first request within `header_timeout` is closed.
 pub async fn serve_connection<IO>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -63,6 +69,7 @@ pub async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
     listener: &'static str,
+    header_timeout: Duration,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -71,18 +78,34 @@ pub async fn serve_connection<IO>(
         .metrics
         .active_connections
         .with_label_values(&[listener]);
-    let service = service_fn(move |req| {
-        let (shared, info) = (shared.clone(), info.clone());
-        async move { Ok::<_, Infallible>(super::handle(shared, info, req).await) }
+    let requested = Arc::new(AtomicBool::new(false));
+    let service = service_fn({
+        let requested = requested.clone();
+        move |req| {
+            requested.store(true, Ordering::Relaxed);
+            let (shared, info) = (shared.clone(), info.clone());
+            async move { Ok::<_, Infallible>(super::handle(shared, info, req).await) }
+        }
     });
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let conn = graceful.watch(conn);
+    // hyper's header_read_timeout only starts once the connection is known to be HTTP/1: one
+    // that sends nothing (or part of the HTTP/2 preface) would otherwise be held for ever.
+    let no_first_request = async move {
+        tokio::time::sleep(header_timeout).await;
+        if requested.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::spawn(async move {
         gauge.inc();
-        if let Err(err) = conn.await {
-            tracing::debug!(error = %err, "connection ended with an error");
+        tokio::select! {
+            result = conn => if let Err(err) = result {
+                tracing::debug!(error = %err, "connection ended with an error");
+            },
+            () = no_first_request => tracing::debug!("no request within the header timeout; connection closed"),
         }
         gauge.dec();
     });
@@ -112,14 +135,91 @@ pub async fn run_http(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { remote, scheme: "http", port: port.clone() };
-                serve_connection(shared.clone(), builder.clone(), &graceful, stream, info, "http").await;
+                let info = ConnInfo { remote, scheme: "http", port: port.clone(), https_port: settings.https_redirect_port };
+                serve_connection(shared.clone(), builder.clone(), &graceful, stream, info, "http", settings.header_timeout).await;
             }
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
     drain(graceful, settings.drain_timeout).await;
+}
+
+/// Accepts TLS connections until `shutdown` fires, then drains them. Handshakes run in tasks
+/// of their own, so a slow client never holds up the accept loop; finished ones come back here
+/// to be served and drained like plain connections.
+pub async fn run_https(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    settings: ServerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http_builder(&settings));
+    let graceful = GracefulShutdown::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let port = HeaderValue::from(port);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(256);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(x) => x,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let info = ConnInfo { remote, scheme: "https", port: port.clone(), https_port: settings.https_redirect_port };
+                let (shared, acceptor, done_tx) = (shared.clone(), acceptor.clone(), done_tx.clone());
+                let timeout = settings.header_timeout;
+                tokio::spawn(async move {
+                    if let Some(tls) = tls_handshake(&shared, &acceptor, stream, timeout).await {
+                        let _ = done_tx.send((tls, info)).await;
+                    }
+                });
+            }
+            Some((tls, info)) = done_rx.recv() => {
+                serve_connection(shared.clone(), builder.clone(), &graceful, tls, info, "https", settings.header_timeout).await;
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    drain(graceful, settings.drain_timeout).await;
+}
+
+/// Completes a TLS handshake, counting it. An ACME TLS-ALPN-01 validation ends right after
+/// its handshake: that connection never carries HTTP.
+async fn tls_handshake(
+    shared: &Shared,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use crate::metrics::HandshakeResult;
+    let mut tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "TLS handshake failed");
+            shared.metrics.tls_handshake(HandshakeResult::Error);
+            return None;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake(HandshakeResult::Timeout);
+            return None;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        shared.metrics.tls_handshake(HandshakeResult::AcmeChallenge);
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return None;
+    }
+    shared.metrics.tls_handshake(HandshakeResult::Ok);
+    Some(tls)
 }
 
 /// Waits for in-flight requests to finish, at most `timeout`.

@@ -124,6 +124,9 @@ pub struct ScanReport {
 pub struct ManifestDir {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// A second directory whose Secrets win over these (the ACME state directory's
+    /// certificates); its other objects are ignored.
+    secrets_from: Option<Box<ManifestDir>>,
 }
 
 // === impl ManifestDir ===
@@ -133,7 +136,14 @@ impl ManifestDir {
         Self {
             root: root.into(),
             files: BTreeMap::new(),
+            secrets_from: None,
         }
+    }
+
+    /// Also reads the Secrets of `dir`, scanned with this one; they replace same-named ones.
+    pub fn with_secrets_from(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.secrets_from = Some(Box::new(ManifestDir::new(dir)));
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -176,6 +186,11 @@ impl ManifestDir {
                 }
             }
         }
+        if let Some(overlay) = &mut self.secrets_from {
+            let overlay = overlay.scan()?;
+            report.changed |= overlay.changed;
+            report.errors.extend(overlay.errors);
+        }
         Ok(report)
     }
 
@@ -186,6 +201,9 @@ impl ManifestDir {
             for object in &file.objects {
                 objects.insert(object.clone());
             }
+        }
+        if let Some(overlay) = &self.secrets_from {
+            objects.secrets.extend(overlay.objects().secrets);
         }
         objects
     }

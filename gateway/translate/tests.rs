@@ -1,1 +1,928 @@
+//! Ingress semantics, on objects parsed from the YAML a user would `kubectl apply`.
 
+use super::*;
+use crate::sources::manifests::parse_documents;
+
+use crate::test_util::yaml::{
+    Endpoint, docs, endpoint, endpoint_slice, ingress, ingress_class, not_ready, ready, resource,
+    service, site, static_site, svc, svc_named, terminating,
+};
+
+const OURS: &str = "gatehouse.dev/ingress-controller";
+
+fn objects<S: AsRef<str>>(parts: &[S]) -> Objects {
+    let mut objects = Objects::default();
+    for object in parse_documents(&docs(parts)).expect("valid manifests") {
+        objects.insert(object);
+    }
+    objects
+}
+
+fn build<S: AsRef<str>>(parts: &[S]) -> Snapshot {
+    build_with(parts, &Settings::default())
+}
+
+fn build_with<S: AsRef<str>>(parts: &[S], settings: &Settings) -> Snapshot {
+    translate(&objects(parts), settings, &Snapshot::default())
+}
+
+/// Service `name` (port `http` 80) with one ready endpoint `ip:8080`.
+fn backend_service(name: &str, ip: &str) -> String {
+    docs(&[
+        service("default", name, &[("http", 80)]),
+        endpoint_slice("default", name, name, &[("http", 8080)], &[ready(ip)]),
+    ])
+}
+
+/// Services `a`, `b`, `c` with endpoints 10.0.0.1, .2, .3.
+fn abc() -> Vec<String> {
+    vec![
+        backend_service("a", "10.0.0.1"),
+        backend_service("b", "10.0.0.2"),
+        backend_service("c", "10.0.0.3"),
+    ]
+}
+
+fn with(mut base: Vec<String>, more: impl IntoIterator<Item = String>) -> Vec<String> {
+    base.extend(more);
+    base
+}
+
+/// Where a request goes, in words: a Service's name, `static:NS/NAME`, `503` (a route with an
+/// unusable backend) or `404` (no route).
+fn target(snapshot: &Snapshot, host: &str, path: &str) -> String {
+    match snapshot.routes.lookup(host, path).map(|r| &r.backend) {
+        None => "404".into(),
+        Some(Backend::Service(s)) => s.service.name.clone(),
+        Some(Backend::Static(s)) => format!("static:{}", s.site.key),
+        Some(Backend::Unavailable { .. }) => "503".into(),
+    }
+}
+
+/// The Ingress that owns the route a request takes.
+fn route_owner(snapshot: &Snapshot, host: &str, path: &str) -> String {
+    snapshot
+        .routes
+        .lookup(host, path)
+        .map(|r| r.ingress.to_string())
+        .unwrap_or_default()
+}
+
+fn endpoints(snapshot: &Snapshot, host: &str, path: &str) -> Vec<String> {
+    match snapshot.routes.lookup(host, path).map(|r| &r.backend) {
+        Some(Backend::Service(s)) => s.endpoints.iter().map(|e| e.to_string()).collect(),
+        other => panic!("not a Service route: {other:?}"),
+    }
+}
+
+fn warnings(snapshot: &Snapshot) -> Vec<String> {
+    snapshot.warnings.iter().map(|w| w.to_string()).collect()
+}
+
+fn assert_warning(snapshot: &Snapshot, parts: &[&str]) {
+    let all = warnings(snapshot);
+    assert!(
+        all.iter().any(|w| parts.iter().all(|p| w.contains(p))),
+        "no warning containing {parts:?} in {all:#?}"
+    );
+}
+
+fn owned(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .owned_ingresses
+        .iter()
+        .map(|k| k.to_string())
+        .collect()
+}
+
+// === ownership ===
+
+#[test]
+fn ingress_naming_our_class_is_served_without_an_ingress_class_object() {
+    let s = build(&with(
+        abc(),
+        [ingress("web").prefix("app.test", "/", svc("a", 80)).yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "a");
+    assert_eq!(owned(&s), ["default/web"]);
+}
+
+#[test]
+fn ingress_naming_another_class_is_ignored() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .class(Some("nginx"))
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "404");
+    assert!(owned(&s).is_empty());
+    assert!(warnings(&s).is_empty(), "{:?}", warnings(&s));
+}
+
+#[test]
+fn ingress_class_object_decides_ownership_by_its_controller() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress_class("edge", OURS, false),
+            ingress_class("gatehouse", "example.com/other", false),
+            ingress("mine")
+                .class(Some("edge"))
+                .prefix("mine.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("theirs")
+                .prefix("theirs.test", "/", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "mine.test", "/"), "a");
+    // Named like our default class, but that IngressClass belongs to another controller.
+    assert_eq!(target(&s, "theirs.test", "/"), "404");
+    assert_eq!(owned(&s), ["default/mine"]);
+}
+
+#[test]
+fn ingress_without_class_is_ignored_by_default() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .class(None)
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "404");
+}
+
+#[test]
+fn ingress_without_class_is_served_when_our_class_is_the_default() {
+    let classless = ingress("web")
+        .class(None)
+        .prefix("app.test", "/", svc("a", 80))
+        .yaml();
+    let s = build(&with(
+        abc(),
+        [ingress_class("gatehouse", OURS, true), classless.clone()],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "a");
+
+    // The annotation must say "true"; any other value is not a default.
+    let not_default = ingress_class("gatehouse", OURS, false).replace(
+        "metadata:\n",
+        "metadata:\n  annotations: {\"ingressclass.kubernetes.io/is-default-class\": \"false\"}\n",
+    );
+    let s = build(&with(abc(), [not_default, classless]));
+    assert_eq!(target(&s, "app.test", "/"), "404");
+}
+
+#[test]
+fn default_class_of_another_controller_does_not_give_us_classless_ingresses() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress_class("nginx", "k8s.io/ingress-nginx", true),
+            ingress("web")
+                .class(None)
+                .prefix("app.test", "/", svc("a", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "404");
+}
+
+#[test]
+fn watch_ingress_without_class_takes_classless_ingresses_only() {
+    let settings = Settings {
+        watch_ingress_without_class: true,
+        ..Settings::default()
+    };
+    let s = build_with(
+        &with(
+            abc(),
+            [
+                ingress("classless")
+                    .class(None)
+                    .prefix("app.test", "/", svc("a", 80))
+                    .yaml(),
+                ingress("other")
+                    .class(Some("nginx"))
+                    .prefix("other.test", "/", svc("b", 80))
+                    .yaml(),
+            ],
+        ),
+        &settings,
+    );
+    assert_eq!(target(&s, "app.test", "/"), "a");
+    assert_eq!(target(&s, "other.test", "/"), "404");
+}
+
+#[test]
+fn legacy_class_annotation_is_honoured() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("legacy")
+                .class(None)
+                .annotation(LEGACY_CLASS_ANNOTATION, "gatehouse")
+                .prefix("legacy.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("other")
+                .class(None)
+                .annotation(LEGACY_CLASS_ANNOTATION, "nginx")
+                .prefix("other.test", "/", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "legacy.test", "/"), "a");
+    assert_eq!(target(&s, "other.test", "/"), "404");
+}
+
+#[test]
+fn ingress_class_name_field_beats_the_legacy_annotation() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .class(Some("nginx"))
+            .annotation(LEGACY_CLASS_ANNOTATION, "gatehouse")
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "404");
+}
+
+#[test]
+fn configured_class_name_replaces_the_default_one() {
+    let settings = Settings {
+        ingress_class: "edge".into(),
+        ..Settings::default()
+    };
+    let parts = with(
+        abc(),
+        [
+            ingress("edge")
+                .class(Some("edge"))
+                .prefix("edge.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("default-name")
+                .prefix("gh.test", "/", svc("b", 80))
+                .yaml(),
+        ],
+    );
+    let s = build_with(&parts, &settings);
+    assert_eq!(target(&s, "edge.test", "/"), "a");
+    assert_eq!(target(&s, "gh.test", "/"), "404");
+}
+
+// === hosts ===
+
+#[test]
+fn exact_host_serves_only_that_host_in_any_case() {
+    let s = build(&with(
+        abc(),
+        [ingress("web").prefix("app.test", "/", svc("a", 80)).yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/x"), "a");
+    assert_eq!(target(&s, "APP.Test:8080", "/x"), "a");
+    assert_eq!(target(&s, "other.test", "/x"), "404");
+    assert_eq!(target(&s, "sub.app.test", "/x"), "404");
+}
+
+#[test]
+fn wildcard_host_covers_exactly_one_label_and_exact_host_beats_it() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("wild")
+                .prefix("*.example.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("exact")
+                .prefix("www.example.test", "/", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "foo.example.test", "/"), "a");
+    assert_eq!(target(&s, "www.example.test", "/"), "b");
+    assert_eq!(target(&s, "a.b.example.test", "/"), "404");
+    assert_eq!(target(&s, "example.test", "/"), "404");
+}
+
+#[test]
+fn rule_without_host_serves_every_host_without_rules_of_its_own() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("any").prefix("", "/", svc("a", 80)).yaml(),
+            ingress("named")
+                .prefix("app.test", "/api", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "whatever.test", "/"), "a");
+    assert_eq!(target(&s, "10.1.2.3", "/x"), "a");
+    assert_eq!(target(&s, "", "/x"), "a");
+    assert_eq!(target(&s, "app.test", "/api/v1"), "b");
+}
+
+#[test]
+fn invalid_host_is_skipped_with_a_warning_and_other_rules_still_serve() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("foo.*.test", "/", svc("a", 80))
+            .prefix("good.test", "/", svc("b", 80))
+            .yaml()],
+    ));
+    assert_warning(
+        &s,
+        &["Ingress default/web", "foo.*.test", "not a valid DNS name"],
+    );
+    assert_eq!(target(&s, "good.test", "/"), "b");
+}
+
+// === paths ===
+
+#[test]
+fn exact_path_matches_only_the_identical_path() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .exact("app.test", "/foo", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/foo"), "a");
+    for miss in ["/foo/", "/FOO", "/foo/bar", "/fo", "/foobar"] {
+        assert_eq!(target(&s, "app.test", miss), "404", "{miss}");
+    }
+}
+
+#[test]
+fn prefix_matches_whole_elements_case_sensitively_ignoring_trailing_slash() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("app.test", "/aaa/bbb/", svc("a", 80))
+            .yaml()],
+    ));
+    for hit in ["/aaa/bbb", "/aaa/bbb/", "/aaa/bbb/ccc"] {
+        assert_eq!(target(&s, "app.test", hit), "a", "{hit}");
+    }
+    for miss in ["/aaa/bbbxyz", "/aaa", "/AAA/bbb", "/aaa/bb"] {
+        assert_eq!(target(&s, "app.test", miss), "404", "{miss}");
+    }
+}
+
+#[test]
+fn implementation_specific_matches_like_prefix() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .path("app.test", "/api", "ImplementationSpecific", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/api"), "a");
+    assert_eq!(target(&s, "app.test", "/api/v1"), "a");
+    assert_eq!(target(&s, "app.test", "/apiv1"), "404");
+}
+
+#[test]
+fn longest_match_wins_across_ingresses_of_one_host() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("root").prefix("app.test", "/", svc("a", 80)).yaml(),
+            ingress("api")
+                .prefix("app.test", "/api", svc("b", 80))
+                .yaml(),
+            ingress("v2")
+                .prefix("app.test", "/api/v2", svc("c", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "app.test", "/api/v2/users"), "c");
+    assert_eq!(target(&s, "app.test", "/api/v1/users"), "b");
+    assert_eq!(target(&s, "app.test", "/apiv2"), "a");
+    assert_eq!(route_owner(&s, "app.test", "/api/v2"), "default/v2");
+}
+
+#[test]
+fn exact_beats_prefix_of_equal_length() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("app.test", "/foo", svc("a", 80))
+            .exact("app.test", "/foo", svc("b", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/foo"), "b");
+    assert_eq!(target(&s, "app.test", "/foo/"), "a");
+    assert_eq!(target(&s, "app.test", "/foo/x"), "a");
+    assert!(warnings(&s).is_empty(), "{:?}", warnings(&s));
+}
+
+#[test]
+fn unusable_paths_are_skipped_with_a_warning_each() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .path("app.test", "/regex.*", "Regex", svc("a", 80))
+            .path("app.test", "relative", "Prefix", svc("a", 80))
+            .prefix("app.test", "/ok", svc("b", 80))
+            .yaml()],
+    ));
+    assert_warning(&s, &["default/web", "unknown pathType \"Regex\""]);
+    assert_warning(
+        &s,
+        &["default/web", "\"relative\"", "must start with \"/\""],
+    );
+    assert_eq!(target(&s, "app.test", "/ok"), "b");
+    assert_eq!(target(&s, "app.test", "/regex.x"), "404");
+}
+
+// === default backend ===
+
+#[test]
+fn default_backend_serves_what_no_rule_matches() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .default_backend(svc("a", 80))
+            .prefix("app.test", "/api", svc("b", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/api"), "b");
+    assert_eq!(target(&s, "app.test", "/other"), "a");
+    assert_eq!(target(&s, "unknown.test", "/"), "a");
+}
+
+#[test]
+fn second_default_backend_loses_to_the_older_one_with_a_warning() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("new")
+                .created("2024-06-01T00:00:00Z")
+                .default_backend(svc("b", 80))
+                .yaml(),
+            ingress("old")
+                .created("2023-01-01T00:00:00Z")
+                .default_backend(svc("a", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "any.test", "/"), "a");
+    assert_warning(
+        &s,
+        &[
+            "Ingress default/new",
+            "defaultBackend ignored",
+            "default/old",
+        ],
+    );
+}
+
+// === several Ingresses, conflicts ===
+
+#[test]
+fn ingresses_sharing_a_host_merge_their_paths() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("front")
+                .prefix("app.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("api")
+                .namespace("default")
+                .prefix("app.test", "/api", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "app.test", "/index.html"), "a");
+    assert_eq!(target(&s, "app.test", "/api/x"), "b");
+    assert!(warnings(&s).is_empty(), "{:?}", warnings(&s));
+}
+
+#[test]
+fn conflicting_path_goes_to_the_oldest_ingress_with_a_warning_for_the_other() {
+    let parts = with(
+        abc(),
+        [
+            ingress("newer")
+                .created("2024-06-01T00:00:00Z")
+                .prefix("app.test", "/api", svc("b", 80))
+                .yaml(),
+            ingress("older")
+                .created("2024-01-01T00:00:00Z")
+                .prefix("app.test", "/api/", svc("a", 80))
+                .yaml(),
+        ],
+    );
+    let s = build(&parts);
+    assert_eq!(target(&s, "app.test", "/api"), "a");
+    assert_warning(
+        &s,
+        &[
+            "Ingress default/newer",
+            "\"/api\"",
+            "app.test",
+            "default/older",
+        ],
+    );
+    // The same objects in another order decide the same way.
+    let reversed: Vec<String> = parts.into_iter().rev().collect();
+    assert_eq!(target(&build(&reversed), "app.test", "/api"), "a");
+}
+
+#[test]
+fn conflict_between_equally_old_ingresses_goes_by_namespace_then_name() {
+    let at = "2024-01-01T00:00:00Z";
+    let mut parts = vec![
+        backend_service("a", "10.0.0.1"),
+        docs(&[
+            service("zeta", "a", &[("http", 80)]),
+            endpoint_slice("zeta", "a", "a", &[("http", 8080)], &[ready("10.0.9.9")]),
+        ]),
+    ];
+    parts.extend([
+        ingress("a-first")
+            .namespace("zeta")
+            .created(at)
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml(),
+        ingress("z-last")
+            .created(at)
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml(),
+        ingress("b-second")
+            .created(at)
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml(),
+    ]);
+    let s = build(&parts);
+    assert_eq!(route_owner(&s, "app.test", "/"), "default/b-second");
+    assert_eq!(
+        owned(&s),
+        ["default/b-second", "default/z-last", "zeta/a-first"]
+    );
+    assert_warning(&s, &["Ingress default/z-last", "default/b-second"]);
+    assert_warning(&s, &["Ingress zeta/a-first", "default/b-second"]);
+}
+
+#[test]
+fn ingress_without_creation_timestamp_loses_to_one_with() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("aaa-handwritten")
+                .prefix("app.test", "/", svc("b", 80))
+                .yaml(),
+            ingress("zzz-applied")
+                .created("2024-01-01T00:00:00Z")
+                .prefix("app.test", "/", svc("a", 80))
+                .yaml(),
+        ],
+    ));
+    assert_eq!(target(&s, "app.test", "/"), "a");
+}
+
+#[test]
+fn duplicate_path_within_one_ingress_keeps_the_first() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("app.test", "/x", svc("a", 80))
+            .prefix("app.test", "/x/", svc("b", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "app.test", "/x"), "a");
+    assert_warning(&s, &["default/web", "an earlier path of this Ingress"]);
+}
+
+// === Services and endpoints ===
+
+#[test]
+fn service_port_by_number_resolves_to_the_endpoint_slice_port_of_the_same_name() {
+    let s = build(&[
+        service("default", "web", &[("http", 80), ("metrics", 9000)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("http", 8080), ("metrics", 9100)],
+            &[ready("10.0.0.1")],
+        ),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+        ingress("metrics")
+            .prefix("metrics.test", "/", svc("web", 9000))
+            .yaml(),
+    ]);
+    assert_eq!(endpoints(&s, "app.test", "/"), ["10.0.0.1:8080"]);
+    assert_eq!(endpoints(&s, "metrics.test", "/"), ["10.0.0.1:9100"]);
+}
+
+#[test]
+fn service_port_by_name_resolves_through_endpoint_slices() {
+    let s = build(&[
+        service("default", "web", &[("http", 80), ("admin", 81)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("http", 8080), ("admin", 8081)],
+            &[ready("10.0.0.1")],
+        ),
+        ingress("web")
+            .prefix("app.test", "/", svc_named("web", "admin"))
+            .yaml(),
+    ]);
+    assert_eq!(endpoints(&s, "app.test", "/"), ["10.0.0.1:8081"]);
+}
+
+#[test]
+fn unnamed_service_port_matches_the_unnamed_slice_port() {
+    let s = build(&[
+        service("default", "web", &[("", 80)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("", 3000)],
+            &[ready("10.0.0.1")],
+        ),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    assert_eq!(endpoints(&s, "app.test", "/"), ["10.0.0.1:3000"]);
+}
+
+#[test]
+fn only_ready_endpoints_of_all_slices_are_used_once_each() {
+    let s = build(&[
+        service("default", "web", &[("http", 80)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[
+                ready("10.0.0.2"),
+                not_ready("10.0.0.3"),
+                terminating("10.0.0.4", true),
+                // Conditions left out: ready means ready (Kubernetes: nil is true).
+                endpoint("10.0.0.5", None, None, None),
+            ],
+        ),
+        endpoint_slice(
+            "default",
+            "web-2",
+            "web",
+            &[("http", 8080)],
+            &[ready("10.0.0.1"), ready("10.0.0.2")],
+        ),
+        // Another Service's slice in the same namespace is not ours.
+        endpoint_slice(
+            "default",
+            "other-1",
+            "other",
+            &[("http", 8080)],
+            &[ready("10.0.0.9")],
+        ),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    assert_eq!(
+        endpoints(&s, "app.test", "/"),
+        ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.5:8080"]
+    );
+}
+
+#[test]
+fn serving_terminating_endpoints_are_used_only_when_none_is_ready() {
+    let terminating_only: [Endpoint; 3] = [
+        terminating("10.0.0.1", true),
+        terminating("10.0.0.2", false),
+        not_ready("10.0.0.3"),
+    ];
+    let s = build(&[
+        service("default", "web", &[("http", 80)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &terminating_only,
+        ),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    assert_eq!(endpoints(&s, "app.test", "/"), ["10.0.0.1:8080"]);
+}
+
+#[test]
+fn service_without_ready_endpoints_routes_to_an_empty_endpoint_list() {
+    let s = build(&[
+        service("default", "web", &[("http", 80)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[not_ready("10.0.0.1")],
+        ),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    assert!(endpoints(&s, "app.test", "/").is_empty());
+}
+
+#[test]
+fn backend_service_is_looked_up_in_the_ingress_namespace() {
+    let s = build(&[
+        service("team-a", "web", &[("http", 80)]),
+        endpoint_slice(
+            "team-a",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[ready("10.0.1.1")],
+        ),
+        service("default", "web", &[("http", 80)]),
+        endpoint_slice(
+            "default",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[ready("10.0.0.1")],
+        ),
+        ingress("web")
+            .namespace("team-a")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    assert_eq!(endpoints(&s, "app.test", "/"), ["10.0.1.1:8080"]);
+}
+
+#[test]
+fn missing_service_gives_a_warning_and_503_while_other_routes_keep_working() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("app.test", "/missing", svc("nope", 80))
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert_warning(
+        &s,
+        &["Ingress default/web", "Service default/nope not found"],
+    );
+    assert_eq!(target(&s, "app.test", "/missing/x"), "503");
+    assert_eq!(target(&s, "app.test", "/x"), "a");
+}
+
+#[test]
+fn missing_service_port_gives_a_warning_and_503() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("app.test", "/num", svc("a", 81))
+            .prefix("app.test", "/name", svc_named("a", "grpc"))
+            .yaml()],
+    ));
+    assert_warning(&s, &["default/web", "Service default/a has no port 81"]);
+    assert_warning(&s, &["default/web", "Service default/a has no port grpc"]);
+    assert_eq!(target(&s, "app.test", "/num"), "503");
+    assert_eq!(target(&s, "app.test", "/name"), "503");
+}
+
+#[test]
+fn external_name_service_is_refused_with_a_warning() {
+    let external = service("default", "ext", &[("http", 80)]).replace(
+        "spec:\n",
+        "spec:\n  type: ExternalName\n  externalName: example.com\n",
+    );
+    let s = build(&[
+        external,
+        ingress("web")
+            .prefix("app.test", "/", svc("ext", 80))
+            .yaml(),
+    ]);
+    assert_warning(&s, &["default/web", "ExternalName"]);
+    assert_eq!(target(&s, "app.test", "/"), "503");
+}
+
+#[test]
+fn backend_protocol_annotation_selects_h2c_and_rejects_unknown_values() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("grpc")
+                .annotation(BACKEND_PROTOCOL_ANNOTATION, "h2c")
+                .prefix("grpc.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("bad")
+                .annotation(BACKEND_PROTOCOL_ANNOTATION, "spdy")
+                .prefix("bad.test", "/", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    let protocol = |host: &str| match s.routes.lookup(host, "/").map(|r| &r.backend) {
+        Some(Backend::Service(b)) => b.protocol,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(protocol("grpc.test"), UpstreamProtocol::H2c);
+    assert_eq!(protocol("bad.test"), UpstreamProtocol::Http);
+    assert_warning(
+        &s,
+        &["default/bad", BACKEND_PROTOCOL_ANNOTATION, "\"spdy\""],
+    );
+}
+
+// === StaticSite backends ===
+
+#[test]
+fn static_site_backend_serves_from_a_root_relative_to_the_manifests_directory() {
+    let settings = Settings {
+        base_dir: Some("/srv/manifests".into()),
+        ..Settings::default()
+    };
+    let s = build_with(
+        &[
+            static_site("default", "docs", "site", &[]),
+            ingress("web").prefix("docs.test", "/", site("docs")).yaml(),
+        ],
+        &settings,
+    );
+    assert_eq!(target(&s, "docs.test", "/"), "static:default/docs");
+    let Some(Backend::Static(route)) = s.routes.lookup("docs.test", "/").map(|r| &r.backend) else {
+        panic!("static route");
+    };
+    assert_eq!(route.site.root, std::path::Path::new("/srv/manifests/site"));
+}
+
+#[test]
+fn missing_or_invalid_static_site_gives_a_warning_and_503() {
+    let s = build(&[
+        static_site(
+            "default",
+            "escape",
+            "/srv/site",
+            &[("index", "../../etc/passwd")],
+        ),
+        ingress("web")
+            .prefix("app.test", "/missing", site("nope"))
+            .prefix("app.test", "/bad", site("escape"))
+            .prefix("app.test", "/cm", resource("", "ConfigMap", "x"))
+            .yaml(),
+    ]);
+    assert_warning(
+        &s,
+        &["Ingress default/web", "StaticSite default/nope not found"],
+    );
+    assert_warning(
+        &s,
+        &[
+            "StaticSite default/escape",
+            "spec.index",
+            "inside the site's root",
+        ],
+    );
+    assert_warning(
+        &s,
+        &[
+            "Ingress default/web",
+            "StaticSite default/escape is invalid",
+        ],
+    );
+    assert_warning(&s, &["Ingress default/web", "ConfigMap", "not supported"]);
+    for path in ["/missing", "/bad", "/cm"] {
+        assert_eq!(target(&s, "app.test", path), "503", "{path}");
+    }
+}
+
+#[test]
+fn routes_dump_names_hosts_paths_and_backends() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .prefix("app.test", "/", svc("a", 80))
+            .exact("app.test", "/health", svc("b", 80))
+            .default_backend(svc("c", 80))
+            .yaml()],
+    ));
+    let dump = serde_json::to_value(describe_routes(&s)).expect("json");
+    assert_eq!(
+        dump["app.test"]["Prefix /"]["backend"]["service"],
+        "default/a"
+    );
+    assert_eq!(
+        dump["app.test"]["Exact /health"]["backend"]["endpoints"][0],
+        "10.0.0.2:8080"
+    );
+    assert_eq!(dump["(default backend)"]["/"]["ingress"], "default/web");
+}

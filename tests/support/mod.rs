@@ -2,7 +2,10 @@
 //! origin servers, make real clients. Each test file `mod support;`s this.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod origin;
+pub mod pebble;
+pub mod yaml;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -34,21 +37,39 @@ impl Gatehouse {
 
     /// Starts Gatehouse with the given manifest files and extra command-line arguments.
     pub fn start_with(files: &[(&str, &str)], extra_args: &[&str]) -> Self {
+        let gh = Self::spawn_with(files, extra_args);
+        gh.wait_ready();
+        gh
+    }
+
+    /// Like [`Gatehouse::start_with`] without waiting for readiness. With a `--kubeconfig`
+    /// argument it reads the Kubernetes API instead of a manifest directory.
+    pub fn spawn_with(files: &[(&str, &str)], extra_args: &[&str]) -> Self {
+        Self::spawn_on(free_port(), free_port(), files, extra_args)
+    }
+
+    /// Like [`Gatehouse::spawn_with`] with the plain and HTTPS listeners on given addresses
+    /// (an ACME test CA must know them before Gatehouse starts).
+    pub fn spawn_on(
+        http: SocketAddr,
+        https: SocketAddr,
+        files: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, yaml) in files {
             write_file(dir.path(), name, yaml);
         }
         let mut gh = Self {
             child: None,
-            http: free_port(),
-            https: free_port(),
+            http,
+            https,
             admin: free_port(),
             log: dir.path().join("gatehouse.log"),
             dir,
             args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         gh.spawn();
-        gh.wait_ready();
         gh
     }
 
@@ -56,9 +77,11 @@ impl Gatehouse {
         let log = std::fs::File::create(&self.log).expect("log file");
         let manifests = self.dir.path().join("manifests");
         std::fs::create_dir_all(&manifests).expect("manifests dir");
-        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .arg("--manifests")
-            .arg(&manifests)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        if !self.args.iter().any(|a| a.starts_with("--kubeconfig")) {
+            command.arg("--manifests").arg(&manifests);
+        }
+        let child = command
             .arg(format!("--http-listen={}", self.http))
             .arg(format!("--https-listen={}", self.https))
             .arg(format!("--admin-listen={}", self.admin))
@@ -88,7 +111,10 @@ impl Gatehouse {
     /// Sends SIGTERM and returns the process, to watch it drain.
     pub fn terminate(&mut self) -> Child {
         let child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child
     }
 
@@ -178,7 +204,7 @@ pub fn write_file(dir: &Path, name: &str, text: &str) {
 }
 
 /// A minimal blocking HTTP/1.0 GET, so harness checks need no runtime.
-fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -186,7 +212,10 @@ fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -210,11 +239,169 @@ pub fn service_yaml(ns: &str, name: &str, endpoints: &[SocketAddr]) -> String {
     ports.sort();
     ports.dedup();
     for port in ports {
-        let addrs: Vec<String> = endpoints.iter().filter(|e| e.port() == port).map(|e| format!("\"{}\"", e.ip())).collect();
+        let addrs: Vec<String> = endpoints
+            .iter()
+            .filter(|e| e.port() == port)
+            .map(|e| format!("\"{}\"", e.ip()))
+            .collect();
         out.push_str(&format!(
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{port}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n  - addresses: [{}]\n    conditions: {{ready: true}}\n",
             addrs.join(", ")
         ));
     }
     out
+}
+
+// === helpers beyond the basic harness ===
+
+impl Gatehouse {
+    /// A client builder that resolves each of `hosts` to this gateway's plain listener, so a URL
+    /// `http://HOST/...` carries the real host (Host header in HTTP/1.1, `:authority` in HTTP/2).
+    pub fn client_builder(&self, hosts: &[&str]) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        for host in hosts {
+            builder = builder.resolve(host, self.http);
+        }
+        builder
+    }
+
+    /// An HTTP/1.1 client for `hosts` (see [`Gatehouse::client_builder`]).
+    pub fn client_for(&self, hosts: &[&str]) -> reqwest::Client {
+        self.client_builder(hosts)
+            .http1_only()
+            .build()
+            .expect("client")
+    }
+
+    /// An HTTP/2 client (h2c, prior knowledge) for `hosts`.
+    pub fn h2c_client_for(&self, hosts: &[&str]) -> reqwest::Client {
+        self.client_builder(hosts)
+            .http2_prior_knowledge()
+            .build()
+            .expect("client")
+    }
+
+    /// Waits up to `timeout` until the log holds a line containing every one of `parts`;
+    /// returns that line.
+    pub fn wait_log(&self, parts: &[&str], timeout: Duration) -> String {
+        let mut found = None;
+        wait_until(&format!("a log line with {parts:?}"), timeout, || {
+            found = self
+                .log_text()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
+    /// The child process, e.g. to wait for its exit after [`Gatehouse::terminate`].
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `timeout`. Blocking:
+/// call it from a multi-threaded runtime (or `spawn_blocking`) when origins share the runtime.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Status line and header lines, as received.
+    pub head: String,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// First value of a header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` exactly as written on a new connection and reads the response until the
+/// server closes (so the request should say `Connection: close`). For what a normal client would
+/// rewrite: dot segments, encoded slashes, odd headers.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))??;
+    parse_raw_response(&out)
+}
+
+/// `GET target` for `host` sent as written, with extra header lines.
+pub async fn raw_get(addr: SocketAddr, host: &str, target: &str, headers: &[&str]) -> RawResponse {
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    raw_request(addr, request.as_bytes())
+        .await
+        .expect("raw request")
+}
+
+fn parse_raw_response(bytes: &[u8]) -> std::io::Result<RawResponse> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of head"))?;
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let mut body = bytes[split + 4..].to_vec();
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(RawResponse { status, head, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
 }

@@ -3,57 +3,217 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::sync::mpsc;
 
-/// Starts an origin on a free port that answers every request with a JSON echo:
+/// Error type of origin response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body an origin may stream.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A whole response body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A body fed chunk by chunk through the returned sender; it ends when the sender is dropped.
+pub fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let stream = receiver_stream(rx).map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
+    (tx, BodyExt::boxed(StreamBody::new(stream)))
+}
+
+fn receiver_stream(mut rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The JSON an echo origin answers with:
 /// `{"origin": NAME, "method", "path" (with query), "version", "headers": {...}, "body_len"}`.
+pub async fn echo_json(name: &str, req: Request<Incoming>) -> serde_json::Value {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    serde_json::json!({
+        "origin": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "authority": parts.uri.authority().map(|a| a.as_str()),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+    })
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(value.to_string()))
+        .expect("response")
+}
+
+/// Starts an origin on a free port that answers every request with [`echo_json`].
 pub async fn echo(name: &str) -> SocketAddr {
     let name: Arc<str> = name.into();
     serve(move |req: Request<Incoming>| {
         let name = name.clone();
+        async move { json_response(&echo_json(&name, req).await) }
+    })
+    .await
+}
+
+/// Like [`echo`], but waits `delay` before answering; `started` gets a message as each request
+/// arrives (so a test knows the request is in flight).
+pub async fn slow(name: &str, delay: Duration) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let name: Arc<str> = name.into();
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let addr = serve(move |req: Request<Incoming>| {
+        let (name, started_tx) = (name.clone(), started_tx.clone());
         async move {
-            let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let headers: serde_json::Map<String, serde_json::Value> = parts
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
-                .collect();
-            let echo = serde_json::json!({
-                "origin": &*name,
-                "method": parts.method.as_str(),
-                "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                "version": format!("{:?}", parts.version),
-                "headers": headers,
-                "body_len": body.len(),
+            let _ = started_tx.send(());
+            tokio::time::sleep(delay).await;
+            json_response(&echo_json(&name, req).await)
+        }
+    })
+    .await;
+    (addr, started)
+}
+
+/// An origin that answers with a fixed status, extra headers and body.
+pub async fn fixed(status: u16, headers: &[(&str, &str)], body: &str) -> SocketAddr {
+    let headers: Arc<Vec<(String, String)>> = Arc::new(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let body = Bytes::from(body.to_owned());
+    serve(move |_req: Request<Incoming>| {
+        let (headers, body) = (headers.clone(), body.clone());
+        async move {
+            let mut resp = Response::builder().status(status);
+            for (k, v) in headers.iter() {
+                resp = resp.header(k, v);
+            }
+            resp.body(full(body)).expect("response")
+        }
+    })
+    .await
+}
+
+/// A WebSocket origin (hyper upgrade + tungstenite): answers each text message `m` with
+/// `NAME: m` and each binary message with the same bytes; ignores plain HTTP requests with 400.
+pub async fn websocket_echo(name: &str) -> SocketAddr {
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let name: Arc<str> = name.into();
+    serve(move |mut req: Request<Incoming>| {
+        let name = name.clone();
+        async move {
+            let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+                return Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .body(full("websocket only"))
+                    .expect("response");
+            };
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let mut ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    let reply = match msg {
+                        Message::Text(t) => Message::text(format!("{name}: {}", t.as_str())),
+                        Message::Binary(b) => Message::Binary(b),
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
+                    }
+                }
             });
             Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(echo.to_string())))
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                .body(full(Bytes::new()))
                 .expect("response")
         }
     })
     .await
 }
 
-/// Starts a server on a free loopback port with the given handler (HTTP/1.1 and h2c).
-pub async fn serve<F, Fut>(handler: F) -> SocketAddr
+/// A loopback address nothing listens on: connecting is refused at once.
+pub fn refused_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A loopback address whose connects hang: a listener with a full accept queue that never
+/// accepts (the kernel drops further SYNs). Keep the returned guard alive while it is used.
+pub fn blackhole_addr() -> (SocketAddr, Vec<socket2::Socket>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    listener.bind(&any.into()).expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let mut guard = vec![listener];
+    // Fill the accept queue (backlog 0 still admits one or two) with connections never accepted.
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        s.set_nonblocking(true).expect("nonblocking");
+        let _ = s.connect(&addr.into());
+        guard.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    (addr, guard)
+}
+
+/// Starts a server on a free loopback port with the given handler (HTTP/1.1 and h2c, upgrades).
+pub async fn serve<F, Fut, B>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {

@@ -1,1 +1,257 @@
+use super::*;
+use crate::objects::ObjectKey;
 
+use crate::test_util::yaml::{docs, endpoint_slice, ingress, ready, service, svc};
+
+fn kinds(objects: &[Object]) -> Vec<String> {
+    objects.iter().map(Object::describe).collect()
+}
+
+/// Writes a file the way a deploy tool would: a new file renamed over the old one.
+fn put(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let tmp = dir.join(format!(".{}.tmp", name.replace('/', "_")));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+}
+
+fn ingress_keys(dir: &ManifestDir) -> Vec<String> {
+    dir.objects()
+        .ingresses
+        .keys()
+        .map(|k| k.to_string())
+        .collect()
+}
+
+#[test]
+fn multi_document_yaml_gives_every_object_in_order() {
+    let text = docs(&[
+        service("shop", "web", &[("http", 80)]),
+        endpoint_slice(
+            "shop",
+            "web-1",
+            "web",
+            &[("http", 8080)],
+            &[ready("10.0.0.1")],
+        ),
+        ingress("web")
+            .namespace("shop")
+            .prefix("a.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    let objects = parse_documents(&text).expect("parses");
+    assert_eq!(
+        kinds(&objects),
+        [
+            "Service shop/web",
+            "EndpointSlice shop/web-1",
+            "Ingress shop/web"
+        ]
+    );
+}
+
+#[test]
+fn empty_documents_and_comments_are_skipped() {
+    let text = format!(
+        "# leading comment\n---\n---\n{}---\n# only a comment\n",
+        service("default", "web", &[("http", 80)])
+    );
+    assert_eq!(
+        kinds(&parse_documents(&text).expect("parses")),
+        ["Service default/web"]
+    );
+    assert!(parse_documents("").expect("empty file parses").is_empty());
+}
+
+#[test]
+fn missing_namespace_means_default() {
+    let text =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n";
+    let objects = parse_documents(text).expect("parses");
+    assert_eq!(kinds(&objects), ["Service default/web"]);
+}
+
+#[test]
+fn list_kind_is_unpacked() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: a, namespace: x}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: ignored}}\n- {apiVersion: networking.k8s.io/v1, kind: IngressClass, metadata: {name: gatehouse}, spec: {controller: gatehouse.dev/ingress-controller}}\n";
+    let objects = parse_documents(text).expect("parses");
+    assert_eq!(kinds(&objects), ["Service x/a", "IngressClass gatehouse"]);
+}
+
+#[test]
+fn kinds_gatehouse_does_not_read_are_ignored() {
+    let text = docs(&[
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 2}\n"
+            .to_owned(),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: b}\n".to_owned(),
+        // Same kind name, other group: not the Ingress Gatehouse reads.
+        "apiVersion: example.com/v1\nkind: Ingress\nmetadata: {name: odd}\nspec: 42\n".to_owned(),
+        "apiVersion: gatehouse.dev/v1alpha1\nkind: StaticSite\nmetadata: {name: docs}\nspec: {root: site}\n"
+            .to_owned(),
+    ]);
+    let objects = parse_documents(&text).expect("parses");
+    assert_eq!(kinds(&objects), ["StaticSite default/docs"]);
+}
+
+#[test]
+fn bad_document_error_names_document_kind_and_name() {
+    let text = docs(&[
+        service("default", "ok", &[("http", 80)]),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: broken}\nspec:\n  rules: not-a-list\n"
+            .to_owned(),
+    ]);
+    let err = parse_documents(&text).expect_err("bad spec");
+    assert!(err.contains("document 2"), "{err}");
+    assert!(err.contains("Ingress"), "{err}");
+    assert!(err.contains("\"broken\""), "{err}");
+}
+
+#[test]
+fn document_without_kind_or_name_is_an_error() {
+    let err = parse_documents("metadata: {name: what}\n").expect_err("no kind");
+    assert!(
+        err.contains("document 1") && err.contains("no apiVersion or kind"),
+        "{err}"
+    );
+    let err =
+        parse_documents("apiVersion: v1\nkind: Service\nmetadata: {}\n").expect_err("no name");
+    assert!(err.contains("Service has no metadata.name"), "{err}");
+}
+
+#[test]
+fn invalid_yaml_is_an_error() {
+    let err = parse_documents("apiVersion: v1\nkind: [unclosed\n").expect_err("bad yaml");
+    assert!(!err.is_empty());
+}
+
+#[test]
+fn scan_reads_yaml_yml_and_json_files_recursively_and_skips_hidden_and_other_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    put(root, "a.yaml", &ingress("a").yaml());
+    put(root, "sub/b.yml", &ingress("b").yaml());
+    put(
+        root,
+        "c.json",
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "c"}, "spec": {}}"#,
+    );
+    put(root, "notes.txt", &ingress("txt").yaml());
+    put(root, ".hidden.yaml", &ingress("hidden").yaml());
+    put(root, "..data/d.yaml", &ingress("configmap-internal").yaml());
+    let mut dir = ManifestDir::new(root);
+    let report = dir.scan().expect("scan");
+    assert!(report.changed && report.errors.is_empty(), "{report:?}");
+    assert_eq!(ingress_keys(&dir), ["default/a", "default/b", "default/c"]);
+}
+
+#[test]
+fn unchanged_directory_reports_no_change() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("a").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    assert!(dir.scan().expect("scan").changed);
+    let again = dir.scan().expect("scan");
+    assert!(!again.changed && again.errors.is_empty(), "{again:?}");
+}
+
+#[test]
+fn changed_file_replaces_its_objects() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("one").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    dir.scan().expect("scan");
+    put(tmp.path(), "a.yaml", &ingress("two").yaml());
+    assert!(dir.scan().expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/two"]);
+}
+
+#[test]
+fn broken_file_keeps_its_last_good_objects_and_is_reported_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("good").yaml());
+    put(tmp.path(), "other.yaml", &ingress("other").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    dir.scan().expect("scan");
+
+    put(
+        tmp.path(),
+        "a.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: good}\nspec: {rules: 7}\n",
+    );
+    let report = dir.scan().expect("scan");
+    assert!(!report.changed, "{report:?}");
+    let [(file, reason)] = &report.errors[..] else {
+        panic!("one error expected: {report:?}");
+    };
+    assert_eq!(file, &tmp.path().join("a.yaml"));
+    assert!(reason.contains("Ingress \"good\""), "{reason}");
+    assert_eq!(ingress_keys(&dir), ["default/good", "default/other"]);
+
+    // Nothing new: the same broken content is not reported again.
+    assert!(dir.scan().expect("scan").errors.is_empty());
+
+    put(tmp.path(), "a.yaml", &ingress("fixed").yaml());
+    let report = dir.scan().expect("scan");
+    assert!(report.changed && report.errors.is_empty(), "{report:?}");
+    assert_eq!(ingress_keys(&dir), ["default/fixed", "default/other"]);
+}
+
+#[test]
+fn file_broken_from_the_start_contributes_nothing_and_others_load() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "bad.yaml", "kind: [\n");
+    put(tmp.path(), "good.yaml", &ingress("good").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    let report = dir.scan().expect("scan");
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(ingress_keys(&dir), ["default/good"]);
+}
+
+#[test]
+fn removed_file_drops_its_objects() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("a").yaml());
+    put(tmp.path(), "b.yaml", &ingress("b").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    dir.scan().expect("scan");
+    std::fs::remove_file(tmp.path().join("a.yaml")).expect("remove");
+    assert!(dir.scan().expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/b"]);
+}
+
+#[test]
+fn same_object_in_two_files_is_taken_from_the_later_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(
+        tmp.path(),
+        "a.yaml",
+        &ingress("web")
+            .prefix("first.test", "/", svc("x", 80))
+            .yaml(),
+    );
+    put(
+        tmp.path(),
+        "b.yaml",
+        &ingress("web")
+            .prefix("second.test", "/", svc("x", 80))
+            .yaml(),
+    );
+    let mut dir = ManifestDir::new(tmp.path());
+    dir.scan().expect("scan");
+    let objects = dir.objects();
+    let web = &objects.ingresses[&ObjectKey::new("default", "web")];
+    let host = web
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_ref())
+        .and_then(|r| r[0].host.clone());
+    assert_eq!(host.as_deref(), Some("second.test"));
+}
+
+#[test]
+fn missing_directory_is_an_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut dir = ManifestDir::new(tmp.path().join("nope"));
+    assert!(dir.scan().is_err());
+}

@@ -1,0 +1,398 @@
+//! ACME: certificates for the hosts of Ingresses annotated `kubernetes.io/tls-acme: "true"`.
+//!
+//! [`crate::translate`] lists what is wanted ([`AcmeWant`] in the snapshot); the [`manager`]
+//! compares each want with the certificate its Secret holds now, orders the missing and the
+//! due ones (instant-acme), answers their challenges through the data plane (HTTP-01 here in
+//! [`Challenges`], TLS-ALPN-01 through the TLS resolver), and writes the results through a
+//! [`store::Store`] so they come back through the sources like any other Secret. The decisions
+//! (renewal time, backoff, token syntax) are pure functions, tested in `acme/tests.rs`.
+
+pub mod client;
+pub mod manager;
+pub mod order;
+pub mod store;
+pub mod wants;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde::Deserialize;
+
+use crate::proxy::BoxBody;
+use crate::shared::Shared;
+pub use crate::snapshot::AcmeWant;
+use crate::tls::certs::{TlsCert, name_matches};
+
+/// Let's Encrypt's production directory, the default `--acme-directory`.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`--acme-directory staging`).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+/// Path prefix of HTTP-01 challenge requests (RFC 8555 section 8.3).
+pub const HTTP01_PREFIX: &str = crate::tls::ACME_CHALLENGE_PREFIX;
+/// Share of the time from issuance to the renewal point by which a renewal may come early, so
+/// certificates issued together do not all renew in the same minute.
+const RENEWAL_JITTER: f64 = 0.1;
+
+/// ACME settings, resolved from `--acme-*` and `--state-dir`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Directory URL of the ACME server.
+    pub directory: String,
+    /// Contact address given to the ACME server when the account is created.
+    pub email: Option<String>,
+    /// PEM file of extra roots to trust for the directory (a test CA such as Pebble's).
+    pub ca_bundle: Option<PathBuf>,
+    pub challenge: ChallengeKind,
+    /// Manifest mode: where the account, orders in flight and certificates are kept.
+    pub state_dir: Option<PathBuf>,
+    pub renew_before: RenewBefore,
+    /// Orders run at the same time, at most.
+    pub max_concurrent_orders: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            directory: LETS_ENCRYPT_PRODUCTION.into(),
+            email: None,
+            ca_bundle: None,
+            challenge: ChallengeKind::Http01,
+            state_dir: None,
+            renew_before: RenewBefore::default(),
+            max_concurrent_orders: 4,
+        }
+    }
+}
+
+/// The directory URL for a `--acme-directory` value: `production` and `staging` name Let's
+/// Encrypt's; anything else is taken as a URL.
+pub fn directory_url(value: &str) -> String {
+    match value.trim() {
+        "production" | "letsencrypt" => LETS_ENCRYPT_PRODUCTION.into(),
+        "staging" | "letsencrypt-staging" => LETS_ENCRYPT_STAGING.into(),
+        url => url.into(),
+    }
+}
+
+/// How the ACME server checks that Gatehouse serves a host.
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ChallengeKind {
+    /// A token answered over plain HTTP on port 80 at `/.well-known/acme-challenge/`.
+    #[default]
+    #[value(name = "http-01")]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate answered on the HTTPS port (443) for ALPN `acme-tls/1`.
+    #[value(name = "tls-alpn-01")]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// When to renew: once less than this much of a certificate's validity is left.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RenewBefore {
+    /// A share of the certificate's lifetime, in (0, 1): 1/3 renews a 90-day certificate 30
+    /// days before it expires.
+    Fraction(f64),
+    /// A fixed time before expiry (capped at the certificate's lifetime).
+    Duration(Duration),
+}
+
+impl Default for RenewBefore {
+    fn default() -> Self {
+        RenewBefore::Fraction(1.0 / 3.0)
+    }
+}
+
+impl FromStr for RenewBefore {
+    type Err = String;
+
+    /// `0.33`, `33%` or a duration such as `30d`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let fraction = match text.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().ok().map(|p| p / 100.0),
+            None => text.parse::<f64>().ok(),
+        };
+        match fraction {
+            Some(f) if f > 0.0 && f < 1.0 => Ok(RenewBefore::Fraction(f)),
+            Some(_) => Err(format!(
+                "{text:?}: a share of the lifetime must be between 0 and 1 (or 0% and 100%)"
+            )),
+            None => humantime::parse_duration(text)
+                .map(RenewBefore::Duration)
+                .map_err(|e| {
+                    format!("{text:?}: expected a share of the lifetime (0.33, 33%) or a duration (30d): {e}")
+                }),
+        }
+    }
+}
+
+// === Certificates and renewal ===
+
+/// What the manager needs to know of the certificate a Secret holds (as [`TlsCert`] parsed it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Names the certificate is valid for, normalised (may hold wildcards).
+    pub names: Vec<String>,
+}
+
+impl From<&TlsCert> for CertInfo {
+    fn from(cert: &TlsCert) -> Self {
+        Self {
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            names: cert.names.clone(),
+        }
+    }
+}
+
+/// Why a want needs an order now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderReason {
+    /// The Secret is missing or holds no usable certificate.
+    Missing,
+    /// The certificate does not cover these hosts.
+    HostsNotCovered(Vec<String>),
+    NotYetValid,
+    Expired,
+    /// The certificate is past its renewal point.
+    RenewalDue,
+}
+
+impl std::fmt::Display for OrderReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrderReason::Missing => f.write_str("no usable certificate in the Secret"),
+            OrderReason::HostsNotCovered(hosts) => {
+                write!(f, "certificate does not cover {}", hosts.join(", "))
+            }
+            OrderReason::NotYetValid => f.write_str("certificate not valid yet"),
+            OrderReason::Expired => f.write_str("certificate expired"),
+            OrderReason::RenewalDue => f.write_str("certificate due for renewal"),
+        }
+    }
+}
+
+/// What to do about one want.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The certificate in place serves; look again at `renew_at`.
+    Keep {
+        renew_at: SystemTime,
+    },
+    Order(OrderReason),
+}
+
+/// Decides whether `hosts` need a new certificate, given the one in place (if any).
+/// `seed` spreads the renewal point (see [`renew_at`]); pass [`jitter_seed`].
+pub fn decide(
+    hosts: &[String],
+    current: Option<&CertInfo>,
+    renew_before: RenewBefore,
+    now: SystemTime,
+    seed: u64,
+) -> Decision {
+    let Some(cert) = current else {
+        return Decision::Order(OrderReason::Missing);
+    };
+    let uncovered: Vec<String> = hosts
+        .iter()
+        .filter(|h| !cert.names.iter().any(|n| name_matches(n, h)))
+        .cloned()
+        .collect();
+    if !uncovered.is_empty() {
+        return Decision::Order(OrderReason::HostsNotCovered(uncovered));
+    }
+    if now < cert.not_before {
+        return Decision::Order(OrderReason::NotYetValid);
+    }
+    if now >= cert.not_after {
+        return Decision::Order(OrderReason::Expired);
+    }
+    let at = renew_at(cert.not_before, cert.not_after, renew_before, seed);
+    if now >= at {
+        Decision::Order(OrderReason::RenewalDue)
+    } else {
+        Decision::Keep { renew_at: at }
+    }
+}
+
+/// The renewal point of a certificate: `renew_before` ahead of its expiry, made earlier by up
+/// to [`RENEWAL_JITTER`] of its age at that point, by an amount fixed by `seed`.
+pub fn renew_at(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    renew_before: RenewBefore,
+    seed: u64,
+) -> SystemTime {
+    let Ok(lifetime) = not_after.duration_since(not_before) else {
+        return not_before;
+    };
+    let window = match renew_before {
+        RenewBefore::Fraction(f) => lifetime.mul_f64(f.clamp(0.0, 1.0)),
+        RenewBefore::Duration(d) => d.min(lifetime),
+    };
+    let threshold = not_after - window;
+    let age = threshold.duration_since(not_before).unwrap_or_default();
+    // 53 random bits as a number in [0, 1).
+    let unit = (seed >> 11) as f64 / (1u64 << 53) as f64;
+    threshold - age.mul_f64(RENEWAL_JITTER * unit)
+}
+
+/// A stable seed for one certificate of one Secret, so its renewal point does not move
+/// between decisions.
+pub fn jitter_seed(secret: &crate::objects::ObjectKey, not_after: SystemTime) -> u64 {
+    let mut h = DefaultHasher::new();
+    secret.hash(&mut h);
+    not_after.hash(&mut h);
+    h.finish()
+}
+
+// === Failures and backoff ===
+
+/// How an order failed, which sets how long to wait before the next try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The server could not be reached or had trouble (network, 5xx, bad nonce, timeout).
+    Transient,
+    /// The server refused (validation failed, name rejected…): retrying soon would fail again
+    /// and use up the CA's failed-validation allowance.
+    Rejected,
+    /// `urn:ietf:params:acme:error:rateLimited`.
+    RateLimited,
+}
+
+impl FailureKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Transient => "failed_transient",
+            FailureKind::Rejected => "failed_rejected",
+            FailureKind::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Longest wait a `Retry-After` can impose (a week: Let's Encrypt's longest rate-limit window).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The wait after the `failures`-th failure in a row (1 for the first): doubling from a base,
+/// up to a cap, both set by the kind of failure.
+pub fn backoff(kind: FailureKind, failures: u32) -> Duration {
+    let (base, cap) = match kind {
+        FailureKind::Transient => (Duration::from_secs(2), Duration::from_secs(10 * 60)),
+        FailureKind::Rejected => (Duration::from_secs(5 * 60), Duration::from_secs(12 * 3600)),
+        FailureKind::RateLimited => (Duration::from_secs(15 * 60), Duration::from_secs(24 * 3600)),
+    };
+    let doublings = failures.saturating_sub(1).min(30);
+    base.saturating_mul(1u32 << doublings).min(cap)
+}
+
+/// When to try again: after the backoff, and not before the server's `Retry-After` (bounded by
+/// [`MAX_RETRY_AFTER`]).
+pub fn next_attempt(
+    now: SystemTime,
+    kind: FailureKind,
+    failures: u32,
+    retry_after: Option<SystemTime>,
+) -> SystemTime {
+    let backoff_until = now + backoff(kind, failures);
+    match retry_after {
+        Some(at) => backoff_until.max(at.min(now + MAX_RETRY_AFTER)),
+        None => backoff_until,
+    }
+}
+
+// === HTTP-01 answers ===
+
+/// Whether `token` may be an ACME token: base64url characters only (RFC 8555 section 8.3), so
+/// nothing else from a request path reaches a lookup.
+pub fn valid_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// HTTP-01 key authorizations being validated now, by token. Read lock-free by the data plane.
+#[derive(Default)]
+pub struct Challenges {
+    http01: ArcSwap<HashMap<String, Arc<str>>>,
+}
+
+// === impl Challenges ===
+
+impl Challenges {
+    pub fn add_http01(&self, token: &str, key_authorization: &str) {
+        let key_authorization: Arc<str> = key_authorization.into();
+        self.http01.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(token.to_owned(), key_authorization.clone());
+            map
+        });
+    }
+
+    pub fn remove_http01(&self, token: &str) {
+        self.http01.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.remove(token);
+            map
+        });
+    }
+
+    pub fn http01(&self, token: &str) -> Option<Arc<str>> {
+        self.http01.load().get(token).cloned()
+    }
+}
+
+/// The answer to an HTTP-01 challenge request, on any host, if `path` asks for a token being
+/// validated now. Other paths (and unknown tokens, which an app's own ACME client may serve)
+/// go on to routing.
+pub fn answer_http01(shared: &Shared, path: &str) -> Option<Response<BoxBody>> {
+    let token = path.strip_prefix(HTTP01_PREFIX)?;
+    if !valid_token(token) {
+        return None;
+    }
+    let key_authorization = shared.acme_challenges.http01(token)?;
+    shared
+        .metrics
+        .acme_challenges
+        .with_label_values(&[ChallengeKind::Http01.label()])
+        .inc();
+    tracing::debug!(token, "answered an ACME HTTP-01 challenge");
+    let mut resp = Response::new(
+        Full::new(Bytes::from(key_authorization.as_bytes().to_vec()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,465 @@
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use super::client::{parse_retry_after, problem_label};
+use super::order::{alpn_certificate, classify};
+use super::store::{FileStore, Issued, Store};
+use super::*;
+use crate::objects::ObjectKey;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn hosts(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn cert(names: &[&str], not_before: SystemTime, lifetime: Duration) -> CertInfo {
+    CertInfo {
+        not_before,
+        not_after: not_before + lifetime,
+        names: hosts(names),
+    }
+}
+
+// === tokens ===
+
+#[test]
+fn token_accepts_base64url_only() {
+    assert!(valid_token("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
+    assert!(valid_token("a-b_c"));
+    for bad in ["", "..", "a/b", "a.b", "a b", "a%2e", "a+b", "a=", "tökén"] {
+        assert!(!valid_token(bad), "{bad:?} accepted");
+    }
+    assert!(!valid_token(&"a".repeat(257)));
+}
+
+#[test]
+fn http01_answers_only_known_tokens() {
+    let shared = crate::shared::Shared::new(Default::default(), false);
+    shared.acme_challenges.add_http01("tok-1", "tok-1.thumb");
+    let resp = answer_http01(&shared, "/.well-known/acme-challenge/tok-1").expect("answered");
+    assert_eq!(resp.status(), 200);
+    // Unknown and malformed tokens, and other paths, go on to routing.
+    assert!(answer_http01(&shared, "/.well-known/acme-challenge/tok-2").is_none());
+    assert!(answer_http01(&shared, "/.well-known/acme-challenge/../tok-1").is_none());
+    assert!(answer_http01(&shared, "/.well-known/acme-challenge/").is_none());
+    assert!(answer_http01(&shared, "/tok-1").is_none());
+    shared.acme_challenges.remove_http01("tok-1");
+    assert!(answer_http01(&shared, "/.well-known/acme-challenge/tok-1").is_none());
+}
+
+// === settings ===
+
+#[test]
+fn directory_shorthands_name_lets_encrypt() {
+    assert_eq!(directory_url("production"), LETS_ENCRYPT_PRODUCTION);
+    assert_eq!(directory_url("staging"), LETS_ENCRYPT_STAGING);
+    assert_eq!(
+        directory_url("https://127.0.0.1:14000/dir"),
+        "https://127.0.0.1:14000/dir"
+    );
+}
+
+#[test]
+fn renew_before_parses_fractions_percentages_and_durations() {
+    assert_eq!("0.25".parse(), Ok(RenewBefore::Fraction(0.25)));
+    assert_eq!("50%".parse(), Ok(RenewBefore::Fraction(0.5)));
+    assert_eq!("30d".parse(), Ok(RenewBefore::Duration(30 * DAY)));
+    for bad in ["0", "1", "1.5", "100%", "-0.1", "soon", ""] {
+        assert!(bad.parse::<RenewBefore>().is_err(), "{bad:?} accepted");
+    }
+}
+
+// === renewal ===
+
+#[test]
+fn renewal_point_is_two_thirds_of_lifetime_by_default_with_early_jitter_only() {
+    let (nb, na) = (t0(), t0() + 90 * DAY);
+    let rb = RenewBefore::default();
+    assert_eq!(renew_at(nb, na, rb, 0), nb + 60 * DAY);
+    // The most jitter moves it at most 10% of 60 days earlier, never later.
+    let earliest = renew_at(nb, na, rb, u64::MAX);
+    assert!(
+        earliest < nb + 60 * DAY && earliest >= nb + 54 * DAY,
+        "{earliest:?}"
+    );
+    for seed in [1, 42, 1 << 40, u64::MAX / 3] {
+        let at = renew_at(nb, na, rb, seed);
+        assert!(at >= earliest && at <= nb + 60 * DAY);
+        assert_eq!(at, renew_at(nb, na, rb, seed), "same seed, same point");
+    }
+}
+
+#[test]
+fn renewal_by_duration_and_extremes() {
+    let (nb, na) = (t0(), t0() + 90 * DAY);
+    assert_eq!(
+        renew_at(nb, na, RenewBefore::Duration(30 * DAY), 0),
+        nb + 60 * DAY
+    );
+    // Longer than the lifetime: due from the start.
+    assert_eq!(
+        renew_at(nb, na, RenewBefore::Duration(400 * DAY), u64::MAX),
+        nb
+    );
+    // A share close to 1 renews shortly after issuance, jitter staying inside that time.
+    let at = renew_at(nb, na, RenewBefore::Fraction(0.999_999), u64::MAX);
+    assert!(at > nb && at <= nb + Duration::from_secs(8), "{at:?}");
+    // A broken validity period (not_after first) is due at once.
+    assert_eq!(renew_at(na, nb, RenewBefore::default(), 0), na);
+}
+
+#[test]
+fn decide_orders_missing_wrong_hosts_expired_and_due_certificates() {
+    let want = hosts(&["a.example.com", "b.example.com"]);
+    let rb = RenewBefore::default();
+    let now = t0() + 10 * DAY;
+    assert_eq!(
+        decide(&want, None, rb, now, 0),
+        Decision::Order(OrderReason::Missing)
+    );
+    let partial = cert(&["a.example.com"], t0(), 90 * DAY);
+    assert_eq!(
+        decide(&want, Some(&partial), rb, now, 0),
+        Decision::Order(OrderReason::HostsNotCovered(hosts(&["b.example.com"])))
+    );
+    let good = cert(
+        &["a.example.com", "b.example.com", "c.example.com"],
+        t0(),
+        90 * DAY,
+    );
+    assert_eq!(
+        decide(&want, Some(&good), rb, now, 0),
+        Decision::Keep {
+            renew_at: t0() + 60 * DAY
+        }
+    );
+    assert_eq!(
+        decide(&want, Some(&good), rb, t0() + 61 * DAY, 0),
+        Decision::Order(OrderReason::RenewalDue)
+    );
+    assert_eq!(
+        decide(&want, Some(&good), rb, t0() + 91 * DAY, 0),
+        Decision::Order(OrderReason::Expired)
+    );
+    assert_eq!(
+        decide(&want, Some(&good), rb, t0() - DAY, 0),
+        Decision::Order(OrderReason::NotYetValid)
+    );
+}
+
+#[test]
+fn decide_keeps_a_valid_wildcard_certificate() {
+    let wildcard = cert(&["*.example.com"], t0(), 90 * DAY);
+    let now = t0() + DAY;
+    assert!(matches!(
+        decide(
+            &hosts(&["a.example.com"]),
+            Some(&wildcard),
+            RenewBefore::default(),
+            now,
+            7
+        ),
+        Decision::Keep { .. }
+    ));
+    assert!(matches!(
+        decide(
+            &hosts(&["a.b.example.com"]),
+            Some(&wildcard),
+            RenewBefore::default(),
+            now,
+            7
+        ),
+        Decision::Order(OrderReason::HostsNotCovered(_))
+    ));
+}
+
+// === backoff ===
+
+#[test]
+fn backoff_doubles_up_to_a_cap_per_kind() {
+    let secs = |kind, n| backoff(kind, n).as_secs();
+    assert_eq!(
+        (1..=5)
+            .map(|n| secs(FailureKind::Transient, n))
+            .collect::<Vec<_>>(),
+        [2, 4, 8, 16, 32]
+    );
+    assert_eq!(secs(FailureKind::Transient, 20), 600);
+    assert_eq!(secs(FailureKind::Rejected, 1), 300);
+    assert_eq!(secs(FailureKind::Rejected, 2), 600);
+    assert_eq!(secs(FailureKind::Rejected, 50), 12 * 3600);
+    assert_eq!(secs(FailureKind::RateLimited, 1), 900);
+    assert_eq!(secs(FailureKind::RateLimited, u32::MAX), 24 * 3600);
+    assert_eq!(secs(FailureKind::Transient, 0), 2);
+}
+
+#[test]
+fn retry_after_wins_when_later_and_is_bounded() {
+    let now = t0();
+    let later = now + Duration::from_secs(3600);
+    assert_eq!(
+        next_attempt(now, FailureKind::RateLimited, 1, Some(later)),
+        later
+    );
+    // Sooner than the backoff: the backoff stands.
+    assert_eq!(
+        next_attempt(
+            now,
+            FailureKind::Rejected,
+            1,
+            Some(now + Duration::from_secs(1))
+        ),
+        now + Duration::from_secs(300)
+    );
+    // A year away is cut to a week.
+    assert_eq!(
+        next_attempt(now, FailureKind::RateLimited, 1, Some(now + 365 * DAY)),
+        now + MAX_RETRY_AFTER
+    );
+}
+
+#[test]
+fn retry_after_header_as_seconds_or_date() {
+    let now = t0();
+    assert_eq!(
+        parse_retry_after("120", now),
+        Some(now + Duration::from_secs(120))
+    );
+    assert_eq!(
+        parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480))
+    );
+    assert_eq!(parse_retry_after("soon", now), None);
+}
+
+#[test]
+fn problem_metric_label_is_a_known_type_or_other() {
+    let body = br#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce"}"#;
+    assert_eq!(problem_label(body), "badNonce");
+    assert_eq!(
+        problem_label(br#"{"type":"urn:ietf:params:acme:error:rateLimited"}"#),
+        "rateLimited"
+    );
+    // Made-up types and non-problem bodies do not make new label values.
+    assert_eq!(
+        problem_label(br#"{"type":"urn:ietf:params:acme:error:x{a=\"b\"}"}"#),
+        "other"
+    );
+    assert_eq!(problem_label(b"<html>502 Bad Gateway</html>"), "other");
+}
+
+#[test]
+fn acme_problems_are_classified() {
+    let problem =
+        |json: &str| instant_acme::Error::Api(serde_json::from_str(json).expect("problem json"));
+    let kind = |json| classify(&problem(json));
+    assert_eq!(
+        kind(r#"{"type":"urn:ietf:params:acme:error:rateLimited","status":429}"#),
+        FailureKind::RateLimited
+    );
+    assert_eq!(
+        kind(r#"{"type":"urn:ietf:params:acme:error:badNonce","status":400}"#),
+        FailureKind::Transient
+    );
+    assert_eq!(
+        kind(r#"{"type":"urn:ietf:params:acme:error:unauthorized","status":403}"#),
+        FailureKind::Rejected
+    );
+    assert_eq!(
+        kind(r#"{"type":"about:blank","status":503}"#),
+        FailureKind::Transient
+    );
+    assert_eq!(
+        classify(&instant_acme::Error::Timeout(None)),
+        FailureKind::Transient
+    );
+}
+
+// === wants (translate) ===
+
+fn ingress(yaml: &str) -> (ObjectKey, Ingress) {
+    let ingress: Ingress = serde_saphyr::from_str(yaml).expect("ingress yaml");
+    (ObjectKey::of(&ingress.metadata), ingress)
+}
+
+#[test]
+fn wants_list_each_tls_entry_of_annotated_ingresses() {
+    let (ka, a) = ingress(
+        r#"
+metadata: {name: a, namespace: web, annotations: {kubernetes.io/tls-acme: "true"}}
+spec:
+  tls:
+  - {secretName: a-tls, hosts: [B.example.com, a.example.com, a.example.com]}
+  - {secretName: wild, hosts: ["*.example.com"]}
+  - {hosts: [c.example.com]}
+"#,
+    );
+    let (kb, b) = ingress(
+        r#"
+metadata: {name: b, namespace: web}
+spec: {tls: [{secretName: b-tls, hosts: [b.example.com]}]}
+"#,
+    );
+    let (wants, warnings) = wants::wants(&[(ka.clone(), &a), (kb, &b)]);
+    assert_eq!(
+        wants,
+        vec![AcmeWant {
+            ingress: ka,
+            secret: ObjectKey::new("web", "a-tls"),
+            hosts: hosts(&["a.example.com", "b.example.com"]),
+        }]
+    );
+    let reasons: Vec<_> = warnings.iter().map(|w| w.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("wildcards need the DNS-01"))
+    );
+    assert!(reasons.iter().any(|r| r.contains("names no secretName")));
+}
+
+#[test]
+fn older_ingress_keeps_a_contested_secret() {
+    let (ka, a) = ingress(
+        r#"
+metadata: {name: a, namespace: web, annotations: {kubernetes.io/tls-acme: "true"}}
+spec: {tls: [{secretName: shared, hosts: [a.example.com]}]}
+"#,
+    );
+    let (kb, b) = ingress(
+        r#"
+metadata: {name: b, namespace: web, annotations: {kubernetes.io/tls-acme: "true"}}
+spec: {tls: [{secretName: shared, hosts: [b.example.com]}]}
+"#,
+    );
+    let (wants, warnings) = wants::wants(&[(ka.clone(), &a), (kb.clone(), &b)]);
+    assert_eq!(wants.len(), 1);
+    assert_eq!(wants[0].ingress, ka);
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].object, kb);
+    assert!(warnings[0].reason.contains("Ingress web/a (older)"));
+}
+
+#[test]
+fn bad_annotation_value_and_bad_secret_name_are_warnings() {
+    let (ka, a) = ingress(
+        r#"
+metadata: {name: a, namespace: web, annotations: {kubernetes.io/tls-acme: "yes please"}}
+spec: {tls: [{secretName: a, hosts: [a.example.com]}]}
+"#,
+    );
+    let (kb, b) = ingress(
+        r#"
+metadata: {name: b, namespace: web, annotations: {kubernetes.io/tls-acme: "true"}}
+spec: {tls: [{secretName: "../../etc", hosts: [b.example.com]}]}
+"#,
+    );
+    let (wants, warnings) = wants::wants(&[(ka, &a), (kb, &b)]);
+    assert!(wants.is_empty());
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .reason
+            .contains("expected \"true\" or \"false\"")
+    );
+    assert!(warnings[1].reason.contains("not a valid name"));
+}
+
+// === store ===
+
+#[tokio::test]
+async fn file_store_writes_private_files_read_back_as_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(dir.path().join("state")).expect("open");
+    let secret = ObjectKey::new("web", "a-tls");
+    let made = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).expect("cert");
+    let issued = Issued {
+        secret: secret.clone(),
+        ingress: ObjectKey::new("web", "a"),
+        hosts: hosts(&["a.example.com"]),
+        chain_pem: made.cert.pem(),
+        key_pem: made.signing_key.serialize_pem(),
+    };
+    store.save_certificate(&issued).await.expect("save cert");
+    store.save_account("{\"k\":1}").await.expect("save account");
+    store
+        .save_order(&secret, Some("{}"))
+        .await
+        .expect("save order");
+    assert_eq!(
+        store.load_account().await.expect("load").as_deref(),
+        Some("{\"k\":1}")
+    );
+    assert_eq!(
+        store.load_order(&secret).await.expect("load").as_deref(),
+        Some("{}")
+    );
+    store.save_order(&secret, None).await.expect("forget order");
+    assert_eq!(store.load_order(&secret).await.expect("load"), None);
+    store
+        .save_order(&secret, None)
+        .await
+        .expect("forgetting twice is fine");
+
+    let path = store.certificates_dir().join("web_a-tls.yaml");
+    for file in [&path, &dir.path().join("state/account.json")] {
+        let mode = std::fs::metadata(file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    // No temporary file is left beside it.
+    let names: Vec<_> = std::fs::read_dir(store.certificates_dir())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("web_a-tls.yaml")]);
+
+    let mut source = crate::sources::manifests::ManifestDir::new(store.certificates_dir());
+    source.scan().expect("scan");
+    let objects = source.objects();
+    let read = objects.secrets.get(&secret).expect("Secret read back");
+    assert_eq!(
+        read.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(store::MANAGED_BY_ANNOTATION)),
+        Some(&"acme".to_owned())
+    );
+    let tls = crate::tls::TlsCert::from_secret(secret.clone(), read).expect("usable certificate");
+    assert_eq!(tls.names, hosts(&["a.example.com"]));
+}
+
+#[tokio::test]
+async fn file_store_refuses_names_outside_its_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(dir.path()).expect("open");
+    let evil = ObjectKey::new("web", "../../x");
+    assert!(store.save_order(&evil, Some("{}")).await.is_err());
+    assert!(store.load_order(&ObjectKey::new("", "x")).await.is_err());
+}
+
+// === tls-alpn-01 ===
+
+#[test]
+fn alpn_certificate_carries_the_critical_acme_identifier() {
+    let digest = [7u8; 32];
+    let cert = alpn_certificate("a.example.com", &digest).expect("cert");
+    let der = cert.cert.first().expect("one certificate");
+    let (_, parsed) = x509_parser::parse_x509_certificate(der).expect("parse");
+    let ext = parsed
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+        .expect("acmeIdentifier extension");
+    assert!(ext.critical);
+    // An OCTET STRING of the 32-byte digest.
+    assert_eq!(&ext.value[..2], &[0x04, 32]);
+    assert_eq!(&ext.value[2..], &digest);
+}

@@ -1,0 +1,347 @@
+//! The Kubernetes API source: kube-rs reflectors over the kinds Gatehouse reads, feeding the same
+//! [`Objects`](crate::objects::Objects) and [`shared::rebuild`] path as the manifest directory.
+//!
+//! - One reflector per kind (per namespace with `--watch-namespace`); Secrets are restricted to
+//!   `type: kubernetes.io/tls` plus Gatehouse's own labelled Secrets, so the gateway does not
+//!   hold every Secret of the cluster in memory.
+//! - The first configuration is built once every watch has finished its first list; until then
+//!   `/readyz` says not ready.
+//! - Changes are debounced ([`DEBOUNCE`]): a burst becomes one rebuild, and a storm still gets a
+//!   rebuild every [`Debounce::cap`].
+//! - An API server that goes away changes nothing being served: the stores keep their objects,
+//!   the watches resume with backoff (re-listing after `410 Gone`), and the outage shows in the
+//!   logs, `gatehouse_kube_watch_errors_total{kind}` and `gatehouse_kube_connected`.
+//! - Leader election ([`crate::leader`]) decides which replica writes Ingress status and Events
+//!   ([`crate::status`]).
+
+mod acme_store;
+mod debounce;
+mod metrics;
+mod watches;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use self::acme_store::{
+    ACCOUNT_SECRET, CHALLENGES_SECRET, ChallengeMirror, KubeStore, order_secret_name,
+};
+pub use self::debounce::{DEBOUNCE, Debounce};
+pub use self::metrics::KubeMetrics;
+use self::watches::Watches;
+use crate::config::Config;
+use crate::leader::{self, Elector};
+use crate::shared::{self, Shared};
+pub use crate::status::Publish;
+use crate::status::{self, InService};
+
+/// Label that marks Gatehouse's own Secrets (ACME account and challenge state) in the
+/// controller's namespace, which are watched whatever their type. Its value says what the
+/// Secret holds.
+pub const SECRET_LABEL: &str = "gatehouse.dev/secret";
+
+/// How the Kubernetes source is set up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Kubeconfig file; `None`: `$KUBECONFIG`, `~/.kube/config`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespaces to watch; empty: all.
+    pub watch_namespaces: Vec<String>,
+    pub publish: Publish,
+    /// Namespace of the Lease; `None`: `$POD_NAMESPACE`, else the kubeconfig's namespace.
+    pub leader_election_namespace: Option<String>,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub lease_renew: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            watch_namespaces: Vec::new(),
+            publish: Publish::Nothing,
+            leader_election_namespace: None,
+            lease_name: "gatehouse-leader".into(),
+            lease_duration: Duration::from_secs(15),
+            lease_renew: Duration::from_secs(5),
+        }
+    }
+}
+
+// === impl Settings ===
+
+impl Settings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_renew.is_zero() || self.lease_duration <= self.lease_renew {
+            return Err(format!(
+                "--lease-renew ({}) must be more than zero and less than --lease-duration ({})",
+                humantime::format_duration(self.lease_renew),
+                humantime::format_duration(self.lease_duration)
+            ));
+        }
+        if self.lease_name.is_empty() {
+            return Err("--lease-name must not be empty".into());
+        }
+        if let Some(ns) = self.watch_namespaces.iter().find(|ns| !valid_name(ns)) {
+            return Err(format!("--watch-namespace {ns:?} is not a namespace name"));
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The running source: its tasks end when `stop` fires.
+pub struct KubeSource {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+// === impl KubeSource ===
+
+impl KubeSource {
+    /// Waits for the tasks (the leader releases its Lease on the way out), at most a few seconds.
+    pub async fn join(self) {
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("Kubernetes source did not stop within 5 s");
+        }
+    }
+}
+
+/// Connects to the API server and starts the watches, the rebuild loop, leader election and the
+/// status writer. Returns at once: readiness follows the first full sync.
+pub async fn start(
+    shared: Arc<Shared>,
+    config: &Config,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<KubeSource> {
+    let settings = &config.kube;
+    let client = connect(settings).await?;
+    let metrics = KubeMetrics::register(&shared.metrics.registry)
+        .context("cannot register the Kubernetes metrics")?;
+    let controller_namespace = settings
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = leader::default_identity();
+    tracing::info!(
+        namespaces = %if settings.watch_namespaces.is_empty() { "(all)".to_owned() } else { settings.watch_namespaces.join(",") },
+        controller_namespace = %controller_namespace,
+        identity = %identity,
+        "watching the Kubernetes API"
+    );
+
+    let changes = Arc::new(Notify::new());
+    let trouble = Arc::new(Notify::new());
+    let publish_service = match &settings.publish {
+        Publish::Service(key) => Some(key.clone()),
+        _ => None,
+    };
+    let watches = Watches::start(
+        &client,
+        &settings.watch_namespaces,
+        &controller_namespace,
+        publish_service.as_ref(),
+        watches::Context {
+            changes: changes.clone(),
+            trouble: trouble.clone(),
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+        },
+    );
+    let (in_service_tx, in_service_rx) = watch::channel(None);
+    let mut tasks = watches.tasks;
+    tasks.push(tokio::spawn(rebuild_loop(
+        shared.clone(),
+        watches.stores.clone(),
+        watches.synced,
+        config.translate.clone(),
+        controller_namespace.clone(),
+        changes,
+        in_service_tx,
+        stop.clone(),
+    )));
+    start_acme(&shared, config, &client, &controller_namespace, &stop)?;
+    tasks.push(tokio::spawn(watch_connection(
+        client.clone(),
+        metrics.clone(),
+        trouble,
+        stop.clone(),
+    )));
+    let elector = Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &controller_namespace),
+        leader::Settings {
+            namespace: controller_namespace.clone(),
+            name: settings.lease_name.clone(),
+            identity: identity.clone(),
+            duration: settings.lease_duration,
+            renew: settings.lease_renew,
+        },
+    );
+    tasks.push(tokio::spawn(elector.run(shared.clone(), stop.clone())));
+    let leader_gauge = metrics.leader.clone();
+    let mut leadership = shared.leadership();
+    let mut leader_stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            leader_gauge.set(i64::from(*leadership.borrow_and_update()));
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return },
+                _ = leader_stop.changed() => return,
+            }
+        }
+    }));
+    let writer = status::Writer::new(
+        client.clone(),
+        settings.publish.clone(),
+        watches.stores.publish_service.clone(),
+        status::events::Reporter::new(client, config.translate.controller_name.clone(), identity),
+        metrics,
+    );
+    tasks.push(tokio::spawn(writer.run(shared, in_service_rx, stop)));
+    Ok(KubeSource { tasks })
+}
+
+/// A client from `--kubeconfig`, else `$KUBECONFIG` / `~/.kube/config` / in-cluster.
+async fn connect(settings: &Settings) -> anyhow::Result<Client> {
+    // kube-rs builds its rustls client on the process-default crypto provider, and with more
+    // than one provider compiled in there is none until one is installed. Already installed
+    // (by another part) is fine.
+    let _ = rustls::crypto::CryptoProvider::install_default(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    );
+    let mut config = match &settings.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("cannot use --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no --kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster service account",
+        )?,
+    };
+    // No transparent retries of 429/503/504 inside the client (kube's default retries up to 15
+    // times with growing delays): a request stuck retrying would hide an outage from the
+    // connected gauge and keep a leader from noticing it can no longer renew. Every caller here
+    // retries on its own terms (watch backoff, election rounds, status resync).
+    config.default_retry = false;
+    Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// Starts the ACME manager with Secrets as its store, only with `--acme-email` (the chart sets
+/// it exactly when ACME is enabled, which is also when it may write Secrets). Only the leader
+/// orders; every replica serves the shared challenge answers.
+fn start_acme(
+    shared: &Arc<Shared>,
+    config: &Config,
+    client: &Client,
+    controller_namespace: &str,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if config.acme.email.is_none() {
+        tracing::info!("ACME is off (no --acme-email): Ingresses annotated kubernetes.io/tls-acme get no certificate");
+        return Ok(());
+    }
+    let store = KubeStore::new(client.clone(), controller_namespace.to_owned());
+    crate::acme::manager::spawn(shared, &config.acme, Some(Arc::new(store)), stop.clone())
+        .context("cannot start the ACME manager")
+}
+
+/// Builds the first configuration once every watch has listed, then one per settled burst of
+/// changes, and hands each to the status writer.
+#[allow(clippy::too_many_arguments)]
+async fn rebuild_loop(
+    shared: Arc<Shared>,
+    stores: Arc<watches::Stores>,
+    synced: Vec<watch::Receiver<bool>>,
+    settings: crate::translate::Settings,
+    controller_namespace: String,
+    changes: Arc<Notify>,
+    in_service: watch::Sender<Option<Arc<InService>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    for mut watch_synced in synced {
+        tokio::select! {
+            done = watch_synced.wait_for(|s| *s) => if done.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+    tracing::info!("every Kubernetes watch has listed: building the first configuration");
+    let mut challenges = ChallengeMirror::default();
+    loop {
+        let objects = stores.objects();
+        shared::rebuild(&shared, &objects, &settings);
+        challenges.sync(&shared, &objects, &controller_namespace);
+        in_service.send_replace(Some(Arc::new(InService {
+            objects: Arc::new(objects),
+            snapshot: shared.snapshot.load_full(),
+        })));
+        tokio::select! {
+            _ = changes.notified() => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = DEBOUNCE.settle(&changes) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Keeps `gatehouse_kube_connected` true to what the API server answers: checked at start and
+/// whenever a watch reports an error, then every second until it answers again.
+async fn watch_connection(
+    client: Client,
+    metrics: KubeMetrics,
+    trouble: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connected: Option<bool> = None;
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await;
+        let ok = matches!(answer, Ok(Ok(_)));
+        metrics.connected.set(i64::from(ok));
+        match (connected, ok) {
+            (Some(false), true) => {
+                tracing::info!("Kubernetes API reachable again: watches resume")
+            }
+            (Some(true) | None, false) => {
+                let error = match answer {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "no answer within 5 s".into(),
+                };
+                tracing::warn!(%error, "Kubernetes API unreachable: serving the last known configuration");
+            }
+            _ => {}
+        }
+        connected = Some(ok);
+        tokio::select! {
+            _ = trouble.notified(), if ok => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !ok => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! The reflectors: one per kind (and per namespace when restricted), merged into one
+//! [`Objects`] on every rebuild.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::{KubeMetrics, SECRET_LABEL};
+use crate::objects::{Object, ObjectKey, Objects, StaticSite};
+
+/// Label every EndpointSlice of a Service carries; slices without it route nothing.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What every watch task reports to.
+pub struct Context {
+    /// Notified on every change to a store.
+    pub changes: Arc<Notify>,
+    /// Notified on every watch error.
+    pub trouble: Arc<Notify>,
+    pub metrics: KubeMetrics,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The reflector stores, several per kind when watching several namespaces.
+#[derive(Default)]
+pub struct Stores {
+    ingress_classes: Vec<Store<IngressClass>>,
+    ingresses: Vec<Store<Ingress>>,
+    services: Vec<Store<Service>>,
+    endpoint_slices: Vec<Store<EndpointSlice>>,
+    secrets: Vec<Store<Secret>>,
+    static_sites: Vec<Store<StaticSite>>,
+    /// The `--publish-service` Service alone (it need not be in a watched namespace).
+    pub publish_service: Option<Store<Service>>,
+}
+
+// === impl Stores ===
+
+impl Stores {
+    /// Everything watched, as translate() reads it. Cheap: objects are shared, not copied.
+    pub fn objects(&self) -> Objects {
+        let mut objects = Objects::default();
+        fn add<K: Resource + Clone>(
+            objects: &mut Objects,
+            stores: &[Store<K>],
+            wrap: fn(Arc<K>) -> Object,
+        ) where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            for store in stores {
+                for object in store.state() {
+                    objects.insert(wrap(object));
+                }
+            }
+        }
+        add(&mut objects, &self.ingress_classes, Object::IngressClass);
+        add(&mut objects, &self.ingresses, Object::Ingress);
+        add(&mut objects, &self.services, Object::Service);
+        add(&mut objects, &self.endpoint_slices, Object::EndpointSlice);
+        add(&mut objects, &self.secrets, Object::Secret);
+        add(&mut objects, &self.static_sites, Object::StaticSite);
+        objects
+    }
+}
+
+/// The started watches.
+pub struct Watches {
+    pub stores: Arc<Stores>,
+    /// One per watch: true once its first list is in its store.
+    pub synced: Vec<watch::Receiver<bool>>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+// === impl Watches ===
+
+impl Watches {
+    /// Starts every watch: cluster-wide, or one per namespace of `namespaces`.
+    pub fn start(
+        client: &Client,
+        namespaces: &[String],
+        controller_namespace: &str,
+        publish_service: Option<&ObjectKey>,
+        ctx: Context,
+    ) -> Self {
+        let mut w = Self {
+            stores: Arc::default(),
+            synced: Vec::new(),
+            tasks: Vec::new(),
+        };
+        let config = watcher::Config::default;
+        let mut stores = Stores::default();
+        let ic = w.watch(
+            &ctx,
+            "IngressClass",
+            Api::all(client.clone()),
+            config(),
+            false,
+        );
+        stores.ingress_classes.push(ic);
+        for api in scoped(client, namespaces) {
+            stores
+                .ingresses
+                .push(w.watch(&ctx, "Ingress", api, config(), false));
+        }
+        for api in scoped(client, namespaces) {
+            stores
+                .services
+                .push(w.watch(&ctx, "Service", api, config(), false));
+        }
+        for api in scoped(client, namespaces) {
+            let slices = config().labels(SERVICE_NAME_LABEL);
+            stores
+                .endpoint_slices
+                .push(w.watch(&ctx, "EndpointSlice", api, slices, false));
+        }
+        for api in scoped(client, namespaces) {
+            let tls = config().fields("type=kubernetes.io/tls");
+            stores
+                .secrets
+                .push(w.watch(&ctx, "Secret", api, tls, false));
+        }
+        let own = Api::namespaced(client.clone(), controller_namespace);
+        let own_secrets = w.watch(&ctx, "Secret", own, config().labels(SECRET_LABEL), false);
+        stores.secrets.push(own_secrets);
+        for api in scoped(client, namespaces) {
+            // Optional: without the CRD installed there are simply no StaticSites.
+            stores
+                .static_sites
+                .push(w.watch(&ctx, "StaticSite", api, config(), true));
+        }
+        if let Some(key) = publish_service {
+            let api = Api::namespaced(client.clone(), &key.namespace);
+            let one = config().fields(&format!("metadata.name={}", key.name));
+            stores.publish_service = Some(w.watch(&ctx, "Service", api, one, false));
+        }
+        w.stores = Arc::new(stores);
+        w
+    }
+
+    /// Starts one reflector and the task that drives it; returns its store.
+    fn watch<K>(
+        &mut self,
+        ctx: &Context,
+        kind: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        optional: bool,
+    ) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        // ListWatch (the default initial list strategy), not streaming lists: older API servers
+        // and etcd reject those.
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(|object: &mut K| object.managed_fields_mut().clear())
+            .reflect(writer);
+        let (synced_tx, synced_rx) = watch::channel(false);
+        self.synced.push(synced_rx);
+        let changes = ctx.changes.clone();
+        let trouble = ctx.trouble.clone();
+        let errors = ctx.metrics.watch_errors.with_label_values(&[kind]);
+        let mut stop = ctx.stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut missing_reported = false;
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    _ = stop.changed() => return,
+                };
+                match item {
+                    None => return,
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        synced_tx.send_replace(true);
+                        changes.notify_one();
+                    }
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                        changes.notify_one();
+                    }
+                    Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
+                    Some(Err(err)) => {
+                        errors.inc();
+                        trouble.notify_one();
+                        if optional && is_not_found(&err) {
+                            // The kind is not served (CRD not installed): count it as listed
+                            // and empty, and keep looking for it with backoff.
+                            if !missing_reported {
+                                tracing::warn!(kind, "the API server does not serve this kind (CRD not installed?): none are used");
+                                missing_reported = true;
+                            }
+                            synced_tx.send_replace(true);
+                            continue;
+                        }
+                        tracing::warn!(kind, error = %err, "Kubernetes watch failed: serving the last known objects, retrying with backoff");
+                    }
+                }
+            }
+        }));
+        reader
+    }
+}
+
+fn is_not_found(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        _ => false,
+    }
+}
+
+/// One `Api` per watched namespace, or one for all namespaces.
+fn scoped<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}

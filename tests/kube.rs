@@ -1,0 +1,863 @@
+//! The Kubernetes source against an API server the tests control: the real `gatehouse` binary,
+//! its real kube-rs client, and an in-process fake API server that speaks the real list/watch
+//! protocol (`support/fake_apiserver.rs`).
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use fake_apiserver::FakeApi;
+use serde_json::{Value, json};
+use support::{Gatehouse, origin};
+
+const CONTROLLER: &str = "gatehouse.dev/ingress-controller";
+
+/// A fake cluster: the API server and a directory for its kubeconfig.
+struct Cluster {
+    api: FakeApi,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let api = FakeApi::start().await;
+        api.apply(ingress_class("gatehouse", CONTROLLER));
+        Self {
+            api,
+            dir: tempfile::tempdir().expect("tempdir"),
+            http: support::client(),
+        }
+    }
+
+    /// Starts Gatehouse against this cluster (short leases, so hand-overs are quick) and waits
+    /// until it is ready.
+    fn gatehouse(&self, extra: &[&str]) -> Gatehouse {
+        let gh = self.spawn_gatehouse(extra);
+        gh.wait_ready();
+        gh
+    }
+
+    fn spawn_gatehouse(&self, extra: &[&str]) -> Gatehouse {
+        let kubeconfig = self.api.kubeconfig(self.dir.path());
+        let mut args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--leader-election-namespace=gatehouse".to_owned(),
+            "--lease-duration=2s".to_owned(),
+            "--lease-renew=500ms".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Gatehouse::spawn_with(&[], &args)
+    }
+
+    /// A Service `name` in `ns` with one EndpointSlice holding `endpoints`.
+    fn service(&self, ns: &str, name: &str, endpoints: &[SocketAddr]) {
+        self.api.apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        }));
+        self.slice(ns, name, endpoints);
+    }
+
+    fn slice(&self, ns: &str, service: &str, endpoints: &[SocketAddr]) {
+        let port = endpoints.first().map(|e| e.port()).unwrap_or(1);
+        let addresses: Vec<String> = endpoints.iter().map(|e| e.ip().to_string()).collect();
+        self.api.apply(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{service}-x1"), "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port}],
+            "endpoints": [{"addresses": addresses, "conditions": {"ready": true}}],
+        }));
+    }
+
+    /// `GET http://host{path}` through the gateway: status and the echoing origin's name (or
+    /// the body when it is not an echo).
+    async fn get(&self, gh: &Gatehouse, host: &str, path: &str) -> (u16, String) {
+        let sent = self
+            .http
+            .get(gh.url(path))
+            .header("host", host)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.text().await.unwrap_or_default();
+                let origin = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["origin"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                (status, origin)
+            }
+            Err(err) => (0, err.to_string()),
+        }
+    }
+
+    /// Polls every few milliseconds until `host{path}` answers `status` from `origin` (origin
+    /// ignored when empty); returns how long that took. Panics after `within`.
+    async fn wait_answer(
+        &self,
+        gh: &Gatehouse,
+        host: &str,
+        path: &str,
+        status: u16,
+        origin: &str,
+        within: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let (got, from) = self.get(gh, host, path).await;
+            if got == status && (origin.is_empty() || from == origin) {
+                return start.elapsed();
+            }
+            if start.elapsed() > within {
+                panic!(
+                    "{host}{path} still answers {got} from {from:?} after {within:?} (wanted {status} {origin:?}); routes: {:#}\nlog:\n{}",
+                    gh.routes(),
+                    gh.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+}
+
+fn ingress_class(name: &str, controller: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": name},
+        "spec": {"controller": controller},
+    })
+}
+
+/// An Ingress of `class` routing `host` `/` (Prefix) to Service `service` port 80.
+fn ingress(ns: &str, name: &str, class: &str, host: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "ingressClassName": class,
+            "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": service, "port": {"number": 80}}}}
+            ]}}],
+        },
+    })
+}
+
+fn lb_ips(ingress: &Value) -> Vec<String> {
+    ingress["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|lb| {
+            lb["ip"]
+                .as_str()
+                .or(lb["hostname"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Waits (blocking, up to `within`) for `check`; panics naming `what`.
+async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() > within {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn initial_sync_serves_routes_without_streaming_lists() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+
+    let gh = cluster.gatehouse(&[]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+    assert_eq!(cluster.get(&gh, "other.test", "/").await.0, 404);
+
+    let requests = cluster.api.requests();
+    assert!(
+        requests.iter().all(|r| !r.contains("sendInitialEvents")),
+        "streaming lists used: {requests:#?}"
+    );
+    assert!(requests.iter().any(
+        |r| r.starts_with("GET /apis/networking.k8s.io/v1/ingresses?") && !r.contains("watch=")
+    ));
+    assert!(requests.iter().any(
+        |r| r.starts_with("GET /apis/networking.k8s.io/v1/ingresses?") && r.contains("watch=true")
+    ));
+    assert_eq!(gh.metric("gatehouse_kube_connected", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn not_ready_until_every_watch_has_listed() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    cluster.api.set_unavailable();
+
+    let gh = cluster.spawn_gatehouse(&[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(gh.admin("/readyz").0, 503, "ready before any list");
+    assert_eq!(gh.admin("/healthz").0, 200);
+
+    cluster.api.restore();
+    gh.wait_ready();
+    // Ready means the whole configuration is in service, not a partial one.
+    assert_eq!(
+        cluster.get(&gh, "app.test", "/").await,
+        (200, "a".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_of_each_kind_reach_the_routes() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (origin::echo("a").await, origin::echo("b").await);
+    let gh = cluster.gatehouse(&[]);
+    let within = Duration::from_secs(3);
+
+    // Ingress added, Service and EndpointSlice after it.
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    cluster
+        .wait_answer(&gh, "app.test", "/", 503, "", within)
+        .await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "a", within)
+        .await;
+
+    // EndpointSlice changed: the new endpoint serves.
+    cluster.slice("default", "web", &[b]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "b", within)
+        .await;
+
+    // Ingress changed: another host.
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "new.test", "web"));
+    cluster
+        .wait_answer(&gh, "new.test", "/", 200, "b", within)
+        .await;
+    cluster
+        .wait_answer(&gh, "app.test", "/", 404, "", within)
+        .await;
+
+    // Service changed: the port the Ingress names disappears.
+    cluster.api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 8080}]},
+    }));
+    cluster
+        .wait_answer(&gh, "new.test", "/", 503, "", within)
+        .await;
+    cluster.service("default", "web", &[b]);
+    cluster
+        .wait_answer(&gh, "new.test", "/", 200, "b", within)
+        .await;
+
+    // StaticSite added, then removed.
+    let site = tempfile::tempdir().expect("site dir");
+    std::fs::write(site.path().join("index.html"), "<h1>docs</h1>").expect("index");
+    cluster.api.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "docs", "namespace": "default"},
+        "spec": {"ingressClassName": "gatehouse", "rules": [{"host": "docs.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"resource": {"apiGroup": "gatehouse.dev", "kind": "StaticSite", "name": "docs"}}}
+        ]}}]},
+    }));
+    cluster.api.apply(json!({
+        "apiVersion": "gatehouse.dev/v1alpha1", "kind": "StaticSite",
+        "metadata": {"name": "docs", "namespace": "default"},
+        "spec": {"root": site.path().display().to_string()},
+    }));
+    cluster
+        .wait_answer(&gh, "docs.test", "/", 200, "<h1>docs</h1>", within)
+        .await;
+    cluster.api.delete("StaticSite", "default", "docs");
+    cluster
+        .wait_answer(&gh, "docs.test", "/", 503, "", within)
+        .await;
+
+    // EndpointSlice deleted: no endpoint left.
+    cluster.api.delete("EndpointSlice", "default", "web-x1");
+    cluster
+        .wait_answer(&gh, "new.test", "/", 503, "", within)
+        .await;
+
+    // Ingress deleted.
+    cluster.api.delete("Ingress", "default", "web");
+    cluster
+        .wait_answer(&gh, "new.test", "/", 404, "", within)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_ingresses_of_our_class_are_served() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress_class("other", "example.com/other-controller"));
+    cluster
+        .api
+        .apply(ingress("default", "ours", "gatehouse", "ours.test", "web"));
+    cluster
+        .api
+        .apply(ingress("default", "theirs", "other", "theirs.test", "web"));
+    let mut legacy = ingress("default", "legacy", "", "legacy.test", "web");
+    legacy["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("ingressClassName");
+    legacy["metadata"]["annotations"] = json!({"kubernetes.io/ingress.class": "gatehouse"});
+    cluster.api.apply(legacy);
+    let gh = cluster.gatehouse(&[]);
+    let within = Duration::from_secs(3);
+
+    cluster
+        .wait_answer(&gh, "ours.test", "/", 200, "a", within)
+        .await;
+    cluster
+        .wait_answer(&gh, "legacy.test", "/", 200, "a", within)
+        .await;
+    assert_eq!(cluster.get(&gh, "theirs.test", "/").await.0, 404);
+
+    // The other class is handed to our controller: its Ingress becomes ours.
+    cluster.api.apply(ingress_class("other", CONTROLLER));
+    cluster
+        .wait_answer(&gh, "theirs.test", "/", 200, "a", within)
+        .await;
+    // Our class is handed away: its Ingresses are dropped.
+    cluster
+        .api
+        .apply(ingress_class("gatehouse", "example.com/other-controller"));
+    cluster
+        .wait_answer(&gh, "ours.test", "/", 404, "", within)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_namespace_restricts_what_is_read() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    for ns in ["team-a", "team-b"] {
+        cluster.service(ns, "web", &[a]);
+        cluster.api.apply(ingress(
+            ns,
+            "web",
+            "gatehouse",
+            &format!("{ns}.test"),
+            "web",
+        ));
+    }
+    let gh = cluster.gatehouse(&["--watch-namespace=team-a"]);
+    cluster
+        .wait_answer(&gh, "team-a.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+    assert_eq!(cluster.get(&gh, "team-b.test", "/").await.0, 404);
+
+    let lists: Vec<String> = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.contains("/ingresses?") || r.contains("/services?") || r.contains("/endpointslices?")
+        })
+        .collect();
+    assert!(!lists.is_empty());
+    for request in &lists {
+        assert!(
+            request.contains("/namespaces/team-a/"),
+            "cluster-wide or foreign request: {request}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_tls_and_own_secrets_are_watched() {
+    let cluster = Cluster::start().await;
+    let _gh = cluster.gatehouse(&[]);
+    let secrets: Vec<String> = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/secrets"))
+        .collect();
+    assert!(!secrets.is_empty());
+    for request in &secrets {
+        let tls = request.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")
+            || request.contains("fieldSelector=type=kubernetes.io/tls");
+        let own = request.contains("/namespaces/gatehouse/secrets?")
+            && request.contains("labelSelector=gatehouse.dev%2Fsecret");
+        assert!(tls || own, "unrestricted Secret request: {request}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_is_published_for_our_ingresses_only_and_removed_when_they_leave() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress_class("other", "example.com/other-controller"));
+    cluster
+        .api
+        .apply(ingress("default", "ours", "gatehouse", "ours.test", "web"));
+    let mut theirs = ingress("default", "theirs", "other", "theirs.test", "web");
+    theirs["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}});
+    cluster.api.apply(theirs);
+    let gh = cluster.gatehouse(&["--publish-address=203.0.113.10,lb.example.com"]);
+    let within = Duration::from_secs(4);
+
+    let get = |name: &str| {
+        cluster
+            .api
+            .get("Ingress", "default", name)
+            .expect("ingress")
+    };
+    eventually("status of ours", within, || {
+        lb_ips(&get("ours")) == ["lb.example.com", "203.0.113.10"]
+    })
+    .await;
+    // Settle, then check nothing was patched twice and the other class was never touched.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let patches = cluster.api.status_patches();
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert!(patches[0].path.ends_with("/ingresses/ours/status"));
+    assert!(
+        patches[0]
+            .content_type
+            .starts_with("application/merge-patch+json")
+    );
+    assert_eq!(lb_ips(&get("theirs")), ["198.51.100.7"]);
+
+    // Ours leaves for the other class: its addresses are removed; theirs still untouched.
+    let mut moved = get("ours");
+    moved["spec"]["ingressClassName"] = json!("other");
+    cluster.api.apply(moved);
+    eventually("status of ours removed", within, || {
+        lb_ips(&get("ours")).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cluster
+            .api
+            .status_patches()
+            .iter()
+            .all(|p| !p.path.contains("/theirs/"))
+    );
+    assert_eq!(lb_ips(&get("theirs")), ["198.51.100.7"]);
+    assert_eq!(gh.metric("gatehouse_kube_status_updates_total", &[]), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_follows_the_published_service() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    let lb = |ip: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "gatehouse", "namespace": "gatehouse"},
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80}], "externalIPs": ["192.0.2.1"]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}},
+        })
+    };
+    cluster.api.apply(lb("203.0.113.1"));
+    let _gh = cluster.gatehouse(&[
+        "--watch-namespace=default",
+        "--publish-service=gatehouse/gatehouse",
+    ]);
+    let within = Duration::from_secs(4);
+    let get = || {
+        cluster
+            .api
+            .get("Ingress", "default", "web")
+            .expect("ingress")
+    };
+
+    eventually("status from the Service", within, || {
+        lb_ips(&get()) == ["192.0.2.1", "203.0.113.1"]
+    })
+    .await;
+    cluster.api.apply(lb("203.0.113.2"));
+    eventually("status following the Service", within, || {
+        lb_ips(&get()) == ["192.0.2.1", "203.0.113.2"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_distinct_warning_becomes_one_event() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster.api.apply(ingress(
+        "default",
+        "broken",
+        "gatehouse",
+        "broken.test",
+        "missing",
+    ));
+    let gh = cluster.gatehouse(&[]);
+    let within = Duration::from_secs(4);
+
+    let notes = || -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = cluster
+            .api
+            .events()
+            .iter()
+            .map(|e| {
+                (
+                    e["regarding"]["name"].as_str().unwrap_or("").to_owned(),
+                    e["type"].as_str().unwrap_or("").to_owned(),
+                    e["note"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    eventually("an Event for the missing Service", within, || {
+        notes().len() == 1
+    })
+    .await;
+    let event = &cluster.api.events()[0];
+    assert_eq!(event["regarding"]["kind"], "Ingress");
+    assert_eq!(event["regarding"]["namespace"], "default");
+    assert!(
+        event["regarding"]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+    );
+    assert_eq!(event["reportingController"], CONTROLLER);
+    assert!(
+        notes()[0].2.contains("Service default/missing not found"),
+        "{:?}",
+        notes()
+    );
+
+    // More rebuilds with the same warning: no new Event.
+    for i in 0..5 {
+        cluster.api.apply(ingress(
+            "default",
+            &format!("ok{i}"),
+            "gatehouse",
+            &format!("ok{i}.test"),
+            "web",
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    cluster
+        .wait_answer(&gh, "ok4.test", "/", 200, "a", within)
+        .await;
+    // A second, different warning on another Ingress: exactly one more Event.
+    let mut bad = ingress("default", "bad-annotation", "gatehouse", "bad.test", "web");
+    bad["metadata"]["annotations"] = json!({"gatehouse.dev/backend-protocol": "carrier-pigeon"});
+    cluster.api.apply(bad);
+    eventually("an Event for the bad annotation", within, || {
+        notes().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let all = notes();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0].0, "bad-annotation");
+    assert!(all[0].2.contains("carrier-pigeon"));
+    assert!(all.iter().all(|(_, kind, _)| kind == "Warning"));
+    assert_eq!(gh.metric("gatehouse_kube_events_total", &[]), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_relists_after_410_gone() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (origin::echo("a").await, origin::echo("b").await);
+    cluster.service("default", "web", &[a]);
+    cluster.service("default", "web-b", &[b]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    let gh = cluster.gatehouse(&[]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+    let lists_before = ingress_lists(&cluster.api);
+
+    // History is compacted and, before any watch resumes, an Ingress changes: only a fresh list
+    // can show it.
+    cluster.api.expire_watches();
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web-b"));
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "b", Duration::from_secs(6))
+        .await;
+
+    assert!(
+        ingress_lists(&cluster.api) > lists_before,
+        "no re-list after 410"
+    );
+    assert!(gh.metric("gatehouse_kube_watch_errors_total", &["kind=\"Ingress\""]) >= 1.0);
+    assert!(gh.log_text().contains("410"), "410 not in the log");
+    assert_eq!(gh.admin("/readyz").0, 200);
+}
+
+fn ingress_lists(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET /apis/networking.k8s.io/v1/ingresses?") && !r.contains("watch=true")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_outage_changes_nothing_served() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (origin::echo("a").await, origin::echo("b").await);
+    cluster.service("default", "web", &[a]);
+    cluster.service("default", "web-b", &[b]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    let gh = cluster.gatehouse(&[]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+
+    cluster.api.set_unavailable();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            cluster.get(&gh, "app.test", "/").await,
+            (200, "a".to_owned())
+        );
+        assert_eq!(gh.admin("/readyz").0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gh.metric("gatehouse_kube_connected", &[]), 0.0);
+    assert!(gh.metric("gatehouse_kube_watch_errors_total", &[]) >= 1.0);
+    // Refused connections instead of 503s: still serving.
+    cluster.api.refuse_connections();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.get(&gh, "app.test", "/").await,
+        (200, "a".to_owned())
+    );
+    assert!(gh.log_text().contains("Kubernetes API unreachable"));
+
+    cluster.api.restore();
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web-b"));
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "b", Duration::from_secs(8))
+        .await;
+    eventually("connected again", Duration::from_secs(3), || {
+        gh.metric("gatehouse_kube_connected", &[]) == 1.0
+    })
+    .await;
+    assert_eq!(gh.admin("/readyz").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_moves_when_the_leader_dies() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress("default", "one", "gatehouse", "one.test", "web"));
+    let publish = ["--publish-address=203.0.113.10"];
+    let mut first = cluster.gatehouse(&publish);
+    let second = cluster.gatehouse(&publish);
+    let leader = |gh: &Gatehouse| gh.metric("gatehouse_kube_leader", &[]) == 1.0;
+    eventually("one leader", Duration::from_secs(3), || {
+        leader(&first) || leader(&second)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Exactly one leads; the first one started is it (it found the Lease free).
+    assert!(leader(&first) && !leader(&second));
+    let lease = cluster
+        .api
+        .get("Lease", "gatehouse", "gatehouse-leader")
+        .expect("lease");
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        holder.ends_with(&format!("_{}", first.pid().expect("pid"))),
+        "holder {holder}"
+    );
+    // Both serve; only the leader writes.
+    cluster
+        .wait_answer(&first, "one.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+    cluster
+        .wait_answer(&second, "one.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+    eventually("status by the leader", Duration::from_secs(3), || {
+        lb_ips(&cluster.api.get("Ingress", "default", "one").expect("one")) == ["203.0.113.10"]
+    })
+    .await;
+    assert_eq!(
+        first.metric("gatehouse_kube_status_updates_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        second.metric("gatehouse_kube_status_updates_total", &[]),
+        0.0
+    );
+
+    let killed = Instant::now();
+    first.kill();
+    eventually("the second to lead", Duration::from_secs(6), || {
+        leader(&second)
+    })
+    .await;
+    let took = killed.elapsed();
+    println!("leadership moved {took:?} after the leader was killed (lease 2 s, renew 0.5 s)");
+    assert!(took < Duration::from_secs(4), "hand-over took {took:?}");
+
+    // The new leader writes status.
+    cluster
+        .api
+        .apply(ingress("default", "two", "gatehouse", "two.test", "web"));
+    eventually("status by the new leader", Duration::from_secs(3), || {
+        lb_ips(&cluster.api.get("Ingress", "default", "two").expect("two")) == ["203.0.113.10"]
+    })
+    .await;
+    let lease = cluster
+        .api
+        .get("Lease", "gatehouse", "gatehouse-leader")
+        .expect("lease");
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| h.ends_with(&format!("_{}", second.pid().expect("pid"))))
+    );
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_releases_the_lease() {
+    let cluster = Cluster::start().await;
+    let mut first = cluster.gatehouse(&[]);
+    let second = cluster.gatehouse(&[]);
+    let leader = |gh: &Gatehouse| gh.metric("gatehouse_kube_leader", &[]) == 1.0;
+    eventually("the first to lead", Duration::from_secs(3), || {
+        leader(&first)
+    })
+    .await;
+    let stopped = Instant::now();
+    let mut child = first.terminate();
+    let _ = child.wait();
+    eventually("the second to lead", Duration::from_secs(3), || {
+        leader(&second)
+    })
+    .await;
+    // Released, not expired: well under the 2 s lease.
+    let took = stopped.elapsed();
+    println!("leadership moved {took:?} after the leader shut down");
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingress_change_is_served_within_the_debounce() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (origin::echo("a").await, origin::echo("b").await);
+    cluster.service("default", "svc-a", &[a]);
+    cluster.service("default", "svc-b", &[b]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "lat.test", "svc-a"));
+    let gh = cluster.gatehouse(&[]);
+    cluster
+        .wait_answer(&gh, "lat.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let (service, origin) = if i % 2 == 0 {
+            ("svc-b", "b")
+        } else {
+            ("svc-a", "a")
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let start = Instant::now();
+        cluster
+            .api
+            .apply(ingress("default", "web", "gatehouse", "lat.test", service));
+        cluster
+            .wait_answer(&gh, "lat.test", "/", 200, origin, Duration::from_secs(3))
+            .await;
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "Ingress change -> served: min {:.0} ms, median {:.0} ms, max {:.0} ms over {} changes (debounce 100 ms quiet, 1 s cap)",
+        ms(took[0]),
+        ms(took[took.len() / 2]),
+        ms(took[took.len() - 1]),
+        took.len()
+    );
+    assert!(
+        took[took.len() / 2] < Duration::from_millis(500),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn chart_crd_is_the_generated_one() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("crd")
+        .output()
+        .expect("run gatehouse crd");
+    assert!(output.status.success());
+    let generated: Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&output.stdout)).expect("generated CRD");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/gatehouse/crds/staticsites.gatehouse.dev.yaml"
+    );
+    let chart: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).expect("chart CRD"))
+        .expect("chart CRD yaml");
+    assert_eq!(
+        chart, generated,
+        "charts/gatehouse/crds/staticsites.gatehouse.dev.yaml differs from `gatehouse crd`: regenerate it with `cargo run -- crd > {path}`"
+    );
+}

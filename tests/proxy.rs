@@ -1,0 +1,689 @@
+//! The proxy over real sockets: protocols, balancing, headers, streaming, timeouts, errors.
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::Value;
+use support::yaml::{docs, ingress, svc};
+use support::{Gatehouse, origin, raw_get, service_yaml, wait_until};
+use tokio::sync::{Notify, mpsc};
+
+const MIB: usize = 1024 * 1024;
+
+/// Gatehouse serving `app.test` (every path) from Service `web` with these endpoints.
+fn gateway(endpoints: &[SocketAddr], args: &[&str]) -> Gatehouse {
+    gateway_with(
+        ingress("web").prefix("app.test", "/", svc("web", 80)),
+        endpoints,
+        args,
+    )
+}
+
+fn gateway_with(ing: support::yaml::Ingress, endpoints: &[SocketAddr], args: &[&str]) -> Gatehouse {
+    let yaml = docs(&[service_yaml("default", "web", endpoints), ing.yaml()]);
+    Gatehouse::start_with(&[("main.yaml", &yaml)], args)
+}
+
+async fn echo_of(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), 200, "status");
+    resp.json().await.expect("echo json")
+}
+
+// === protocols ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_h2c_prior_knowledge_share_one_listener() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+
+    let resp = gh
+        .client_for(&["app.test"])
+        .get("http://app.test/h1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    let echo = echo_of(resp).await;
+    assert_eq!(echo["path"], "/h1");
+    assert_eq!(echo["headers"]["host"], "app.test");
+
+    let resp = gh
+        .h2c_client_for(&["app.test"])
+        .get("http://app.test/h2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let echo = echo_of(resp).await;
+    assert_eq!(echo["path"], "/h2");
+    // HTTP/2 carries the host in :authority; the HTTP/1.1 upstream still gets a Host header.
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(echo["headers"]["host"], "app.test");
+    assert_eq!(echo["headers"]["x-forwarded-host"], "app.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_request_is_routed_and_forwarded_by_its_authority() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+    // RFC 9112 §3.2.2: a proxy ignores Host when the target is absolute and uses the target's.
+    let resp = raw_get(gh.http, "evil.test", "http://app.test/abs?q=1", &[]).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let echo: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(echo["path"], "/abs?q=1");
+    assert_eq!(echo["headers"]["host"], "app.test");
+    assert_eq!(echo["headers"]["x-forwarded-host"], "app.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_is_proxied_both_ways() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let gh = gateway(&[origin::websocket_echo("ws").await], &[]);
+    let request = "ws://app.test/chat".into_client_request().unwrap();
+    let stream = tokio::net::TcpStream::connect(gh.http).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgrade");
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let reply = ws.next().await.expect("reply").expect("frame");
+        assert_eq!(
+            reply.into_text().unwrap().as_str(),
+            format!("ws: hello {i}")
+        );
+    }
+    let blob = vec![7u8; 200_000];
+    ws.send(Message::binary(blob.clone())).await.unwrap();
+    let reply = ws.next().await.expect("reply").expect("frame");
+    assert_eq!(reply.into_data().as_ref(), &blob[..]);
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_is_used_when_the_ingress_asks_for_it() {
+    let ing = ingress("web")
+        .annotation("gatehouse.dev/backend-protocol", "H2C")
+        .prefix("app.test", "/", svc("web", 80));
+    let gh = gateway_with(ing, &[origin::echo("grpc").await], &[]);
+    let echo = echo_of(
+        gh.client_for(&["app.test"])
+            .get("http://app.test/svc.Method")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["path"], "/svc.Method");
+    assert_eq!(echo["headers"]["host"], "app.test");
+}
+
+// === balancing and retries ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_one_connection_spread_over_all_ready_endpoints() {
+    let origins = [
+        origin::echo("a").await,
+        origin::echo("b").await,
+        origin::echo("c").await,
+    ];
+    let gh = gateway(&origins, &[]);
+    let client = gh
+        .client_builder(&["app.test"])
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..60 {
+        let echo = echo_of(client.get("http://app.test/").send().await.unwrap()).await;
+        *seen
+            .entry(echo["origin"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    // One client connection carried them all, and every endpoint got its share.
+    assert_eq!(
+        gh.metric("gatehouse_active_connections", &["listener=\"http\""]),
+        1.0
+    );
+    for name in ["a", "b", "c"] {
+        let n = seen.get(name).copied().unwrap_or_default();
+        assert!((15..=25).contains(&n), "{name} got {n} of 60: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoint_is_skipped_and_no_get_fails() {
+    let dead = origin::refused_addr();
+    let gh = gateway(
+        &[origin::echo("a").await, dead, origin::echo("b").await],
+        &[],
+    );
+    let client = gh.client_for(&["app.test"]);
+    for i in 0..30 {
+        let resp = client
+            .get(format!("http://app.test/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+    }
+    gh.wait_log(
+        &["endpoint marked down", &dead.to_string()],
+        Duration::from_secs(2),
+    );
+}
+
+// === headers ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_describe_the_client_and_host_is_kept() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+    let resp = gh
+        .client_for(&["app.test"])
+        .get("http://app.test/")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "spoofed.test")
+        .send()
+        .await
+        .unwrap();
+    let h = &echo_of(resp).await["headers"];
+    assert_eq!(h["host"], "app.test");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "app.test");
+    assert_eq!(h["x-forwarded-port"], gh.http.port().to_string());
+
+    // A Host with a port reaches the upstream as sent.
+    let resp = raw_get(gh.http, "app.test:8080", "/", &[]).await;
+    let echo: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(echo["headers"]["host"], "app.test:8080");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_is_kept_or_generated_and_logged() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+    let client = gh.client_for(&["app.test"]);
+    let resp = client
+        .get("http://app.test/kept")
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    // Like nginx, the id goes upstream and into the access log, not back to the client.
+    assert!(resp.headers().get("x-request-id").is_none());
+    assert_eq!(
+        echo_of(resp).await["headers"]["x-request-id"],
+        "req-abc-123"
+    );
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let echo = echo_of(
+            client
+                .get("http://app.test/generated")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let id = echo["headers"]["x-request-id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    gh.wait_log(&["req-abc-123", "/kept"], Duration::from_secs(2));
+    gh.wait_log(&[&ids[1], "/generated"], Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let upstream_headers = [
+        ("connection", "x-internal"),
+        ("x-internal", "secret"),
+        ("keep-alive", "timeout=99"),
+        ("proxy-authenticate", "Basic"),
+        ("upgrade", "foo"),
+        ("x-kept", "1"),
+    ];
+    let fixed = origin::fixed(200, &upstream_headers, "ok").await;
+    let echo = origin::echo("a").await;
+    let yaml = docs(&[
+        service_yaml("default", "echo", &[echo]),
+        service_yaml("default", "fixed", &[fixed]),
+        ingress("web")
+            .prefix("app.test", "/", svc("echo", 80))
+            .prefix("app.test", "/fixed", svc("fixed", 80))
+            .yaml(),
+    ]);
+    let gh = Gatehouse::start(&yaml);
+
+    let resp = raw_get(
+        gh.http,
+        "app.test",
+        "/",
+        &[
+            "Connection: close, x-hop",
+            "X-Hop: 1",
+            "Keep-Alive: timeout=5",
+            "Proxy-Authorization: Basic Zm9vOmJhcg==",
+            "Proxy-Connection: keep-alive",
+            "TE: trailers",
+            "Upgrade: foo",
+            "X-Kept: yes",
+        ],
+    )
+    .await;
+    let echo: Value = serde_json::from_slice(&resp.body).expect("echo");
+    let sent = echo["headers"].as_object().unwrap();
+    for gone in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !sent.contains_key(gone),
+            "{gone} reached the upstream: {sent:?}"
+        );
+    }
+    assert!(
+        sent.get("connection")
+            .is_none_or(|c| !c.as_str().unwrap().contains("x-hop"))
+    );
+    assert_eq!(sent["x-kept"], "yes");
+
+    let resp = gh
+        .client_for(&["app.test"])
+        .get("http://app.test/fixed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.headers();
+    for gone in ["x-internal", "keep-alive", "proxy-authenticate", "upgrade"] {
+        assert!(
+            got.get(gone).is_none(),
+            "{gone} reached the client: {got:?}"
+        );
+    }
+    assert_eq!(got["x-kept"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_and_query_reach_the_upstream_unchanged() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+    for target in [
+        "/a/%2F/b?x=%20&y=a%2Fb&z",
+        "/a/../b/./c//d",
+        "/%2e%2e/%2E/x;p=1?q=%3F",
+        "/unicode/%E2%9C%93?",
+    ] {
+        let resp = raw_get(gh.http, "app.test", target, &[]).await;
+        assert_eq!(resp.status, 200, "{target}: {resp:?}");
+        let echo: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(echo["path"], target, "{target}");
+    }
+}
+
+// === bodies ===
+
+/// An origin that sends `first` bytes, then waits for `release` before sending `rest` bytes.
+async fn gated_download_origin(
+    first: usize,
+    rest: usize,
+    release: std::sync::Arc<Notify>,
+) -> SocketAddr {
+    origin::serve(move |_req: Request<Incoming>| {
+        let release = release.clone();
+        async move {
+            let (tx, body) = origin::channel_body();
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from(vec![b'a'; first])).await;
+                release.notified().await;
+                for _ in 0..rest / MIB {
+                    if tx.send(Bytes::from(vec![b'b'; MIB])).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Response::new(body)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_download_is_streamed_not_buffered() {
+    let release = std::sync::Arc::new(Notify::new());
+    let origin = gated_download_origin(MIB, 49 * MIB, release.clone()).await;
+    let gh = gateway(&[origin], &[]);
+    let mut resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        gh.client_for(&["app.test"])
+            .get("http://app.test/big")
+            .send(),
+    )
+    .await
+    .expect("headers arrive while the origin is still sending")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut received = 0;
+    while received < MIB {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("the first MiB arrives before the origin finished")
+            .unwrap()
+            .expect("more body");
+        received += chunk.len();
+    }
+    release.notify_one();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        received += chunk.len();
+    }
+    assert_eq!(received, 50 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_upload_is_streamed_not_buffered() {
+    // The origin counts bytes as they come and says when it has seen the first MiB.
+    let (first_seen_tx, mut first_seen) = mpsc::unbounded_channel::<()>();
+    let origin = origin::serve(move |req: Request<Incoming>| {
+        let first_seen_tx = first_seen_tx.clone();
+        async move {
+            let mut body = req.into_body();
+            let mut total = 0usize;
+            let mut told = false;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Some(data) = frame.data_ref() {
+                    total += data.len();
+                }
+                if total >= MIB && !told {
+                    told = true;
+                    let _ = first_seen_tx.send(());
+                }
+            }
+            Response::new(origin::full(total.to_string()))
+        }
+    })
+    .await;
+    let gh = gateway(&[origin], &[]);
+
+    // The client sends one MiB, then holds the rest back until the origin has that first MiB.
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures_util::stream::unfold((0usize, Some(gate_rx)), |(sent, gate)| async move {
+        if sent >= 50 * MIB {
+            return None;
+        }
+        let gate = match (sent, gate) {
+            (0, gate) => gate,
+            (_, Some(gate)) => {
+                let _ = gate.await;
+                None
+            }
+            (_, None) => None,
+        };
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; MIB])),
+            (sent + MIB, gate),
+        ))
+    });
+    let upload = tokio::spawn(
+        gh.client_for(&["app.test"])
+            .post("http://app.test/upload")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
+    );
+    tokio::time::timeout(Duration::from_secs(10), first_seen.recv())
+        .await
+        .expect("the origin sees the first MiB before the client sent the rest");
+    let _ = gate_tx.send(());
+    let resp = upload.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), (50 * MIB).to_string());
+}
+
+// === timeouts and limits ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_gets_504_after_the_response_timeout() {
+    let (slow, _started) = origin::slow("slow", Duration::from_secs(10)).await;
+    let gh = gateway(&[slow], &["--upstream-response-timeout=1s"]);
+    let start = Instant::now();
+    let resp = gh
+        .client_for(&["app.test"])
+        .get("http://app.test/")
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "upstream did not answer in time\n"
+    );
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"upstream_timeout\""]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_gets_502_after_the_connect_timeout() {
+    let (blackhole, _guard) = origin::blackhole_addr();
+    let gh = gateway(
+        &[blackhole],
+        &[
+            "--upstream-connect-timeout=1s",
+            "--upstream-response-timeout=30s",
+        ],
+    );
+    let start = Instant::now();
+    let resp = gh
+        .client_for(&["app.test"])
+        .get("http://app.test/")
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 502);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    gh.wait_log(
+        &["upstream connect failed", &blackhole.to_string()],
+        Duration::from_secs(2),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_head_is_refused_with_431() {
+    let gh = gateway(&[origin::echo("a").await], &["--max-header-bytes=16384"]);
+    let big = format!("X-Big: {}", "x".repeat(32 * 1024));
+    let resp = raw_get(gh.http, "app.test", "/", &[&big]).await;
+    assert_eq!(resp.status, 431, "{resp:?}");
+    let fits = format!("X-Big: {}", "x".repeat(8 * 1024));
+    assert_eq!(
+        raw_get(gh.http, "app.test", "/", &[&fits]).await.status,
+        200
+    );
+
+    let resp = gh
+        .h2c_client_for(&["app.test"])
+        .get("http://app.test/")
+        .header("x-big", "x".repeat(32 * 1024))
+        .send()
+        .await;
+    // HTTP/2 refuses the stream (431) or resets it; it never reaches the upstream.
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 431);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let gh = gateway(&[origin::echo("a").await], &["--client-header-timeout=1s"]);
+    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: app.test\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(gh.http).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, partial)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(4), stream.read_to_end(&mut buf)).await;
+        assert!(
+            closed.is_ok(),
+            "connection sending {partial:?} still open after 4 s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed_and_the_client_recovers() {
+    let gh = gateway(&[origin::echo("a").await], &["--client-header-timeout=1s"]);
+    let client = gh.client_for(&["app.test"]);
+    assert_eq!(
+        client
+            .get("http://app.test/1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let active = || gh.metric("gatehouse_active_connections", &["listener=\"http\""]);
+    assert_eq!(active(), 1.0);
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "the idle connection to close",
+            Duration::from_secs(5),
+            || active() == 0.0,
+        )
+    });
+    assert_eq!(
+        client
+            .get("http://app.test/2")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+// === error answers ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_error_has_its_status_short_body_and_metric() {
+    let (slow, _started) = origin::slow("slow", Duration::from_secs(10)).await;
+    let yaml = docs(&[
+        service_yaml("default", "refused", &[origin::refused_addr()]),
+        service_yaml("default", "empty", &[]),
+        service_yaml("default", "slow", &[slow]),
+        service_yaml("default", "ok", &[origin::echo("ok").await]),
+        ingress("web")
+            .prefix("app.test", "/refused", svc("refused", 80))
+            .prefix("app.test", "/empty", svc("empty", 80))
+            .prefix("app.test", "/missing", svc("missing", 80))
+            .prefix("app.test", "/slow", svc("slow", 80))
+            .prefix("app.test", "/ok", svc("ok", 80))
+            .yaml(),
+    ]);
+    let gh = Gatehouse::start_with(&[("main.yaml", &yaml)], &["--upstream-response-timeout=1s"]);
+    let client = gh.client_for(&["app.test", "nowhere.test"]);
+    let cases = [
+        (
+            "http://nowhere.test/",
+            404,
+            "no route for this host and path\n",
+            "no_route",
+        ),
+        (
+            "http://app.test/nope",
+            404,
+            "no route for this host and path\n",
+            "no_route",
+        ),
+        (
+            "http://app.test/empty",
+            503,
+            "no ready endpoint for this route\n",
+            "no_endpoint",
+        ),
+        (
+            "http://app.test/missing",
+            503,
+            "no ready endpoint for this route\n",
+            "no_endpoint",
+        ),
+        (
+            "http://app.test/refused",
+            502,
+            "upstream failed\n",
+            "upstream_failed",
+        ),
+        (
+            "http://app.test/slow",
+            504,
+            "upstream did not answer in time\n",
+            "upstream_timeout",
+        ),
+    ];
+    for (url, status, body, _) in cases {
+        let resp = client.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{url}");
+        assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(resp.text().await.unwrap(), body, "{url}");
+    }
+    assert_eq!(
+        client
+            .get("http://app.test/ok")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for (reason, count) in [
+        ("no_route", 2.0),
+        ("no_endpoint", 2.0),
+        ("upstream_failed", 1.0),
+        ("upstream_timeout", 1.0),
+    ] {
+        let label = format!("reason=\"{reason}\"");
+        assert_eq!(
+            gh.metric("gatehouse_proxy_errors_total", &[&label]),
+            count,
+            "{reason}"
+        );
+    }
+    assert!(
+        gh.routes()["warnings"]
+            .to_string()
+            .contains("Service default/missing not found"),
+        "{}",
+        gh.routes()
+    );
+}
