@@ -41,6 +41,9 @@ pub const HTTP01_PREFIX: &str = crate::tls::ACME_CHALLENGE_PREFIX;
 /// Share of the time from issuance to the renewal point by which a renewal may come early, so
 /// certificates issued together do not all renew in the same minute.
 const RENEWAL_JITTER: f64 = 0.1;
+/// How far a new certificate's validity may start in the future (the CA's clock ahead of
+/// ours) and still count as the one to keep.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// ACME settings, resolved from `--acme-*` and `--state-dir`.
 #[derive(Clone, Debug)]
@@ -224,8 +227,17 @@ pub fn decide(
     if !uncovered.is_empty() {
         return Decision::Order(OrderReason::HostsNotCovered(uncovered));
     }
-    if now < cert.not_before {
-        return Decision::Order(OrderReason::NotYetValid);
+    if let Ok(ahead) = cert.not_before.duration_since(now) {
+        if ahead > CLOCK_SKEW {
+            return Decision::Order(OrderReason::NotYetValid);
+        }
+        // The CA's clock runs a little ahead: a new order would not do better. Look again
+        // once it is valid.
+        if ahead > Duration::ZERO {
+            return Decision::Keep {
+                renew_at: cert.not_before,
+            };
+        }
     }
     if now >= cert.not_after {
         return Decision::Order(OrderReason::Expired);

@@ -292,6 +292,8 @@ impl Writer {
         let ingresses = &current.objects.ingresses;
         self.sent.retain(|key, _| ingresses.contains_key(key));
         let mut ok = true;
+        // A removal that fails is tried again next time: its Ingress still counts as ours.
+        let mut still_ours = owned.clone();
         for change in plan(ingresses, &owned, &self.previously_owned, &desired) {
             let version = ingresses
                 .get(&change.ingress)
@@ -308,12 +310,13 @@ impl Writer {
                 }
                 Err(err) => {
                     ok = false;
+                    still_ours.insert(change.ingress.clone());
                     self.metrics.status_update_errors.inc();
                     tracing::warn!(ingress = %change.ingress, error = %err, "cannot update Ingress status; will retry");
                 }
             }
         }
-        self.previously_owned = owned;
+        self.previously_owned = still_ours;
         ok
     }
 

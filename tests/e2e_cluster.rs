@@ -174,9 +174,9 @@ impl Scenario {
                         let name = name.clone();
                         async move {
                             let echo = support::origin::echo_json(&name, req).await;
-                            Ok::<_, Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(echo.to_string())),
-                            ))
+                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(echo.to_string()),
+                            )))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -263,7 +263,10 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -279,29 +282,35 @@ async fn e2e_routes_status_and_events() {
     s.ingress("broken", "broken.e2e.test", "missing").await;
     let gh = s.gatehouse(&["--publish-address=203.0.113.10"]);
 
-    s.wait_origin(&gh, "web.e2e.test", "a", Duration::from_secs(10)).await;
+    s.wait_origin(&gh, "web.e2e.test", "a", Duration::from_secs(10))
+        .await;
     eventually("Ingress status", Duration::from_secs(10), || async {
         lb_ips(&s.get_ingress("web").await) == ["203.0.113.10"]
     })
     .await;
-    eventually("a warning Event on the broken Ingress", Duration::from_secs(10), || async {
-        let events = Api::<Event>::namespaced(s.client.clone(), &s.namespace)
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        events.iter().any(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
-                && e.note.as_deref().is_some_and(|n| n.contains("not found"))
-        })
-    })
+    eventually(
+        "a warning Event on the broken Ingress",
+        Duration::from_secs(10),
+        || async {
+            let events = Api::<Event>::namespaced(s.client.clone(), &s.namespace)
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            events.iter().any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+                    && e.note.as_deref().is_some_and(|n| n.contains("not found"))
+            })
+        },
+    )
     .await;
 
     // A change reaches the routes.
     let b = s.origin("b").await;
     s.service("web-b", b).await;
     s.ingress("web-b", "b.e2e.test", "web-b").await;
-    s.wait_origin(&gh, "b.e2e.test", "b", Duration::from_secs(10)).await;
+    s.wait_origin(&gh, "b.e2e.test", "b", Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -325,17 +334,23 @@ async fn e2e_leadership_moves_when_the_leader_dies() {
     } else {
         (second, first)
     };
-    s.wait_origin(&survivor, "one.e2e.test", "a", Duration::from_secs(10)).await;
+    s.wait_origin(&survivor, "one.e2e.test", "a", Duration::from_secs(10))
+        .await;
     dying.kill();
     let killed = Instant::now();
     eventually("the survivor to lead", Duration::from_secs(10), || async {
         leader(&survivor)
     })
     .await;
-    println!("leadership moved {:?} after the leader was killed", killed.elapsed());
+    println!(
+        "leadership moved {:?} after the leader was killed",
+        killed.elapsed()
+    );
     s.ingress("two", "two.e2e.test", "web").await;
-    eventually("status by the new leader", Duration::from_secs(10), || async {
-        lb_ips(&s.get_ingress("two").await) == ["203.0.113.20"]
-    })
+    eventually(
+        "status by the new leader",
+        Duration::from_secs(10),
+        || async { lb_ips(&s.get_ingress("two").await) == ["203.0.113.20"] },
+    )
     .await;
 }

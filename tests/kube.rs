@@ -861,3 +861,241 @@ fn chart_crd_is_the_generated_one() {
         "charts/gatehouse/crds/staticsites.gatehouse.dev.yaml differs from `gatehouse crd`: regenerate it with `cargo run -- crd > {path}`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn challenge_answers_shared_through_a_secret_are_served_by_every_replica() {
+    let cluster = Cluster::start().await;
+    let gh = cluster.gatehouse(&[]);
+    let path = "/.well-known/acme-challenge/tok_123-abc";
+    assert_eq!(cluster.get(&gh, "any.test", path).await.0, 404);
+
+    cluster.api.apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "gatehouse-acme-challenges", "namespace": "gatehouse",
+                     "labels": {"gatehouse.dev/secret": "acme-challenges"}},
+        // base64 of "tok_123-abc.thumbprint"
+        "data": {"http01.tok_123-abc": "dG9rXzEyMy1hYmMudGh1bWJwcmludA=="},
+    }));
+    cluster
+        .wait_answer(
+            &gh,
+            "any.test",
+            path,
+            200,
+            "tok_123-abc.thumbprint",
+            Duration::from_secs(3),
+        )
+        .await;
+
+    cluster
+        .api
+        .delete("Secret", "gatehouse", "gatehouse-acme-challenges");
+    cluster
+        .wait_answer(&gh, "any.test", path, 404, "", Duration::from_secs(3))
+        .await;
+}
+
+/// An HTTPS client trusting only Pebble's root, reaching `host` at `https`.
+async fn pebble_client(
+    pebble: &support::pebble::Pebble,
+    host: &str,
+    https: SocketAddr,
+) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let root = pebble.issuing_root().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(root.as_bytes()).expect("root pem"))
+        .expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .pool_max_idle_per_host(0)
+        .resolve(host, https)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_place_exactly_one_order_per_certificate() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    let mut web = ingress("default", "web", "gatehouse", "acme.test", "web");
+    web["metadata"]["annotations"] = json!({"kubernetes.io/tls-acme": "true"});
+    web["spec"]["tls"] = json!([{"secretName": "web-tls", "hosts": ["acme.test"]}]);
+    cluster.api.apply(web);
+
+    // Pebble validates HTTP-01 on the leader's listener.
+    let (http, https) = (support::free_port(), support::free_port());
+    let mut pebble = support::pebble::Pebble::new(http, https);
+    pebble.start();
+    let kubeconfig = cluster.api.kubeconfig(cluster.dir.path());
+    let mut args = vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--leader-election-namespace=gatehouse".to_owned(),
+        "--lease-duration=2s".to_owned(),
+        "--lease-renew=500ms".to_owned(),
+    ];
+    args.extend(pebble.gatehouse_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let leader = Gatehouse::spawn_on(http, https, &[], &args);
+    leader.wait_ready();
+    eventually("the first replica to lead", Duration::from_secs(3), || {
+        leader.metric("gatehouse_kube_leader", &[]) == 1.0
+    })
+    .await;
+    let follower = Gatehouse::spawn_with(&[], &args);
+    follower.wait_ready();
+
+    eventually("the certificate Secret", Duration::from_secs(20), || {
+        cluster.api.get("Secret", "default", "web-tls").is_some()
+    })
+    .await;
+    let secret = cluster
+        .api
+        .get("Secret", "default", "web-tls")
+        .expect("secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(
+        secret["metadata"]["annotations"]["gatehouse.dev/managed-by"],
+        "acme"
+    );
+    // Both replicas serve it (the follower got it through its Secret watch).
+    for gh in [&leader, &follower] {
+        let client = pebble_client(&pebble, "acme.test", gh.https).await;
+        let url = format!("https://acme.test:{}/", gh.https.port());
+        let start = Instant::now();
+        loop {
+            match client.get(&url).send().await {
+                Ok(resp) if resp.status() == 200 => break,
+                other if start.elapsed() > Duration::from_secs(5) => {
+                    panic!(
+                        "{url} not served with the issued certificate: {other:?}\n{}",
+                        gh.log_text()
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    // Settle, then count: one order at the CA, one certificate write, none by the follower.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pebble.count("POST /order-plz"), 1, "{}", pebble.log());
+    let cert_writes = cluster
+        .api
+        .writes()
+        .into_iter()
+        .filter(|w| {
+            w.path.ends_with("/namespaces/default/secrets") || w.path.ends_with("/secrets/web-tls")
+        })
+        .count();
+    assert_eq!(cert_writes, 1);
+    assert_eq!(follower.metric("gatehouse_acme_orders_total", &[]), 0.0);
+    // The account is kept in the controller's namespace; no order is left in flight; nothing
+    // was deleted (the chart grants no delete on Secrets).
+    let account = cluster
+        .api
+        .get("Secret", "gatehouse", "gatehouse-acme-account")
+        .expect("account");
+    assert_eq!(
+        account["metadata"]["labels"]["gatehouse.dev/secret"],
+        "acme-account"
+    );
+    let orders_left: Vec<Value> = cluster
+        .api
+        .list("Secret")
+        .into_iter()
+        .filter(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("gatehouse-acme-order-"))
+                && !s["data"]["order.json"].is_null()
+        })
+        .collect();
+    assert!(orders_left.is_empty(), "{orders_left:#?}");
+    assert!(cluster.api.writes().iter().all(|w| w.method != "DELETE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_secrets_from_the_api_are_served_and_follow_changes() {
+    use support::certs::{Ca, leaf_secret_data, served_cert};
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    let ca = Ca::new("kube test CA");
+    let (first, second) = (ca.leaf(&["app.test"]), ca.leaf(&["app.test"]));
+    for (name, host, secret) in [
+        ("web", "app.test", "app-tls"),
+        ("opaque", "opaque.test", "opaque-tls"),
+    ] {
+        let mut ing = ingress("default", name, "gatehouse", host, "web");
+        ing["spec"]["tls"] = json!([{"secretName": secret, "hosts": [host]}]);
+        cluster.api.apply(ing);
+    }
+    cluster
+        .api
+        .apply_yaml(&leaf_secret_data("default", "app-tls", &first));
+    // The same certificate in a Secret of another type is not read at all.
+    let mut opaque: Value =
+        serde_saphyr::from_str(&leaf_secret_data("default", "opaque-tls", &first)).expect("secret");
+    opaque["type"] = json!("Opaque");
+    cluster.api.apply(opaque);
+    let gh = cluster.gatehouse(&[]);
+
+    let serves = |want: rustls::pki_types::CertificateDer<'static>, host: &'static str| {
+        let https = gh.https;
+        async move {
+            let start = Instant::now();
+            while served_cert(https, Some(host)).await != want {
+                assert!(
+                    start.elapsed() < Duration::from_secs(3),
+                    "{host} never served the expected certificate"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    serves(first.der.clone(), "app.test").await;
+    assert_ne!(served_cert(gh.https, Some("opaque.test")).await, first.der);
+
+    // Secret changed: the new certificate is served. Secret deleted: the deletion reaches the
+    // gateway (a warning) and the last good certificate keeps serving (the TLS table's rule).
+    cluster
+        .api
+        .apply_yaml(&leaf_secret_data("default", "app-tls", &second));
+    serves(second.der.clone(), "app.test").await;
+    cluster.api.delete("Secret", "default", "app-tls");
+    gh.wait_routes("a warning about the deleted Secret", |routes| {
+        routes["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("app-tls")))
+    });
+    assert_eq!(served_cert(gh.https, Some("app.test")).await, second.der);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_static_site_crd_everything_else_is_served() {
+    let cluster = Cluster::start().await;
+    cluster.api.hide_kind("StaticSite");
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    let gh = cluster.gatehouse(&[]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+    assert!(gh.log_text().contains("CRD not installed"));
+}

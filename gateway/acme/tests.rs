@@ -151,6 +151,11 @@ fn decide_orders_missing_wrong_hosts_expired_and_due_certificates() {
         decide(&want, Some(&good), rb, t0() - DAY, 0),
         Decision::Order(OrderReason::NotYetValid)
     );
+    // A CA clock a little ahead of ours: keep it, look again when it starts.
+    assert_eq!(
+        decide(&want, Some(&good), rb, t0() - Duration::from_secs(2), 0),
+        Decision::Keep { renew_at: t0() }
+    );
 }
 
 #[test]

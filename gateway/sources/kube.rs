@@ -260,7 +260,9 @@ fn start_acme(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if config.acme.email.is_none() {
-        tracing::info!("ACME is off (no --acme-email): Ingresses annotated kubernetes.io/tls-acme get no certificate");
+        tracing::info!(
+            "ACME is off (no --acme-email): Ingresses annotated kubernetes.io/tls-acme get no certificate"
+        );
         return Ok(());
     }
     let store = KubeStore::new(client.clone(), controller_namespace.to_owned());

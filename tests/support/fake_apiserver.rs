@@ -163,6 +163,8 @@ struct State {
     writes: Vec<Write>,
     requests: Vec<String>,
     uids: u64,
+    /// Plurals answered with 404, as for a CRD that is not installed.
+    hidden: Vec<&'static str>,
 }
 
 struct Inner {
@@ -206,6 +208,7 @@ impl FakeApi {
                 writes: Vec::new(),
                 requests: Vec::new(),
                 uids: 0,
+                hidden: Vec::new(),
             }),
             tick: watch::Sender::new(0),
         });
@@ -358,6 +361,12 @@ impl FakeApi {
             st.epoch += 1;
         }
         self.inner.bump();
+    }
+
+    /// Serves `kind` no more (404 on every path of it), as when its CRD is not installed.
+    pub fn hide_kind(&self, kind: &str) {
+        let res = res_by_kind(kind);
+        self.inner.lock().hidden.push(res.plural);
     }
 
     /// Compacts history: every open watch is cut and resuming it from its resourceVersion gets
@@ -629,7 +638,8 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
         );
     }
-    let Some(target) = parse_path(&path) else {
+    let target = parse_path(&path).filter(|t| !inner.lock().hidden.contains(&t.res.plural));
+    let Some(target) = target else {
         return status_error(
             404,
             "NotFound",

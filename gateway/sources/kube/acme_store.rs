@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::SECRET_LABEL;
@@ -263,13 +263,25 @@ impl Store for KubeStore {
                     self.save_key(&name, "acme-order", ORDER_KEY, json, &annotations)
                         .await
                 }
-                None => match self.own().delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-                    Err(err) => Err(err).with_context(|| {
-                        format!("cannot delete Secret {}/{name}", self.namespace)
-                    }),
-                },
+                // Emptied rather than deleted: the chart grants create/update/patch on
+                // Secrets, not delete.
+                None => {
+                    let api = self.own();
+                    match api.get_opt(&name).await {
+                        Ok(None) => Ok(()),
+                        Ok(Some(existing)) if data_text(&existing, ORDER_KEY).is_none() => Ok(()),
+                        Ok(Some(existing)) => upsert(&api, existing, |s| {
+                            if let Some(data) = s.data.as_mut() {
+                                data.remove(ORDER_KEY);
+                            }
+                        })
+                        .await
+                        .with_context(|| format!("cannot clear Secret {}/{name}", self.namespace)),
+                        Err(err) => Err(err).with_context(|| {
+                            format!("cannot read Secret {}/{name}", self.namespace)
+                        }),
+                    }
+                }
             }
         })
     }
@@ -324,7 +336,11 @@ impl ChallengeMirror {
                 shared.acme_challenges.add_http01(token, answer);
             }
         }
-        for host in self.tls_alpn01.keys().filter(|h| !tls_alpn01.contains_key(*h)) {
+        for host in self
+            .tls_alpn01
+            .keys()
+            .filter(|h| !tls_alpn01.contains_key(*h))
+        {
             shared.set_alpn_challenge(host, None);
         }
         for (host, digest) in &tls_alpn01 {

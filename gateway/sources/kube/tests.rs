@@ -58,3 +58,62 @@ fn watch_namespace_must_be_a_name() {
     };
     assert!(bad.validate().unwrap_err().contains("--watch-namespace"));
 }
+
+#[test]
+fn order_secret_names_are_stable_valid_and_distinct() {
+    use crate::objects::ObjectKey;
+    let a = super::order_secret_name(&ObjectKey::new("default", "web-tls"));
+    let b = super::order_secret_name(&ObjectKey::new("default", "api-tls"));
+    assert!(
+        a.starts_with("gatehouse-acme-order-") && a.len() == 37,
+        "{a}"
+    );
+    assert_eq!(
+        a,
+        super::order_secret_name(&ObjectKey::new("default", "web-tls"))
+    );
+    assert_ne!(a, b);
+    assert!(
+        a.len() <= 63
+            && a.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    );
+}
+
+#[test]
+fn challenge_mirror_follows_the_answers_secret() {
+    use k8s_openapi::api::core::v1::Secret;
+
+    use crate::objects::{Object, Objects};
+    use crate::proxy::upstream::UpstreamSettings;
+    use crate::shared::Shared;
+
+    let shared = Shared::new(UpstreamSettings::default(), false);
+    let objects = |data: serde_json::Value| {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": super::CHALLENGES_SECRET, "namespace": "gh"},
+            "data": data,
+        }))
+        .expect("secret");
+        let mut objects = Objects::default();
+        objects.insert(Object::Secret(Arc::new(secret)));
+        objects
+    };
+    let mut mirror = super::ChallengeMirror::default();
+    // "YQ==" is base64 of "a".
+    mirror.sync(
+        &shared,
+        &objects(serde_json::json!({"http01.tok1": "YQ==", "http01.bad/token": "YQ=="})),
+        "gh",
+    );
+    assert_eq!(shared.acme_challenges.http01("tok1").as_deref(), Some("a"));
+    assert_eq!(shared.acme_challenges.http01("bad/token"), None);
+    // An answer put up by this replica's own order is not the mirror's to take down.
+    shared.acme_challenges.add_http01("own", "mine");
+    mirror.sync(&shared, &objects(serde_json::json!({})), "gh");
+    assert_eq!(shared.acme_challenges.http01("tok1"), None);
+    assert_eq!(
+        shared.acme_challenges.http01("own").as_deref(),
+        Some("mine")
+    );
+}

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use super::{KubeMetrics, SECRET_LABEL};
 use crate::objects::{Object, ObjectKey, Objects, StaticSite};
 
+/// Annotation `kubectl apply` keeps its last applied copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Label every EndpointSlice of a Service carries; slices without it route nothing.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -165,7 +167,11 @@ impl Watches {
         // and etcd reject those.
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(|object: &mut K| object.managed_fields_mut().clear())
+            .modify(|object: &mut K| {
+                object.managed_fields_mut().clear();
+                // kubectl's copy of the whole object (a Secret's data included): never read.
+                object.annotations_mut().remove(LAST_APPLIED);
+            })
             .reflect(writer);
         let (synced_tx, synced_rx) = watch::channel(false);
         self.synced.push(synced_rx);
