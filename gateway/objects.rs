@@ -77,6 +77,7 @@ pub struct StaticSiteSpec {
     pub root: String,
     /// File served for a directory request. Default `index.html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "index.html"))]
     pub index: Option<String>,
     /// File (relative to `root`) served with status 200 for paths that match no file, for
     /// single-page apps.

@@ -924,16 +924,16 @@ async fn pebble_client(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_place_exactly_one_order_per_certificate() {
+async fn two_replicas_place_one_order_and_the_follower_answers_the_challenge() {
     let cluster = Cluster::start().await;
     let a = origin::echo("a").await;
     cluster.service("default", "web", &[a]);
     let mut web = ingress("default", "web", "gatehouse", "acme.test", "web");
     web["metadata"]["annotations"] = json!({"kubernetes.io/tls-acme": "true"});
     web["spec"]["tls"] = json!([{"secretName": "web-tls", "hosts": ["acme.test"]}]);
-    cluster.api.apply(web);
 
-    // Pebble validates HTTP-01 on the leader's listener.
+    // Pebble validates HTTP-01 on the FOLLOWER's listener: the leader orders, so the order
+    // succeeds only if the follower serves the answer the leader shared through a Secret.
     let (http, https) = (support::free_port(), support::free_port());
     let mut pebble = support::pebble::Pebble::new(http, https);
     pebble.start();
@@ -946,19 +946,28 @@ async fn two_replicas_place_exactly_one_order_per_certificate() {
     ];
     args.extend(pebble.gatehouse_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let leader = Gatehouse::spawn_on(http, https, &[], &args);
+    let leader = Gatehouse::spawn_with(&[], &args);
     leader.wait_ready();
     eventually("the first replica to lead", Duration::from_secs(3), || {
         leader.metric("gatehouse_kube_leader", &[]) == 1.0
     })
     .await;
-    let follower = Gatehouse::spawn_with(&[], &args);
+    let follower = Gatehouse::spawn_on(http, https, &[], &args);
     follower.wait_ready();
+    assert_eq!(follower.metric("gatehouse_kube_leader", &[]), 0.0);
+    cluster.api.apply(web);
 
-    eventually("the certificate Secret", Duration::from_secs(20), || {
-        cluster.api.get("Secret", "default", "web-tls").is_some()
-    })
-    .await;
+    let start = Instant::now();
+    while cluster.api.get("Secret", "default", "web-tls").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no certificate Secret after 20 s\n--- leader:\n{}\n--- follower:\n{}\n--- pebble:\n{}",
+            leader.log_text(),
+            follower.log_text(),
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let secret = cluster
         .api
         .get("Secret", "default", "web-tls")

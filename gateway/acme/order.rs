@@ -130,19 +130,15 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
         tokens: Vec::new(),
         hosts: Vec::new(),
     };
-    if order.state().status == OrderStatus::Pending {
-        authorize(ctx, &mut order, &mut answers).await?;
-        match order.poll_ready(&POLL).await? {
-            OrderStatus::Ready => {}
-            status => return Err(invalid_order(&mut order, status).await),
+    let chain_pem = validate_and_finalize(ctx, want, &mut order, &key_pem, &mut answers).await;
+    let (tokens, hosts) = (std::mem::take(&mut answers.tokens), std::mem::take(&mut answers.hosts));
+    drop(answers);
+    if !tokens.is_empty() || !hosts.is_empty() {
+        if let Err(err) = ctx.store.withdraw_answers(&tokens, &hosts).await {
+            tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot withdraw shared ACME challenge answers");
         }
     }
-    if order.state().status == OrderStatus::Ready {
-        let csr = csr(&want.hosts, &key_pem)?;
-        order.finalize_csr(&csr).await?;
-    }
-    let chain_pem = order.poll_certificate(&POLL).await?;
-    drop(answers);
+    let chain_pem = chain_pem?;
 
     let issued = Issued {
         secret: want.secret.clone(),
@@ -159,6 +155,29 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
         tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot forget a finished ACME order");
     }
     Ok(issued)
+}
+
+/// Answers the pending authorizations, waits for the order to be ready, finalizes it and
+/// returns the certificate chain.
+async fn validate_and_finalize(
+    ctx: &OrderContext<'_>,
+    want: &AcmeWant,
+    order: &mut Order,
+    key_pem: &str,
+    answers: &mut Answers<'_>,
+) -> Result<String, OrderError> {
+    if order.state().status == OrderStatus::Pending {
+        authorize(ctx, order, answers).await?;
+        match order.poll_ready(&POLL).await? {
+            OrderStatus::Ready => {}
+            status => return Err(invalid_order(order, status).await),
+        }
+    }
+    if order.state().status == OrderStatus::Ready {
+        let csr = csr(&want.hosts, key_pem)?;
+        order.finalize_csr(&csr).await?;
+    }
+    Ok(order.poll_certificate(&POLL).await?)
 }
 
 /// The saved order for `want`, if there is one for the same hosts that can still finish. A
@@ -242,13 +261,21 @@ async fn authorize(
             )));
         };
         let key_authorization = challenge.key_authorization();
-        match ctx.kind {
-            ChallengeKind::Http01 => answers.http01(&challenge.token, key_authorization.as_str()),
-            ChallengeKind::TlsAlpn01 => {
-                let cert = alpn_certificate(&name, key_authorization.digest().as_ref())?;
-                answers.tls_alpn01(&name, cert);
+        let shared = match ctx.kind {
+            ChallengeKind::Http01 => {
+                answers.http01(&challenge.token, key_authorization.as_str());
+                ctx.store.share_http01(&challenge.token, key_authorization.as_str()).await
             }
-        }
+            ChallengeKind::TlsAlpn01 => {
+                let digest = key_authorization.digest();
+                let cert = alpn_certificate(&name, digest.as_ref())?;
+                answers.tls_alpn01(&name, cert);
+                ctx.store.share_tls_alpn01(&name, digest.as_ref()).await
+            }
+        };
+        shared.map_err(|e| OrderError::transient(format!("cannot share the challenge answer for {name}: {e:#}")))?;
+        // The CA's validator may reach any replica: let the answer reach them all first.
+        tokio::time::sleep(ctx.store.answer_propagation()).await;
         if challenge.status == ChallengeStatus::Pending {
             challenge.set_ready().await?;
         }

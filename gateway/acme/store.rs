@@ -55,6 +55,40 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, anyhow::Result<()>>;
     /// Creates or replaces the `kubernetes.io/tls` Secret `issued.secret` (see [`tls_secret`]).
     fn save_certificate<'a>(&'a self, issued: &'a Issued) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Makes an HTTP-01 answer visible to every replica before the CA is asked to check it,
+    /// since the CA's validator may reach any of them. A lone process has nothing to share.
+    fn share_http01<'a>(
+        &'a self,
+        _token: &'a str,
+        _key_authorization: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Like [`Store::share_http01`], for a TLS-ALPN-01 answer (the key authorization digest).
+    fn share_tls_alpn01<'a>(
+        &'a self,
+        _host: &'a str,
+        _digest: &'a [u8],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// How long a shared answer takes to reach every replica; the CA is told to check only
+    /// after this. A lone process answers at once.
+    fn answer_propagation(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    /// Withdraws the answers shared for an order once it is over, whatever its outcome.
+    fn withdraw_answers<'a>(
+        &'a self,
+        _tokens: &'a [String],
+        _hosts: &'a [String],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The Secret an issued certificate is stored as, annotated as managed by ACME.

@@ -20,9 +20,12 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Parses a multi-document YAML text into the objects Gatehouse reads. Documents of other kinds
 /// are skipped; `kind: List` is unpacked. An error names the document and the reason.
 pub fn parse_documents(text: &str) -> Result<Vec<Object>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    // Read as a stream: the YAML limits against hostile input (nodes, depth, aliases) then hold
+    // per document, not for the whole file (which parsed at once may hold only 1,024 documents).
+    let mut reader = text.as_bytes();
     let mut objects = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
+    for (i, doc) in serde_saphyr::read::<_, Value>(&mut reader).enumerate() {
+        let doc = doc.map_err(|e| format!("document {}: {e}", i + 1))?;
         collect(doc, &mut objects).map_err(|e| format!("document {}: {e}", i + 1))?;
     }
     Ok(objects)

@@ -232,6 +232,37 @@ async fn upsert(
 }
 
 impl Store for KubeStore {
+    /// Replicas pick the answers up through their Secret watch, then serve them from the next
+    /// (debounced) rebuild: at most the debounce cap after the event arrives, plus a margin for
+    /// the watch itself.
+    fn answer_propagation(&self) -> std::time::Duration {
+        super::DEBOUNCE.cap + std::time::Duration::from_secs(1)
+    }
+
+    fn share_http01<'a>(
+        &'a self,
+        token: &'a str,
+        key_authorization: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(KubeStore::share_http01(self, token, key_authorization))
+    }
+
+    fn share_tls_alpn01<'a>(
+        &'a self,
+        host: &'a str,
+        digest: &'a [u8],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(KubeStore::share_tls_alpn01(self, host, digest))
+    }
+
+    fn withdraw_answers<'a>(
+        &'a self,
+        tokens: &'a [String],
+        hosts: &'a [String],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(KubeStore::withdraw(self, tokens, hosts))
+    }
+
     fn load_account(&self) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
         Box::pin(self.load_key(ACCOUNT_SECRET, ACCOUNT_KEY))
     }

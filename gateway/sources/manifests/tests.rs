@@ -255,3 +255,25 @@ fn missing_directory_is_an_error() {
     let mut dir = ManifestDir::new(tmp.path().join("nope"));
     assert!(dir.scan().is_err());
 }
+
+#[test]
+fn file_with_thousands_of_documents_parses() {
+    // Generated manifests can be big: YAML limits guard each document, not the file's length.
+    let services: Vec<String> = (0..3000)
+        .map(|i| service("default", &format!("web-{i}"), &[("http", 80)]))
+        .collect();
+    let objects = parse_documents(&docs(&services)).expect("parses");
+    assert_eq!(objects.len(), 3000);
+}
+
+#[test]
+fn yaml_alias_bomb_is_refused() {
+    let mut text = String::from("apiVersion: v1\nkind: Service\nmetadata: {name: bomb}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let prev = i - 1;
+        text.push_str(&format!(
+            "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+        ));
+    }
+    assert!(parse_documents(&text).is_err());
+}
