@@ -246,6 +246,11 @@ impl Metrics {
         }
     }
 
+    /// `gatehouse_requests_total` of a request that matched no route.
+    pub fn unrouted(&self, status: u16) -> IntCounter {
+        self.requests.with_label_values(&["", "", status_class(status)])
+    }
+
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -260,13 +265,15 @@ impl Default for Metrics {
     }
 }
 
+/// The `status` label values, in [`status_class_index`] order.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`STATUS_CLASSES`] of a status code's class.
+pub fn status_class_index(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5) - 1)
+}
+
 /// `2xx`, `4xx`… for a status code.
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    STATUS_CLASSES[status_class_index(status)]
 }

@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
-use crate::metrics::{ProxyError, status_class};
+use crate::metrics::ProxyError;
 use crate::shared::Shared;
-use crate::snapshot::{Backend, Route, ServiceBackend, UpstreamProtocol};
+use crate::snapshot::{Backend, ServiceBackend, UpstreamProtocol};
 use headers::Forwarded;
 
 /// Error type of every body the proxy hands on.
@@ -49,8 +49,20 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The listener's port, as a header value for X-Forwarded-Port.
     pub port: HeaderValue,
+    /// The client's IP as a header value, for X-Forwarded-For.
+    pub client_ip: HeaderValue,
     /// The port HTTPS redirects point at (`--https-redirect-port`).
     pub https_port: u16,
+}
+
+// === impl ConnInfo ===
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, scheme: &'static str, port: HeaderValue, https_port: u16) -> Self {
+        let client_ip = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { remote, scheme, port, client_ip, https_port }
+    }
 }
 
 /// Handles one request from a client.
@@ -64,12 +76,17 @@ pub async fn handle(
         return resp;
     }
     let start = Instant::now();
-    let snapshot = shared.snapshot.load();
-    let host = request_host(&req).unwrap_or_default().to_owned();
-    let route = snapshot.routes.lookup(&host, req.uri().path()).cloned();
-    drop(snapshot);
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let route = {
+        let snapshot = shared.snapshot.load();
+        let host = request_host(&req).unwrap_or_default();
+        snapshot.routes.lookup(host, req.uri().path()).cloned()
+    };
+    // Copied only when they are logged: the request itself moves on to the backend.
+    let logged = shared.access_log.then(|| AccessFields {
+        method: req.method().clone(),
+        host: request_host(&req).unwrap_or_default().to_owned(),
+        path: req.uri().path().to_owned(),
+    });
     let mut request_id = None;
 
     let (resp, upstream) = match &route {
@@ -77,9 +94,10 @@ pub async fn handle(
         Some(route)
             if route.ssl_redirect
                 && conn.scheme == "http"
-                && !path.starts_with(crate::tls::ACME_CHALLENGE_PREFIX) =>
+                && !req.uri().path().starts_with(crate::tls::ACME_CHALLENGE_PREFIX) =>
         {
-            let resp = crate::tls::redirect_to_https(&host, req.uri(), conn.https_port);
+            let host = request_host(&req).unwrap_or_default();
+            let resp = crate::tls::redirect_to_https(host, req.uri(), conn.https_port);
             (resp, None)
         }
         Some(route) => match &route.backend {
@@ -87,24 +105,23 @@ pub async fn handle(
             Backend::Static(site) => (site.serve(req).await, None),
             Backend::Service(backend) => {
                 let mut req = req;
-                request_id = Some(headers::ensure_request_id(req.headers_mut()));
+                let id = headers::ensure_request_id(req.headers_mut());
+                request_id = logged.is_some().then_some(id);
                 forward(&shared, &conn, backend, req).await
             }
         },
     };
 
     let status = resp.status().as_u16();
-    let (ingress, service) = route.as_deref().map(labels).unwrap_or_default();
-    shared
-        .metrics
-        .requests
-        .with_label_values(&[ingress.as_str(), service.as_str(), status_class(status)])
-        .inc();
+    match &route {
+        Some(route) => route.counters.for_status(route, &shared.metrics, status).inc(),
+        None => shared.metrics.unrouted(status).inc(),
+    }
     shared
         .metrics
         .request_duration
         .observe(start.elapsed().as_secs_f64());
-    if shared.access_log {
+    if let Some(AccessFields { method, host, path }) = logged {
         let bytes = resp.body().size_hint().exact();
         tracing::info!(
             target: "access",
@@ -118,14 +135,11 @@ pub async fn handle(
     resp
 }
 
-/// `(ingress, service)` metric labels of a route.
-fn labels(route: &Route) -> (String, String) {
-    let service = match &route.backend {
-        Backend::Service(s) => s.service.to_string(),
-        Backend::Static(s) => format!("static:{}", s.site.key),
-        Backend::Unavailable { .. } => String::new(),
-    };
-    (route.ingress.to_string(), service)
+/// What an access log line says of a request, kept while the request itself is handled.
+struct AccessFields {
+    method: http::Method,
+    host: String,
+    path: String,
 }
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
@@ -167,8 +181,8 @@ async fn forward(
     backend: &ServiceBackend,
     mut req: Request<Incoming>,
 ) -> (Response<BoxBody>, Option<SocketAddr>) {
-    let candidates = shared.upstreams.candidates(backend);
-    if candidates.is_empty() {
+    let mut candidates = shared.upstreams.candidates(backend).peekable();
+    if candidates.peek().is_none() {
         return (proxy_error(shared, ProxyError::NoEndpoint), None);
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -188,7 +202,7 @@ async fn forward(
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     let host = parts.headers.get(header::HOST).cloned();
     let fwd = Forwarded {
-        client_ip: conn.remote.ip(),
+        client_ip: &conn.client_ip,
         proto: conn.scheme,
         port: &conn.port,
         host: host.as_ref(),
@@ -199,35 +213,42 @@ async fn forward(
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
     let scheme = match backend.protocol {
-        UpstreamProtocol::Https => "https",
-        UpstreamProtocol::Http | UpstreamProtocol::H2c => "http",
+        UpstreamProtocol::Https => http::uri::Scheme::HTTPS,
+        UpstreamProtocol::Http | UpstreamProtocol::H2c => http::uri::Scheme::HTTP,
     };
-    let retryable = body.is_end_stream();
-    let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
-    let client = shared.upstreams.client_for(backend);
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // Without a body nothing has been sent when a connect fails, so another endpoint may be
+    // tried; the request head is kept for that only when there is another endpoint to try.
+    let retryable = body.is_end_stream();
+    let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
+    let mut parts = Some(parts);
+    let client = shared.upstreams.client_for(backend);
 
-    for (attempt, addr) in candidates.iter().enumerate() {
-        let last = attempt + 1 == candidates.len();
-        let Ok(uri) = Uri::builder()
-            .scheme(scheme)
-            .authority(addr.to_string())
-            .path_and_query(path_and_query.as_str())
-            .build()
-        else {
-            return (
-                short_response(StatusCode::BAD_REQUEST, "bad request target\n"),
-                None,
-            );
+    while let Some(i) = candidates.next() {
+        let addr = backend.endpoints[i];
+        let last = candidates.peek().is_none();
+        let mut head = match (retryable && !last, parts.take()) {
+            (true, Some(p)) => {
+                let copy = p.clone();
+                parts = Some(p);
+                copy
+            }
+            (_, Some(p)) => p,
+            (_, None) => break,
         };
-        let mut upstream_req =
-            Request::from_parts(parts.clone(), body.take().unwrap_or_else(empty_body));
-        *upstream_req.uri_mut() = uri;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(scheme.clone());
+        uri.authority = Some(backend.authority(i).clone());
+        uri.path_and_query = Some(path_and_query.clone());
+        let Ok(uri) = Uri::from_parts(uri) else {
+            return (short_response(StatusCode::BAD_REQUEST, "bad request target\n"), None);
+        };
+        head.uri = uri;
+        let upstream_req = Request::from_parts(head, body.take().unwrap_or_else(empty_body));
         let started = Instant::now();
         let result = tokio::time::timeout(
             shared.upstreams.settings.response_timeout,
@@ -240,25 +261,22 @@ async fn forward(
                     .metrics
                     .upstream_duration
                     .observe(started.elapsed().as_secs_f64());
-                return (upstream_response(resp, client_upgrade), Some(*addr));
+                return (upstream_response(resp, client_upgrade), Some(addr));
             }
             Ok(Err(err)) if err.is_connect() => {
                 tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
-                shared.upstreams.mark_down(*addr);
+                shared.upstreams.mark_down(addr);
                 if retryable && !last {
                     continue;
                 }
-                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(*addr));
+                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(addr));
             }
             Ok(Err(err)) => {
                 tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream request failed");
-                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(*addr));
+                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(addr));
             }
             Err(_) => {
-                return (
-                    proxy_error(shared, ProxyError::UpstreamTimeout),
-                    Some(*addr),
-                );
+                return (proxy_error(shared, ProxyError::UpstreamTimeout), Some(addr));
             }
         }
     }

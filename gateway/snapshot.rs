@@ -3,10 +3,15 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::uri::Authority;
+use prometheus::IntCounter;
 
 use serde::Serialize;
 
+use crate::metrics::{Metrics, STATUS_CLASSES, status_class_index};
 use crate::objects::ObjectKey;
 use crate::routing::{PathMatch, RouteTable};
 use crate::static_site::StaticRoute;
@@ -46,6 +51,31 @@ pub struct Route {
     /// Plain-HTTP requests get a 308 to HTTPS instead (the host has a certificate and the
     /// Ingress or `--ssl-redirect` asks for it); ACME HTTP-01 challenge paths never do.
     pub ssl_redirect: bool,
+    /// Its request counters, looked up in the registry once instead of per request.
+    pub counters: RouteCounters,
+}
+
+/// `gatehouse_requests_total` for one route, one counter per status class, resolved on first
+/// use (translate stays free of the metrics registry).
+#[derive(Debug, Default)]
+pub struct RouteCounters(OnceLock<[IntCounter; 5]>);
+
+// === impl RouteCounters ===
+
+impl RouteCounters {
+    /// The counter for a response status of a request this route served.
+    pub fn for_status(&self, route: &Route, metrics: &Metrics, status: u16) -> &IntCounter {
+        let counters = self.0.get_or_init(|| {
+            let service = match &route.backend {
+                Backend::Service(s) => s.service.to_string(),
+                Backend::Static(s) => format!("static:{}", s.site.key),
+                Backend::Unavailable { .. } => String::new(),
+            };
+            let ingress = route.ingress.to_string();
+            STATUS_CLASSES.map(|class| metrics.requests.with_label_values(&[&ingress, &service, class]))
+        });
+        &counters[status_class_index(status)]
+    }
 }
 
 /// Where a route sends its requests.
@@ -81,6 +111,8 @@ pub struct ServiceBackend {
     pub protocol: UpstreamProtocol,
     /// Ready endpoints; if none are ready, the serving-but-terminating ones.
     pub endpoints: Arc<[SocketAddr]>,
+    /// Each endpoint as a URI authority (`IP:port`), made here rather than per request.
+    authorities: Box<[Authority]>,
     /// For [`UpstreamProtocol::Https`]: the name the endpoints' certificates are verified
     /// against and sent as SNI (`gatehouse.dev/backend-tls-server-name`); else their IP.
     pub tls_server_name: Option<Arc<str>>,
@@ -97,11 +129,18 @@ impl ServiceBackend {
         protocol: UpstreamProtocol,
         endpoints: Vec<SocketAddr>,
     ) -> Self {
+        // A socket address always prints as a valid authority; one that did not would be
+        // dropped with its authority, keeping the two lists aligned.
+        let (endpoints, authorities): (Vec<SocketAddr>, Vec<Authority>) = endpoints
+            .into_iter()
+            .filter_map(|e| Some((e, Authority::try_from(e.to_string()).ok()?)))
+            .unzip();
         Self {
             service,
             port,
             protocol,
             endpoints: endpoints.into(),
+            authorities: authorities.into(),
             tls_server_name: None,
             next: AtomicUsize::new(0),
         }
@@ -113,16 +152,41 @@ impl ServiceBackend {
         self
     }
 
-    /// The endpoints in the order this request should try them: a rotation of the list that
-    /// starts one further on at every call, so requests (not connections) spread over them.
-    pub fn pick(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+    /// Indexes of the endpoints in the order this request should try them: a rotation of the
+    /// list that starts one further on at every call, so requests (not connections) spread
+    /// over them.
+    pub fn pick(&self) -> Rotation {
         let len = self.endpoints.len();
         let start = if len > 1 {
             self.next.fetch_add(1, Ordering::Relaxed) % len
         } else {
             0
         };
-        (0..len).map(move |i| self.endpoints[(start + i) % len])
+        Rotation { start, len, taken: 0 }
+    }
+
+    /// The URI authority of endpoint `i`.
+    pub fn authority(&self, i: usize) -> &Authority {
+        &self.authorities[i]
+    }
+}
+
+/// Endpoint indexes `start, start+1, …` wrapping around, each once.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    start: usize,
+    len: usize,
+    taken: usize,
+}
+
+impl Iterator for Rotation {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        (self.taken < self.len).then(|| {
+            self.taken += 1;
+            (self.start + self.taken - 1) % self.len
+        })
     }
 }
 

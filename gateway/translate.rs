@@ -232,6 +232,7 @@ impl<'a> Translation<'a> {
                 path: PathMatch::prefix("/"),
                 backend: self.backend(key, backend, protocol, tls_name.as_ref(), ""),
                 ssl_redirect: false,
+                counters: Default::default(),
             };
             if let Err(existing) = self.snapshot.routes.set_default(Arc::new(route)) {
                 let reason = format!(
@@ -287,6 +288,7 @@ impl<'a> Translation<'a> {
                     path: path_match.clone(),
                     backend,
                     ssl_redirect: redirect && self.snapshot.tls.covers(&host),
+                    counters: Default::default(),
                 });
                 if let Err(existing) = self
                     .snapshot

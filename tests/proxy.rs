@@ -136,15 +136,24 @@ async fn requests_on_one_connection_spread_over_all_ready_endpoints() {
         origin::echo("c").await,
     ];
     let gh = gateway(&origins, &[]);
-    let client = gh
-        .client_builder(&["app.test"])
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap();
+    // One HTTP/1.1 connection, by construction: a bare hyper client on one socket.
+    let stream = tokio::net::TcpStream::connect(gh.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
     let mut seen: HashMap<String, usize> = HashMap::new();
     for _ in 0..60 {
-        let echo = echo_of(client.get("http://app.test/").send().await.unwrap()).await;
+        sender.ready().await.unwrap();
+        let req = Request::get("/")
+            .header("host", "app.test")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo: Value = serde_json::from_slice(&body).unwrap();
         *seen
             .entry(echo["origin"].as_str().unwrap().to_owned())
             .or_default() += 1;

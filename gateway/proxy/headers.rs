@@ -1,6 +1,5 @@
 //! Request and response header editing for proxying, done in place.
 
-use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,6 +40,10 @@ fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the Connection header names. With `upgrade`,
 /// keeps `Connection: upgrade` and `Upgrade` so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names (cheap compares) decides.
+    if !upgrade && !headers.keys().any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -67,7 +70,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// What the proxy knows of the client side of a request.
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarded<'a> {
-    pub client_ip: IpAddr,
+    /// The client's IP as a header value (made once per connection).
+    pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     pub port: &'a HeaderValue,
     pub host: Option<&'a HeaderValue>,
@@ -76,13 +80,18 @@ pub struct Forwarded<'a> {
 /// Sets the X-Forwarded-* headers: the client address is appended to X-Forwarded-For, the
 /// others describe this hop (Gatehouse is the edge, so whatever the client sent is replaced).
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
-    let mut ip = [0u8; 64];
-    let ip = format_ip(fwd.client_ip, &mut ip);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => HeaderValue::from_str(&format!("{prior}, {ip}")),
-        _ => HeaderValue::from_str(ip),
+    let prior = headers.get(&X_FORWARDED_FOR).filter(|v| !v.is_empty());
+    let xff = match prior {
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(fwd.client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(fwd.client_ip.clone()),
     };
-    if let Ok(xff) = xff {
+    if let Some(xff) = xff {
         headers.insert(&X_FORWARDED_FOR, xff);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
@@ -91,14 +100,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
         Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-}
-
-fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// Keeps a client's X-Request-Id or makes a new one; returns the value used.
@@ -118,9 +119,14 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 fn new_request_id() -> HeaderValue {
     static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{:016x}{:016x}", *PREFIX, n);
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut id = [0u8; 32];
+    for (i, byte) in PREFIX.to_be_bytes().into_iter().chain(n.to_be_bytes()).enumerate() {
+        id[2 * i] = HEX[usize::from(byte >> 4)];
+        id[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -163,7 +169,7 @@ mod tests {
         let port = HeaderValue::from_static("8080");
         let host = HeaderValue::from_static("app.test");
         let fwd = Forwarded {
-            client_ip: "10.1.2.3".parse().unwrap(),
+            client_ip: &HeaderValue::from_static("10.1.2.3"),
             proto: "http",
             port: &port,
             host: Some(&host),

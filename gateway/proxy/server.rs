@@ -84,7 +84,9 @@ pub async fn serve_connection<IO>(
         move |req| {
             requested.store(true, Ordering::Relaxed);
             let (shared, info) = (shared.clone(), info.clone());
-            async move { Ok::<_, Infallible>(super::handle(shared, info, req).await) }
+            // Boxed: hyper keeps room for one in-flight request future per connection, so an
+            // unboxed (large) future would be paid for by every idle connection.
+            Box::pin(async move { Ok::<_, Infallible>(super::handle(shared, info, req).await) })
         }
     });
     let conn = builder
@@ -135,7 +137,7 @@ pub async fn run_http(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { remote, scheme: "http", port: port.clone(), https_port: settings.https_redirect_port };
+                let info = ConnInfo::new(remote, "http", port.clone(), settings.https_redirect_port);
                 serve_connection(shared.clone(), builder.clone(), &graceful, stream, info, "http", settings.header_timeout).await;
             }
             _ = shutdown.changed() => break,
@@ -173,7 +175,7 @@ pub async fn run_https(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { remote, scheme: "https", port: port.clone(), https_port: settings.https_redirect_port };
+                let info = ConnInfo::new(remote, "https", port.clone(), settings.https_redirect_port);
                 let (shared, acceptor, done_tx) = (shared.clone(), acceptor.clone(), done_tx.clone());
                 let timeout = settings.header_timeout;
                 tokio::spawn(async move {

@@ -50,6 +50,24 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// Endpoint indexes to try for one request, in order. The common case (nothing marked down)
+/// is the backend's rotation itself, with no list built.
+pub enum Candidates {
+    Rotation(crate::snapshot::Rotation),
+    Reordered(std::vec::IntoIter<usize>),
+}
+
+impl Iterator for Candidates {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Candidates::Rotation(it) => it.next(),
+            Candidates::Reordered(it) => it.next(),
+        }
+    }
+}
+
 /// Clients per protocol, and the endpoints currently marked down.
 pub struct Upstreams {
     pub settings: UpstreamSettings,
@@ -144,16 +162,19 @@ impl Upstreams {
 
     /// The endpoints to try for one request, in order: healthy ones first (rotating per request),
     /// then the ones marked down, as a last resort.
-    pub fn candidates(&self, backend: &ServiceBackend) -> Vec<SocketAddr> {
+    pub fn candidates(&self, backend: &ServiceBackend) -> Candidates {
         let down = self.down.load();
         if down.is_empty() {
-            return backend.pick().collect();
+            return Candidates::Rotation(backend.pick());
         }
         let now = Instant::now();
-        let is_down = |a: &SocketAddr| down.get(a).is_some_and(|until| *until > now);
-        let (mut healthy, sick): (Vec<_>, Vec<_>) = backend.pick().partition(|a| !is_down(a));
+        let is_down = |i: &usize| {
+            down.get(&backend.endpoints[*i])
+                .is_some_and(|until| *until > now)
+        };
+        let (mut healthy, sick): (Vec<_>, Vec<_>) = backend.pick().partition(|i| !is_down(i));
         healthy.extend(sick);
-        healthy
+        Candidates::Reordered(healthy.into_iter())
     }
 
     /// Skips an endpoint for a while after a failed connect.
