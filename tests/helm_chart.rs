@@ -983,3 +983,23 @@ fn values_an_admin_could_mistype_are_rejected_with_a_clear_message() {
         );
     }
 }
+
+/// The README's /nta example: its Helm values render, validate, and mount the app's static
+/// volume where the example's StaticSite looks for files.
+#[test]
+fn readme_nta_example_values_mount_the_static_volume() {
+    let values_file = repo_root().join("config/examples/nta-values.yaml");
+    let rendered = render(Some(&values_file));
+    validate(&rendered);
+    let docs = manifests(&rendered);
+    let deployment = find(&docs, "Deployment", FULLNAME);
+    let mounts = container(deployment)["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|mount| mount["mountPath"] == "/srv/nta-static")
+        .expect("nta-static mounted at the StaticSite's root");
+    assert_eq!(mount["readOnly"], true);
+    assert!(args(deployment).iter().any(|a| a == "--acme-directory=staging"));
+}

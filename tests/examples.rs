@@ -1,0 +1,67 @@
+//! The README's cluster examples (config/examples/*.yaml) route as the README says: run from
+//! the very same files.
+mod support;
+
+use std::path::Path;
+
+use support::Gatehouse;
+
+fn example_files() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("config/examples")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.to_string_lossy().ends_with("-values.yaml"))
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("read example"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn backend<'a>(routes: &'a serde_json::Value, host: &str, path: &str) -> &'a serde_json::Value {
+    let route = &routes["hosts"][host][path];
+    assert!(!route.is_null(), "no route {host} {path}: {routes:#}");
+    &route["backend"]
+}
+
+#[tokio::test]
+async fn readme_examples_route_dash_flask_and_nta_with_its_static_files() {
+    let files = example_files();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    assert_eq!(files.len(), 3, "dash, flask-api and nta examples");
+    let gh = Gatehouse::start_with(&files, &[]);
+    let routes = gh.routes();
+
+    let dash = backend(&routes, "dash.example.com", "Prefix /");
+    assert_eq!(dash["service"], "analytics/dashboard");
+    assert_eq!(dash["port"], "8050");
+    let api = backend(&routes, "shop.example.com", "Prefix /api");
+    assert_eq!(api["service"], "shop/orders-api");
+    let app = backend(&routes, "apps.example.com", "Prefix /nta");
+    assert_eq!(app["service"], "nta/nta");
+    let files = backend(&routes, "apps.example.com", "Prefix /nta/static");
+    assert_eq!(files["staticSite"], "nta/nta-static");
+
+    // The only warnings are the certificates ACME has not issued yet (no --state-dir here).
+    for warning in routes["warnings"].as_array().expect("warnings") {
+        let text = warning.as_str().expect("text");
+        assert!(text.contains("Secret") && text.contains("-tls"), "unexpected warning: {text}");
+    }
+
+    // /nta/static goes to the StaticSite (its volume is absent here: 404), the rest of /nta to
+    // the app (no pods here: 503), and the Dash host redirects plain HTTP to HTTPS only once it
+    // has a certificate of its own.
+    let client = support::client();
+    let get = |host: &'static str, path: &'static str| {
+        let client = client.clone();
+        let url = gh.url(path);
+        async move { client.get(url).header("host", host).send().await.expect("request").status() }
+    };
+    assert_eq!(get("apps.example.com", "/nta/static/app.css").await, 404);
+    assert_eq!(get("apps.example.com", "/nta/login").await, 503);
+    assert_eq!(get("shop.example.com", "/api/orders").await, 503);
+    assert_eq!(get("shop.example.com", "/").await, 404);
+}
