@@ -13,6 +13,16 @@ pub const TLS_ACME_ANNOTATION: &str = "kubernetes.io/tls-acme";
 /// The ACME wants of the owned Ingresses (oldest first), and a warning for each entry that
 /// cannot be ordered. When two Ingresses want the same Secret with different hosts, the older
 /// one wins.
+/// Whether an Ingress asks Gatehouse to obtain its certificates (`kubernetes.io/tls-acme: "true"`).
+pub fn acme_requested(ingress: &Ingress) -> bool {
+    ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TLS_ACME_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 pub fn wants(owned: &[(ObjectKey, &Ingress)]) -> (Vec<AcmeWant>, Vec<Warning>) {
     let mut by_secret: BTreeMap<ObjectKey, AcmeWant> = BTreeMap::new();
     let mut warnings = Vec::new();

@@ -190,6 +190,9 @@ impl<'a> TlsBuilder<'a> {
     /// declare a host chooses its certificate.
     pub fn add_ingress(&mut self, key: &ObjectKey, ingress: &Ingress, warnings: &mut Vec<Warning>) {
         let Some(spec) = &ingress.spec else { return };
+        // A Secret that ACME has yet to create is expected to be missing: the ACME manager
+        // reports the order's progress and failures itself.
+        let acme = crate::acme::wants::acme_requested(ingress);
         let warn = |warnings: &mut Vec<Warning>, reason: String| {
             warnings.push(Warning {
                 kind: "Ingress",
@@ -271,16 +274,19 @@ impl<'a> TlsBuilder<'a> {
                     }
                 }
                 Err(err) => {
+                    let awaiting_acme = acme && matches!(err, CertError::SecretNotFound);
                     for host in &mine {
                         let kept = self.previous.get(host).cloned();
-                        warn(
-                            warnings,
-                            format!(
-                                "TLS Secret {secret} for host {} not usable: {err}{}",
-                                host.display(),
-                                kept_note(kept.as_deref())
-                            ),
-                        );
+                        if !awaiting_acme {
+                            warn(
+                                warnings,
+                                format!(
+                                    "TLS Secret {secret} for host {} not usable: {err}{}",
+                                    host.display(),
+                                    kept_note(kept.as_deref())
+                                ),
+                            );
+                        }
                         if let Some(kept) = kept {
                             self.table.insert(host, kept);
                         }
