@@ -243,12 +243,11 @@ impl<T> RouteTable<T> {
         if let Some(routes) = self.exact.get(host) {
             return Some(routes);
         }
-        if !self.wildcard.is_empty() {
-            if let Some((_, parent)) = host.split_once('.') {
-                if let Some(routes) = self.wildcard.get(parent) {
-                    return Some(routes);
-                }
-            }
+        if !self.wildcard.is_empty()
+            && let Some((_, parent)) = host.split_once('.')
+            && let Some(routes) = self.wildcard.get(parent)
+        {
+            return Some(routes);
         }
         (!self.any.is_empty()).then_some(&self.any)
     }

@@ -133,10 +133,10 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
     let chain_pem = validate_and_finalize(ctx, want, &mut order, &key_pem, &mut answers).await;
     let (tokens, hosts) = (std::mem::take(&mut answers.tokens), std::mem::take(&mut answers.hosts));
     drop(answers);
-    if !tokens.is_empty() || !hosts.is_empty() {
-        if let Err(err) = ctx.store.withdraw_answers(&tokens, &hosts).await {
-            tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot withdraw shared ACME challenge answers");
-        }
+    if (!tokens.is_empty() || !hosts.is_empty())
+        && let Err(err) = ctx.store.withdraw_answers(&tokens, &hosts).await
+    {
+        tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot withdraw shared ACME challenge answers");
     }
     let chain_pem = chain_pem?;
 

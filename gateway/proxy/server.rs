@@ -126,17 +126,7 @@ pub async fn run_http(
     let port = HeaderValue::from(port);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(x) => x,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, remote) = accept(&listener) => {
                 let info = ConnInfo::new(remote, "http", port.clone(), settings.https_redirect_port);
                 serve_connection(shared.clone(), builder.clone(), &graceful, stream, info, "http", settings.header_timeout).await;
             }
@@ -145,6 +135,23 @@ pub async fn run_http(
     }
     drop(listener);
     drain(graceful, settings.drain_timeout).await;
+}
+
+/// The next client connection, with Nagle's algorithm off (responses go out as written).
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, remote);
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Accepts TLS connections until `shutdown` fires, then drains them. Handshakes run in tasks
@@ -165,16 +172,7 @@ pub async fn run_https(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(256);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(x) => x,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, remote) = accept(&listener) => {
                 let info = ConnInfo::new(remote, "https", port.clone(), settings.https_redirect_port);
                 let (shared, acceptor, done_tx) = (shared.clone(), acceptor.clone(), done_tx.clone());
                 let timeout = settings.header_timeout;

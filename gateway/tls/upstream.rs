@@ -52,8 +52,10 @@ pub fn client_config(verify: bool, extra_roots: &[CertificateDer<'static>]) -> C
 
 /// `--upstream-tls-verify=false`: any certificate is accepted, but the handshake signatures
 /// are still checked so the session keys belong to whoever holds the certificate's key.
+/// Accepts any server certificate (handshake signatures are still checked): what
+/// `--upstream-tls-verify=false` means, and what tests use to reach self-signed servers.
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub struct NoVerification(pub Arc<rustls::crypto::CryptoProvider>);
 
 // === impl NoVerification ===
 

@@ -140,12 +140,23 @@ impl Gatehouse {
             if let Ok((200, _)) = admin_get(self.admin, "/readyz") {
                 return;
             }
-            if let Some(status) = self.child.as_ref().and_then(|_| None::<i32>) {
-                panic!("gatehouse exited with {status}");
+            if self.exited() {
+                panic!("gatehouse exited before it was ready; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("gatehouse not ready after 20 s; log:\n{}", self.log_text());
+    }
+
+    /// Whether the process has exited (a zombie not yet reaped, or gone): read from /proc, so a
+    /// shared reference will do.
+    fn exited(&self) -> bool {
+        let Some(child) = &self.child else { return true };
+        match std::fs::read_to_string(format!("/proc/{}/stat", child.id())) {
+            // The state follows the parenthesised command name: `PID (comm) S ...`.
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => true,
+        }
     }
 
     pub fn log_text(&self) -> String {
