@@ -13,7 +13,8 @@
 //!   request (sent every millisecond on a keep-alive connection) reaches the new backend.
 //!
 //! Options (after `--`): `--ingresses N` (10,000), `--hosts N` per Ingress (10), `--files N`
-//! (10), `--repeats N` (10), `--only inprocess|e2e`. `GATEHOUSE_BIN=path` runs another build
+//! (10), `--repeats N` (10), `--only inprocess|e2e`, `--no-scratch` (skip the translate() from
+//! nothing after each change). `GATEHOUSE_BIN=path` runs another build
 //! (e.g. `target/release/gatehouse`) end to end instead of the one cargo built for this bench.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -68,6 +69,8 @@ struct Shape {
     repeats: usize,
     inprocess: bool,
     e2e: bool,
+    /// Also time a translate() from nothing after each change, for comparison.
+    scratch: bool,
 }
 
 impl Shape {
@@ -79,6 +82,7 @@ impl Shape {
             repeats: 10,
             inprocess: true,
             e2e: true,
+            scratch: true,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -97,6 +101,11 @@ impl Shape {
                     let only = args.get(i + 1).map(String::as_str);
                     shape.inprocess = only == Some("inprocess");
                     shape.e2e = only == Some("e2e");
+                }
+                "--no-scratch" => {
+                    shape.scratch = false;
+                    i += 1;
+                    continue;
                 }
                 // `cargo bench` passes `--bench`; a name filter means nothing here.
                 _ => {
@@ -238,12 +247,12 @@ fn row(name: &str, median: String, max: String, extra: String, target: &str) -> 
 fn print_table(title: &str, rows: &[Row]) {
     println!("\n{title}");
     println!(
-        "  {:<44} {:>11} {:>11} {:>14}  {}",
-        "", "median", "max", "allocations", "target"
+        "  {:<52} {:>11} {:>11} {:>14}  {}",
+        "", "median", "max", "allocs | CPU", "target"
     );
     for r in rows {
         println!(
-            "  {:<44} {:>11} {:>11} {:>14}  {}",
+            "  {:<52} {:>11} {:>11} {:>14}  {}",
             r.name, r.median, r.max, r.extra, r.target
         );
     }
@@ -271,7 +280,7 @@ fn in_process(shape: &Shape) {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let (objects, objects_cold, objects_allocs) = measure(|| manifests.objects());
     let (mut snapshot, translate_cold, translate_allocs) =
-        measure(|| translate(&objects, &settings, &Snapshot::default()));
+        measure(|| translate(objects, &settings, &Snapshot::default()));
     let routes: usize = snapshot.routes.hosts().iter().map(|(_, r)| r.len()).sum();
     println!(
         "\nset: {} Ingresses, {} hosts, {} routes, {} files, {:.1} MiB of YAML; {} objects, {} warnings",
@@ -284,7 +293,6 @@ fn in_process(shape: &Shape) {
         snapshot.warnings.len(),
     );
     assert_eq!(changed_target(&snapshot), "origin-a");
-    drop(objects);
 
     let mut rows = vec![
         row(
@@ -317,6 +325,23 @@ fn in_process(shape: &Shape) {
         ),
     ];
 
+    // What polling costs while nothing changes: one scan (a stat per file) per interval.
+    let idle: Vec<Duration> = (0..50)
+        .map(|_| measure(|| manifests.scan().expect("scan")).1)
+        .collect();
+    let interval = manifests.poll_interval();
+    let (idle_median, idle_max) = stats(idle);
+    rows.push(row(
+        &format!("idle poll: scan, every {}", ms(interval)),
+        ms(idle_median),
+        ms(idle_max),
+        format!(
+            "{:.2}% CPU",
+            idle_median.as_secs_f64() * 100.0 / interval.as_secs_f64()
+        ),
+        "negligible",
+    ));
+
     let (mut scans, mut objs, mut incremental, mut scratch, mut totals) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut scan_a, mut incr_a, mut scratch_a) = (0, 0, 0);
@@ -326,18 +351,22 @@ fn in_process(shape: &Shape) {
         let (report, scan, a) = measure(|| manifests.scan().expect("scan"));
         assert!(report.changed && report.errors.is_empty());
         let (objects, obj, _) = measure(|| manifests.objects());
-        let (next, incr, b) = measure(|| translate(&objects, &settings, &snapshot));
-        let (full, full_took, c) = measure(|| translate(&objects, &settings, &Snapshot::default()));
+        let (next, incr, b) = measure(|| translate(objects, &settings, &snapshot));
         assert_eq!(changed_target(&next), origin);
-        assert_eq!(changed_target(&full), origin);
-        drop(full);
+        if shape.scratch {
+            let (full, full_took, c) =
+                measure(|| translate(objects, &settings, &Snapshot::default()));
+            assert_eq!(changed_target(&full), origin);
+            drop(full);
+            scratch.push(full_took);
+            scratch_a += c;
+        }
         // The old snapshot is dropped after the new one is in service, off the measured path.
         snapshot = next;
-        (scan_a, incr_a, scratch_a) = (scan_a + a, incr_a + b, scratch_a + c);
+        (scan_a, incr_a) = (scan_a + a, incr_a + b);
         scans.push(scan);
         objs.push(obj);
         incremental.push(incr);
-        scratch.push(full_took);
         totals.push(scan + obj + incr);
     }
     let per = |total: u64| (total / shape.repeats.max(1) as u64).to_string();
@@ -355,13 +384,15 @@ fn in_process(shape: &Shape) {
         per(incr_a),
         "",
     );
-    add(
-        &mut rows,
-        "change: translate() from nothing (for comparison)",
-        scratch,
-        per(scratch_a),
-        "",
-    );
+    if shape.scratch {
+        add(
+            &mut rows,
+            "change: translate() from nothing (for comparison)",
+            scratch,
+            per(scratch_a),
+            "",
+        );
+    }
     add(
         &mut rows,
         "change: total (scan + objects + translate)",
@@ -383,16 +414,12 @@ fn origin(name: &'static str) -> SocketAddr {
                 let mut writer = stream;
                 let mut line = String::new();
                 loop {
-                    // Read one request head (no body).
-                    let mut empty = false;
+                    // Read one request head (requests here have no body).
                     loop {
                         line.clear();
                         match reader.read_line(&mut line) {
                             Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => {
-                                empty = true;
-                                break;
-                            }
+                            Ok(_) if line == "\r\n" => break,
                             Ok(_) => {}
                         }
                     }
@@ -400,7 +427,7 @@ fn origin(name: &'static str) -> SocketAddr {
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
                         name.len()
                     );
-                    if !empty || writer.write_all(response.as_bytes()).is_err() {
+                    if writer.write_all(response.as_bytes()).is_err() {
                         return;
                     }
                 }

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use config::Config;
 use shared::Shared;
-use sources::manifests::{ManifestDir, POLL_INTERVAL};
+use sources::manifests::ManifestDir;
 
 /// Runs Gatehouse until SIGTERM or SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -125,7 +125,7 @@ fn watch_manifests(
     let (shared, config) = (shared.clone(), config.clone());
     let watcher = std::thread::Builder::new().name("manifests".into()).spawn(move || {
         while !*stop.borrow() {
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(manifests.poll_interval());
             if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
                 tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
                 shared.metrics.config_reload_errors.inc();

@@ -100,6 +100,17 @@ pub struct Objects {
     pub static_sites: BTreeMap<ObjectKey, Arc<StaticSite>>,
 }
 
+/// The kinds of object Gatehouse reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    IngressClass,
+    Ingress,
+    Service,
+    EndpointSlice,
+    Secret,
+    StaticSite,
+}
+
 /// One object of a kind Gatehouse reads.
 #[derive(Clone, Debug)]
 pub enum Object {
@@ -116,18 +127,45 @@ pub enum Object {
 impl Object {
     /// `Kind namespace/name`, for messages.
     pub fn describe(&self) -> String {
-        let (kind, key) = match self {
-            Object::IngressClass(o) => (
-                "IngressClass",
-                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default()),
-            ),
-            Object::Ingress(o) => ("Ingress", ObjectKey::of(&o.metadata)),
-            Object::Service(o) => ("Service", ObjectKey::of(&o.metadata)),
-            Object::EndpointSlice(o) => ("EndpointSlice", ObjectKey::of(&o.metadata)),
-            Object::Secret(o) => ("Secret", ObjectKey::of(&o.metadata)),
-            Object::StaticSite(o) => ("StaticSite", ObjectKey::of(&o.metadata)),
-        };
-        format!("{kind} {key}")
+        format!("{:?} {}", self.kind(), self.key())
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::IngressClass(_) => Kind::IngressClass,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+            Object::StaticSite(_) => Kind::StaticSite,
+        }
+    }
+
+    /// The key it is kept under in [`Objects`] (IngressClasses are cluster-scoped).
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::IngressClass(o) => {
+                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default())
+            }
+            Object::Ingress(o) => ObjectKey::of(&o.metadata),
+            Object::Service(o) => ObjectKey::of(&o.metadata),
+            Object::EndpointSlice(o) => ObjectKey::of(&o.metadata),
+            Object::Secret(o) => ObjectKey::of(&o.metadata),
+            Object::StaticSite(o) => ObjectKey::of(&o.metadata),
+        }
+    }
+
+    /// Whether both are the very same object (the same `Arc`).
+    pub fn same(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::IngressClass(a), Object::IngressClass(b)) => Arc::ptr_eq(a, b),
+            (Object::Ingress(a), Object::Ingress(b)) => Arc::ptr_eq(a, b),
+            (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
+            (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
+            (Object::StaticSite(a), Object::StaticSite(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -136,26 +174,43 @@ impl Object {
 impl Objects {
     /// Adds (or replaces) one object.
     pub fn insert(&mut self, object: Object) {
+        let key = object.key();
+        self.insert_as(key, object);
+    }
+
+    /// Adds (or replaces) one object whose key is known ([`Object::key`]).
+    pub fn insert_as(&mut self, key: ObjectKey, object: Object) {
         match object {
             Object::IngressClass(o) => {
-                let key = ObjectKey::new("", o.metadata.name.clone().unwrap_or_default());
                 self.ingress_classes.insert(key, o);
             }
             Object::Ingress(o) => {
-                self.ingresses.insert(ObjectKey::of(&o.metadata), o);
+                self.ingresses.insert(key, o);
             }
             Object::Service(o) => {
-                self.services.insert(ObjectKey::of(&o.metadata), o);
+                self.services.insert(key, o);
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(ObjectKey::of(&o.metadata), o);
+                self.endpoint_slices.insert(key, o);
             }
             Object::Secret(o) => {
-                self.secrets.insert(ObjectKey::of(&o.metadata), o);
+                self.secrets.insert(key, o);
             }
             Object::StaticSite(o) => {
-                self.static_sites.insert(ObjectKey::of(&o.metadata), o);
+                self.static_sites.insert(key, o);
             }
+        }
+    }
+
+    /// Removes the object of a kind and key, if there is one.
+    pub fn remove(&mut self, kind: Kind, key: &ObjectKey) {
+        match kind {
+            Kind::IngressClass => drop(self.ingress_classes.remove(key)),
+            Kind::Ingress => drop(self.ingresses.remove(key)),
+            Kind::Service => drop(self.services.remove(key)),
+            Kind::EndpointSlice => drop(self.endpoint_slices.remove(key)),
+            Kind::Secret => drop(self.secrets.remove(key)),
+            Kind::StaticSite => drop(self.static_sites.remove(key)),
         }
     }
 

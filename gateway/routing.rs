@@ -3,9 +3,20 @@
 //! Pure and generic over the route value so it is tested and benchmarked on its own. A lookup
 //! is one hash lookup for the host, one for an exact path, then one per path segment for
 //! prefixes: its cost does not grow with the number of hosts or routes.
+//!
+//! Hosts share their routes by `Arc`: hosts with the same routes (one Ingress's hosts usually)
+//! hold one [`HostRoutes`], and a table is cloned cheaply to build the next one from, changing
+//! only the hosts that changed.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+/// Hash maps of the route table: foldhash, several times faster than SipHash on short keys.
+/// Its seed is random per process, and a request only looks up keys the configuration put
+/// in, so a client cannot make collisions to slow lookups down.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// How a route's path matches a request path (Kubernetes `pathType`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,18 +58,18 @@ impl PathMatch {
     }
 }
 
-/// The routes of one host (or of every host).
+/// The routes of one host (or of every host, or of several hosts that share them).
 #[derive(Clone, Debug)]
 pub struct HostRoutes<T> {
-    exact: HashMap<Box<str>, T>,
-    prefix: HashMap<Box<str>, T>,
+    exact: Map<Box<str>, T>,
+    prefix: Map<Box<str>, T>,
 }
 
 impl<T> Default for HostRoutes<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: Map::default(),
+            prefix: Map::default(),
         }
     }
 }
@@ -118,6 +129,11 @@ impl<T> HostRoutes<T> {
         all.into_iter()
     }
 
+    /// Every route, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact.values().chain(self.prefix.values())
+    }
+
     pub fn len(&self) -> usize {
         self.exact.len() + self.prefix.len()
     }
@@ -131,9 +147,9 @@ impl<T> HostRoutes<T> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostMatch {
     /// One exact, lower-case name.
-    Exact(Box<str>),
+    Exact(Arc<str>),
     /// `*.suffix`: any name with exactly one more DNS label in front of `suffix`.
-    Wildcard(Box<str>),
+    Wildcard(Arc<str>),
     /// No host given: every host.
     Any,
 }
@@ -180,36 +196,131 @@ impl HostMatch {
     }
 }
 
+/// Host names to their routes, in shards: cloning copies the shards' handles, and a change
+/// then copies only the shards it touches.
+#[derive(Clone, Debug)]
+struct HostMap<T> {
+    /// A power of two of them.
+    shards: Vec<Arc<Map<Arc<str>, Arc<HostRoutes<T>>>>>,
+    /// Picks a host's shard (seeded apart from the shards' own maps).
+    pick: foldhash::fast::RandomState,
+}
+
+impl<T> HostMap<T> {
+    /// Room for about `hosts` hosts, in shards of a few hundred.
+    fn with_capacity(hosts: usize) -> Self {
+        let count = (hosts / 256).clamp(1, 4096).next_power_of_two();
+        let each = hosts.div_ceil(count);
+        Self {
+            shards: (0..count)
+                .map(|_| Arc::new(Map::with_capacity_and_hasher(each, Default::default())))
+                .collect(),
+            pick: Default::default(),
+        }
+    }
+
+    fn shard(&self, host: &str) -> usize {
+        match self.shards.len() {
+            1 => 0,
+            n => (self.pick.hash_one(host) >> (64 - n.trailing_zeros())) as usize,
+        }
+    }
+
+    fn get(&self, host: &str) -> Option<&Arc<HostRoutes<T>>> {
+        self.shards[self.shard(host)].get(host)
+    }
+
+    fn shard_mut(&mut self, host: &str) -> &mut Map<Arc<str>, Arc<HostRoutes<T>>> {
+        let i = self.shard(host);
+        Arc::make_mut(&mut self.shards[i])
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<HostRoutes<T>>)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+}
+
 /// Hosts to routes. An exact host beats a wildcard, which beats the rules with no host; within
 /// the chosen host only its own routes are considered, then the default backend.
+///
+/// Cloning one is cheap: hosts share their routes, and the host index is shared shard by shard
+/// until a change copies a shard.
 #[derive(Clone, Debug)]
 pub struct RouteTable<T> {
-    exact: HashMap<Box<str>, HostRoutes<T>>,
-    wildcard: HashMap<Box<str>, HostRoutes<T>>,
-    any: HostRoutes<T>,
+    exact: HostMap<T>,
+    wildcard: HostMap<T>,
+    any: Option<Arc<HostRoutes<T>>>,
     default: Option<T>,
 }
 
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
-        Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-            any: HostRoutes::default(),
-            default: None,
-        }
+        Self::with_capacity(0)
     }
 }
 
 // === impl RouteTable ===
 
 impl<T> RouteTable<T> {
-    /// The routes of a host, created empty on first use.
-    pub fn host_mut(&mut self, host: &HostMatch) -> &mut HostRoutes<T> {
+    /// An empty table for about `hosts` exact hosts.
+    pub fn with_capacity(hosts: usize) -> Self {
+        Self {
+            exact: HostMap::with_capacity(hosts),
+            wildcard: HostMap::with_capacity(0),
+            any: None,
+            default: None,
+        }
+    }
+
+    /// The routes of a host, created empty on first use (and copied first if shared).
+    pub fn host_mut(&mut self, host: &HostMatch) -> &mut HostRoutes<T>
+    where
+        T: Clone,
+    {
+        let routes = match host {
+            HostMatch::Exact(h) => self.exact.shard_mut(h).entry(h.clone()).or_default(),
+            HostMatch::Wildcard(s) => self.wildcard.shard_mut(s).entry(s.clone()).or_default(),
+            HostMatch::Any => self.any.get_or_insert_default(),
+        };
+        Arc::make_mut(routes)
+    }
+
+    /// The routes of a host entry exactly as declared (no wildcard or every-host fallback).
+    pub fn host(&self, host: &HostMatch) -> Option<&Arc<HostRoutes<T>>> {
         match host {
-            HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default(),
-            HostMatch::Wildcard(s) => self.wildcard.entry(s.clone()).or_default(),
-            HostMatch::Any => &mut self.any,
+            HostMatch::Exact(h) => self.exact.get(h),
+            HostMatch::Wildcard(s) => self.wildcard.get(s),
+            HostMatch::Any => self.any.as_ref(),
+        }
+    }
+
+    /// Sets (or with `None` removes) the routes of a host entry; an empty one is removed too.
+    pub fn set_host(&mut self, host: &HostMatch, routes: Option<Arc<HostRoutes<T>>>) {
+        let routes = routes.filter(|r| !r.is_empty());
+        let (map, name) = match host {
+            HostMatch::Exact(h) => (&mut self.exact, h),
+            HostMatch::Wildcard(s) => (&mut self.wildcard, s),
+            HostMatch::Any => {
+                self.any = routes;
+                return;
+            }
+        };
+        match routes {
+            Some(routes) => {
+                map.shard_mut(name).insert(name.clone(), routes);
+            }
+            None if map.get(name).is_some() => {
+                map.shard_mut(name).remove(name);
+            }
+            None => {}
         }
     }
 
@@ -223,6 +334,11 @@ impl<T> RouteTable<T> {
                 Ok(())
             }
         }
+    }
+
+    /// Sets or clears the backend for requests that match no rule.
+    pub fn replace_default(&mut self, value: Option<T>) {
+        self.default = value;
     }
 
     pub fn default_route(&self) -> Option<&T> {
@@ -241,15 +357,15 @@ impl<T> RouteTable<T> {
     /// The most specific host entry that covers `host` (already normalised).
     fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {
         if let Some(routes) = self.exact.get(host) {
-            return Some(routes);
+            return Some(&**routes);
         }
         if !self.wildcard.is_empty()
             && let Some((_, parent)) = host.split_once('.')
             && let Some(routes) = self.wildcard.get(parent)
         {
-            return Some(routes);
+            return Some(&**routes);
         }
-        (!self.any.is_empty()).then_some(&self.any)
+        self.any.as_deref()
     }
 
     /// Every host entry in a stable order: exact, wildcard, then every-host rules.
@@ -257,16 +373,16 @@ impl<T> RouteTable<T> {
         let mut exact: Vec<_> = self
             .exact
             .iter()
-            .map(|(h, r)| (HostMatch::Exact(h.clone()), r))
+            .map(|(h, r)| (HostMatch::Exact(h.clone()), &**r))
             .collect();
         let mut wildcard: Vec<_> = self
             .wildcard
             .iter()
-            .map(|(h, r)| (HostMatch::Wildcard(h.clone()), r))
+            .map(|(h, r)| (HostMatch::Wildcard(h.clone()), &**r))
             .collect();
         exact.sort_by(|a, b| a.0.cmp(&b.0));
         wildcard.sort_by(|a, b| a.0.cmp(&b.0));
-        let any = (!self.any.is_empty()).then_some((HostMatch::Any, &self.any));
+        let any = self.any.as_deref().map(|r| (HostMatch::Any, r));
         exact.into_iter().chain(wildcard).chain(any).collect()
     }
 

@@ -22,13 +22,15 @@ use crate::tls::TlsTable;
 pub struct Snapshot {
     pub routes: RouteTable<Arc<Route>>,
     /// Ingresses this controller owns (valid or not), oldest first.
-    pub owned_ingresses: Vec<ObjectKey>,
+    pub owned_ingresses: Arc<[ObjectKey]>,
     /// One entry per problem with an object that could not be used (fully or in part).
     pub warnings: Vec<Warning>,
     /// Certificates the ACME manager is asked to keep, one per Secret.
     pub acme: Vec<AcmeWant>,
     /// Which certificate serves which host (parsed and checked), by SNI.
     pub tls: TlsTable,
+    /// What the next translate() starts from (each Ingress compiled).
+    pub(crate) reuse: crate::translate::Reuse,
 }
 
 /// A `spec.tls` entry of an Ingress annotated `kubernetes.io/tls-acme: "true"`: a certificate
@@ -45,7 +47,7 @@ pub struct AcmeWant {
 #[derive(Debug)]
 pub struct Route {
     /// The Ingress the rule came from.
-    pub ingress: ObjectKey,
+    pub ingress: Arc<ObjectKey>,
     pub path: PathMatch,
     pub backend: Backend,
     /// Plain-HTTP requests get a 308 to HTTPS instead (the host has a certificate and the

@@ -17,9 +17,9 @@ use crate::snapshot::Warning;
 /// handshake: one hash lookup for the exact name, one for its parent (wildcard).
 #[derive(Debug, Default)]
 pub struct TlsTable {
-    exact: HashMap<Box<str>, Arc<TlsCert>>,
+    exact: HashMap<Arc<str>, Arc<TlsCert>>,
     /// `*.suffix` hosts, keyed by `suffix`.
-    wildcard: HashMap<Box<str>, Arc<TlsCert>>,
+    wildcard: HashMap<Arc<str>, Arc<TlsCert>>,
     /// From `--default-certificate`, for handshakes no host entry matches.
     default: Option<Arc<TlsCert>>,
     /// Every Secret parsed for this table with what it was parsed from, so the next

@@ -926,3 +926,292 @@ fn routes_dump_names_hosts_paths_and_backends() {
     );
     assert_eq!(dump["(default backend)"]["/"]["ingress"], "default/web");
 }
+
+// === incremental translate ===
+
+/// A small deterministic generator (xorshift), so a failing sequence reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'p, T>(&mut self, items: &'p [T]) -> &'p T {
+        &items[self.below(items.len())]
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// One object parsed from YAML.
+fn object(yaml: &str) -> crate::objects::Object {
+    parse_documents(yaml)
+        .expect("valid manifest")
+        .pop()
+        .expect("one object")
+}
+
+/// A random Ingress over a small world of hosts, paths, backends and Secrets, so that random
+/// edits make and settle conflicts, redirects, missing backends and bad values.
+fn random_ingress(rng: &mut Rng, name: &str) -> String {
+    const HOSTS: &[&str] = &[
+        "h0.t.test",
+        "h1.t.test",
+        "H1.T.test",
+        "h2.t.test",
+        "*.t.test",
+        "",
+        "bad_host!",
+    ];
+    const PATHS: &[(&str, &str)] = &[
+        ("/", "Prefix"),
+        ("/a", "Prefix"),
+        ("/a/", "Prefix"),
+        ("/a", "Exact"),
+        ("/a/b", "ImplementationSpecific"),
+        ("x", "Prefix"),
+        ("/r", "Regex"),
+    ];
+    let backends = [
+        svc("s0", 80),
+        svc("s1", 80),
+        svc_named("s2", "http"),
+        svc("s9", 80),
+        svc("s0", 81),
+        site("st0"),
+        site("st9"),
+        resource("example.com", "Thing", "t"),
+    ];
+    let mut ing = ingress(name).class(match rng.below(10) {
+        0 => None,
+        1 => Some("other"),
+        _ => Some("gatehouse"),
+    });
+    if let Some(created) = rng.pick(&[None, Some("2024-01-01T00:00:00Z"), Some("2024-01-02T00:00:00Z")]) {
+        ing = ing.created(created);
+    }
+    if rng.chance(30) {
+        ing = ing.annotation(
+            crate::tls::SSL_REDIRECT_ANNOTATION,
+            *rng.pick(&["true", "false", "maybe"]),
+        );
+    }
+    if rng.chance(10) {
+        ing = ing.annotation(BACKEND_PROTOCOL_ANNOTATION, *rng.pick(&["h2c", "bogus"]));
+    }
+    if rng.chance(10) {
+        ing = ing.annotation("kubernetes.io/tls-acme", "true");
+    }
+    if rng.chance(15) {
+        ing = ing.default_backend(rng.pick(&backends).clone());
+    }
+    for _ in 0..rng.below(4) {
+        let host = *rng.pick(HOSTS);
+        for _ in 0..1 + rng.below(3) {
+            let (path, path_type) = *rng.pick(PATHS);
+            ing = ing.path(host, path, path_type, rng.pick(&backends).clone());
+        }
+    }
+    let mut yaml = ing.yaml();
+    if rng.chance(30) {
+        if !yaml.contains("\nspec:\n") {
+            yaml.push_str("spec:\n");
+        }
+        let hosts: Vec<&str> = (0..1 + rng.below(2))
+            .map(|_| *rng.pick(&["h0.t.test", "h1.t.test", "*.t.test"]))
+            .collect();
+        yaml.push_str(&format!(
+            "  tls:\n  - hosts: {hosts:?}\n    secretName: {}\n",
+            rng.pick(&["tls-a", "tls-b", "tls-missing"])
+        ));
+    }
+    yaml
+}
+
+/// A Service, sometimes of a type or with ports that cannot be used.
+fn random_service(rng: &mut Rng, name: &str) -> String {
+    match rng.below(6) {
+        0 => service("default", name, &[("web", 80)]),
+        1 => service("default", name, &[("http", 80)]).replace(
+            "spec:\n",
+            "spec:\n  type: ExternalName\n  externalName: x.example.com\n",
+        ),
+        _ => service("default", name, &[("http", 80), ("", 81)]),
+    }
+}
+
+fn random_slice(rng: &mut Rng, service: &str) -> String {
+    let endpoints: Vec<Endpoint> = (0..rng.below(3))
+        .map(|i| {
+            let ip = format!("10.9.{}.{}", rng.below(3), i);
+            match rng.below(3) {
+                0 => not_ready(&ip),
+                1 => terminating(&ip, true),
+                _ => ready(&ip),
+            }
+        })
+        .collect();
+    endpoint_slice(
+        "default",
+        &format!("{service}-1"),
+        service,
+        &[("http", 8080), ("", 8081)],
+        &endpoints,
+    )
+}
+
+/// A kubernetes.io/tls Secret of a self-signed certificate for `names`.
+fn tls_secret(name: &str, names: &[&str]) -> String {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let made = rcgen::generate_simple_self_signed(names).expect("certificate");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {:?}\n  tls.key: {:?}\n",
+        made.cert.pem(),
+        made.signing_key.serialize_pem()
+    )
+}
+
+/// Everything a user sees of a snapshot.
+fn seen(s: &Snapshot) -> String {
+    let body = serde_json::json!({
+        "routes": describe_routes(s),
+        "ingresses": owned(s),
+        "warnings": warnings(s),
+        "acme": s.acme,
+        "tls": s.tls.describe(),
+    });
+    format!("{body:#}")
+}
+
+#[test]
+fn incremental_translate_equals_translate_from_nothing_over_random_edits() {
+    // `FUZZ_ROUNDS=5000 FUZZ_SEED=n cargo test --lib incremental` searches further.
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut rng = Rng(env("FUZZ_SEED").unwrap_or(0x2545_f491_4f6c_dd1d).max(1));
+    let secrets = [
+        tls_secret("tls-a", &["*.t.test", "h0.t.test"]),
+        tls_secret("tls-b", &["h1.t.test"]),
+    ];
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_000);
+    let mut settings = Settings {
+        now: Some(now),
+        ..Settings::default()
+    };
+    let mut objects = Objects::default();
+    for s in ["s0", "s1", "s2"] {
+        objects.insert(object(&random_service(&mut rng, s)));
+        objects.insert(object(&random_slice(&mut rng, s)));
+    }
+    objects.insert(object(&static_site("default", "st0", "/srv/st0", &[])));
+    for secret in &secrets {
+        objects.insert(object(secret));
+    }
+    for i in 0..8 {
+        objects.insert(object(&random_ingress(&mut rng, &format!("i{i}"))));
+    }
+    let mut served = translate(&objects, &settings, &Snapshot::default());
+    let (mut reused, mut steps) = (0, 0);
+    for step in 0..env("FUZZ_ROUNDS").unwrap_or(400) {
+        let key = |name: &str| ObjectKey::new("default", name);
+        let what = match rng.below(20) {
+            0..=7 => {
+                let name = format!("i{}", rng.below(10));
+                if rng.chance(15) {
+                    objects.ingresses.remove(&key(&name));
+                } else {
+                    objects.insert(object(&random_ingress(&mut rng, &name)));
+                }
+                format!("Ingress {name}")
+            }
+            8 | 9 => {
+                let name = *rng.pick(&["s0", "s1", "s2"]);
+                if rng.chance(20) {
+                    objects.services.remove(&key(name));
+                } else {
+                    objects.insert(object(&random_service(&mut rng, name)));
+                }
+                format!("Service {name}")
+            }
+            10..=12 => {
+                let name = *rng.pick(&["s0", "s1", "s2"]);
+                if rng.chance(20) {
+                    objects.endpoint_slices.remove(&key(&format!("{name}-1")));
+                } else {
+                    objects.insert(object(&random_slice(&mut rng, name)));
+                }
+                format!("EndpointSlice of {name}")
+            }
+            13 => {
+                if rng.chance(50) {
+                    objects.static_sites.remove(&key("st0"));
+                } else {
+                    let extra: &[(&str, &str)] = if rng.chance(50) {
+                        &[("fallback", "../x")]
+                    } else {
+                        &[]
+                    };
+                    objects.insert(object(&static_site("default", "st0", "/srv/st0", extra)));
+                }
+                "StaticSite".into()
+            }
+            14 => {
+                let i = rng.below(2);
+                let name = ["tls-a", "tls-b"][i];
+                if rng.chance(50) {
+                    objects.secrets.remove(&key(name));
+                } else {
+                    objects.insert(object(&secrets[i]));
+                }
+                format!("Secret {name}")
+            }
+            15 => {
+                objects.ingress_classes.clear();
+                match rng.below(3) {
+                    0 => {}
+                    1 => objects.insert(object(&ingress_class("gatehouse", OURS, true))),
+                    _ => objects.insert(object(&ingress_class("gatehouse", "x.io/other", false))),
+                }
+                "IngressClass".into()
+            }
+            16 => {
+                settings.ssl_redirect = !settings.ssl_redirect;
+                "--ssl-redirect".into()
+            }
+            _ => "nothing".into(),
+        };
+        // From nothing but the certificates in service (a host whose Secret broke keeps its
+        // last good one: that history is an input either way).
+        let certificates_only = Snapshot {
+            tls: std::mem::take(&mut served.tls),
+            ..Snapshot::default()
+        };
+        let fresh = translate(&objects, &settings, &certificates_only);
+        served.tls = certificates_only.tls;
+        let next = translate(&objects, &settings, &served);
+        assert_eq!(
+            seen(&next),
+            seen(&fresh),
+            "step {step} ({what}): incremental and fresh translate differ"
+        );
+        // Count how much was reused, to know the test exercises reuse at all.
+        steps += next.reuse.ingresses.len();
+        reused += next
+            .reuse
+            .ingresses
+            .iter()
+            .filter(|(k, c)| served.reuse.ingresses.get(*k).is_some_and(|p| Arc::ptr_eq(p, c)))
+            .count();
+        served = next;
+    }
+    assert!(reused * 2 > steps, "only {reused} of {steps} Ingresses reused");
+}

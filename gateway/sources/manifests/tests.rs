@@ -268,7 +268,9 @@ fn file_with_thousands_of_documents_parses() {
 
 #[test]
 fn yaml_alias_bomb_is_refused() {
-    let mut text = String::from("apiVersion: v1\nkind: Service\nmetadata: {name: bomb}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bomb}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
     for i in 1..10 {
         let prev = i - 1;
         text.push_str(&format!(
@@ -276,4 +278,154 @@ fn yaml_alias_bomb_is_refused() {
         ));
     }
     assert!(parse_documents(&text).is_err());
+}
+
+#[test]
+fn a_changed_document_gets_a_new_object_and_the_others_keep_theirs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let one = |backend: &str| {
+        docs(&[
+            service("default", "a", &[("http", 80)]),
+            ingress("web").prefix("a.test", "/", svc(backend, 80)).yaml(),
+            ingress("other").prefix("b.test", "/", svc("a", 80)).yaml(),
+        ])
+    };
+    put(tmp.path(), "all.yaml", &one("a"));
+    let mut dir = ManifestDir::new(tmp.path());
+    dir.scan().expect("scan");
+    let before = dir.objects().clone();
+    put(tmp.path(), "all.yaml", &one("b"));
+    assert!(dir.scan().expect("scan").changed);
+    let after = dir.objects();
+    let key = |name: &str| ObjectKey::new("default", name);
+    assert!(!Arc::ptr_eq(
+        &before.ingresses[&key("web")],
+        &after.ingresses[&key("web")]
+    ));
+    assert!(Arc::ptr_eq(
+        &before.ingresses[&key("other")],
+        &after.ingresses[&key("other")]
+    ));
+    assert!(Arc::ptr_eq(
+        &before.services[&key("a")],
+        &after.services[&key("a")]
+    ));
+}
+
+#[test]
+fn rewriting_a_file_with_the_same_objects_is_no_change() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = ingress("web").prefix("a.test", "/", svc("a", 80)).yaml();
+    put(tmp.path(), "a.yaml", &text);
+    let mut dir = ManifestDir::new(tmp.path());
+    assert!(dir.scan().expect("scan").changed);
+    put(tmp.path(), "a.yaml", &format!("{text}---\n# a comment\n"));
+    let report = dir.scan().expect("scan");
+    assert!(!report.changed && report.errors.is_empty(), "{report:?}");
+}
+
+/// Every object of a directory, as text, to compare two scans.
+fn dump(objects: &Objects) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |kind: &str, key: &ObjectKey, value: serde_json::Result<serde_json::Value>| {
+        out.push(format!("{kind} {key} {}", value.expect("serializable")));
+    };
+    for (k, o) in &objects.ingresses {
+        add("Ingress", k, serde_json::to_value(&**o));
+    }
+    for (k, o) in &objects.services {
+        add("Service", k, serde_json::to_value(&**o));
+    }
+    for (k, o) in &objects.endpoint_slices {
+        add("EndpointSlice", k, serde_json::to_value(&**o));
+    }
+    for (k, o) in &objects.secrets {
+        add("Secret", k, serde_json::to_value(&**o));
+    }
+    out
+}
+
+/// The objects of a directory by the rule itself: every file in path order, each object
+/// replacing an earlier one of the same key, then the overlay's Secrets over them.
+fn reference(main: &Path, overlay: &Path) -> Objects {
+    let read = |dir: &Path| {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        paths.sort();
+        let mut objects = Objects::default();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("read");
+            for object in parse_documents(&text).expect("good file") {
+                objects.insert(object);
+            }
+        }
+        objects
+    };
+    let mut objects = read(main);
+    objects.secrets.extend(read(overlay).secrets);
+    objects
+}
+
+#[test]
+fn objects_kept_up_to_date_follow_the_file_order_rule_over_random_edits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (main, overlay) = (tmp.path().join("main"), tmp.path().join("overlay"));
+    std::fs::create_dir_all(&main).expect("mkdir");
+    std::fs::create_dir_all(&overlay).expect("mkdir");
+    let secret = |name: &str, value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{v: {value}}}\n"
+        )
+    };
+    let mut dir = ManifestDir::new(&main).with_secrets_from(&overlay);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    for step in 0..150 {
+        let (folder, file) = if next(4) == 0 {
+            (&overlay, format!("s{}.yaml", next(2)))
+        } else {
+            (&main, format!("f{}.yaml", next(3)))
+        };
+        if next(6) == 0 {
+            let _ = std::fs::remove_file(folder.join(&file));
+        } else {
+            // The same few names in every file: later files (and the overlay) win.
+            let mut parts = Vec::new();
+            for _ in 0..1 + next(4) {
+                let n = next(3);
+                parts.push(match next(4) {
+                    0 => service("default", &format!("s{n}"), &[("http", 80 + next(3) as u16)]),
+                    1 => secret(&format!("t{n}"), &format!("v{}", next(5))),
+                    2 => endpoint_slice("default", &format!("e{n}"), "s0", &[("http", 80)], &[]),
+                    _ => ingress(&format!("i{n}"))
+                        .prefix("a.test", &format!("/{}", next(3)), svc("s0", 80))
+                        .yaml(),
+                });
+            }
+            if next(8) == 0 {
+                parts.push("apiVersion: v1\nkind: Service\nmetadata: [broken\n".into());
+            }
+            put(folder, &file, &docs(&parts));
+        }
+        dir.scan().expect("scan");
+        // A broken file keeps its last good objects, which a fresh scan never saw: compare
+        // only when every file is good.
+        let broken = |d: &Path| {
+            std::fs::read_dir(d).expect("dir").any(|e| {
+                let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
+                text.contains("[broken")
+            })
+        };
+        if !broken(&main) && !broken(&overlay) {
+            assert_eq!(dump(dir.objects()), dump(&reference(&main, &overlay)), "step {step}");
+        }
+    }
 }
