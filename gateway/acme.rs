@@ -21,14 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 
-use crate::proxy::BoxBody;
-use crate::shared::Shared;
 pub use crate::snapshot::AcmeWant;
 use crate::tls::certs::{TlsCert, name_matches};
 
@@ -376,34 +370,6 @@ impl Challenges {
     pub fn http01(&self, token: &str) -> Option<Arc<str>> {
         self.http01.load().get(token).cloned()
     }
-}
-
-/// The answer to an HTTP-01 challenge request, on any host, if `path` asks for a token being
-/// validated now. Other paths (and unknown tokens, which an app's own ACME client may serve)
-/// go on to routing.
-pub fn answer_http01(shared: &Shared, path: &str) -> Option<Response<BoxBody>> {
-    let token = path.strip_prefix(HTTP01_PREFIX)?;
-    if !valid_token(token) {
-        return None;
-    }
-    let key_authorization = shared.acme_challenges.http01(token)?;
-    shared
-        .metrics
-        .acme_challenges
-        .with_label_values(&[ChallengeKind::Http01.label()])
-        .inc();
-    tracing::debug!(token, "answered an ACME HTTP-01 challenge");
-    let mut resp = Response::new(
-        Full::new(Bytes::from(key_authorization.as_bytes().to_vec()))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    Some(resp)
 }
 
 #[cfg(test)]

@@ -92,7 +92,8 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_HTTPS_LISTEN", value_name = "ADDR")]
     pub https_listen: Option<SocketAddr>,
 
-    /// Address of the admin listener: /healthz, /readyz, /metrics, /routes. [default: 0.0.0.0:9090]
+    /// Address of the admin listener: /healthz, /readyz, /metrics, /routes. Loopback by default:
+    /// /routes shows endpoint addresses and Secret names. [default: 127.0.0.1:9090]
     #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
@@ -145,6 +146,35 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+
+    /// Serve /routes on the admin listener (turn off where that listener is reachable by
+    /// others). [default: true]
+    #[arg(long, env = "GATEHOUSE_ADMIN_ROUTES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub admin_routes: Option<bool>,
+
+    /// Largest request body in bytes; larger ones get 413 (0: no limit). [default: 104857600]
+    #[arg(long, env = "GATEHOUSE_MAX_REQUEST_BODY", value_name = "BYTES")]
+    pub max_request_body: Option<u64>,
+
+    /// Longest wait for the next piece of a request body (408, or the upstream request is cut
+    /// off). [default: 60s]
+    #[arg(long, env = "GATEHOUSE_CLIENT_BODY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub client_body_timeout: Option<Duration>,
+
+    /// How long a client connection (HTTP/1.1 keep-alive or HTTP/2) may stay open with no
+    /// request in flight. [default: 60s]
+    #[arg(long, env = "GATEHOUSE_CLIENT_IDLE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub client_idle_timeout: Option<Duration>,
+
+    /// Concurrent streams per HTTP/2 client connection. [default: 256]
+    #[arg(long, env = "GATEHOUSE_HTTP2_MAX_STREAMS", value_name = "N")]
+    pub http2_max_streams: Option<u32>,
+
+    /// Connects in flight per upstream endpoint; requests beyond wait for one. [default: 64]
+    #[arg(long, env = "GATEHOUSE_UPSTREAM_MAX_CONNECTING", value_name = "N")]
+    pub upstream_max_connecting: Option<usize>,
 
     /// Secret (NAMESPACE/NAME, type kubernetes.io/tls) served to TLS clients whose server name
     /// has no certificate, or who send none. [default: a self-signed certificate made at start]
@@ -257,6 +287,7 @@ pub struct Config {
     pub translate: translate::Settings,
     pub upstream: UpstreamSettings,
     pub server: ServerSettings,
+    pub admin: crate::admin::AdminSettings,
     /// The Kubernetes API source (used when no --manifests directory is given).
     pub kube: kube_source::Settings,
     /// Certificates ordered through ACME.
@@ -326,7 +357,7 @@ impl Args {
             admin_listen: self
                 .admin_listen
                 .or(file.admin_listen)
-                .unwrap_or(([0, 0, 0, 0], 9090).into()),
+                .unwrap_or(([127, 0, 0, 1], 9090).into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             access_log: self.access_log.or(file.access_log).unwrap_or(true),
             translate: translate::Settings {
@@ -365,7 +396,19 @@ impl Args {
                     .or(file.upstream_tls_verify)
                     .unwrap_or(upstream_defaults.tls_verify),
                 tls_roots: upstream_tls_roots,
+                max_connecting: self
+                    .upstream_max_connecting
+                    .or(file.upstream_max_connecting)
+                    .unwrap_or(upstream_defaults.max_connecting),
                 ..upstream_defaults
+            },
+            admin: crate::admin::AdminSettings {
+                routes: self.admin_routes.or(file.admin_routes).unwrap_or(true),
+                header_timeout: self
+                    .client_header_timeout
+                    .or(file.client_header_timeout)
+                    .unwrap_or(server_defaults.header_timeout),
+                ..Default::default()
             },
             server: ServerSettings {
                 max_header_bytes: self
@@ -384,6 +427,25 @@ impl Args {
                     .https_redirect_port
                     .or(file.https_redirect_port)
                     .unwrap_or(server_defaults.https_redirect_port),
+                body_limits: crate::proxy::request_body::BodyLimits {
+                    max_bytes: match self.max_request_body.or(file.max_request_body) {
+                        Some(0) => None,
+                        Some(n) => Some(n),
+                        None => server_defaults.body_limits.max_bytes,
+                    },
+                    read_timeout: self
+                        .client_body_timeout
+                        .or(file.client_body_timeout)
+                        .unwrap_or(server_defaults.body_limits.read_timeout),
+                },
+                idle_timeout: self
+                    .client_idle_timeout
+                    .or(file.client_idle_timeout)
+                    .unwrap_or(server_defaults.idle_timeout),
+                http2_max_streams: self
+                    .http2_max_streams
+                    .or(file.http2_max_streams)
+                    .unwrap_or(server_defaults.http2_max_streams),
             },
             manifests,
             kube,

@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod body;
 pub mod config;
 pub mod leader;
 pub mod metrics;
@@ -59,7 +60,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The admin listener stays up until the drain is over, so readiness probes get "not ready"
     // meanwhile instead of a refused connection.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::run(shared.clone(), admin, admin_stop_rx));
+    let admin_task = tokio::spawn(admin::run(
+        shared.clone(),
+        admin,
+        config.admin,
+        admin_stop_rx,
+    ));
     let http_task = tokio::spawn(proxy::server::run_http(
         shared.clone(),
         http,
@@ -143,7 +149,7 @@ fn load_manifests(shared: &Shared, dir: &mut ManifestDir, config: &Config) -> st
         shared.metrics.config_reload_errors.inc();
     }
     if report.changed || !shared.is_ready() {
-        shared::rebuild(shared, &dir.objects(), &config.translate);
+        shared::rebuild(shared, dir.objects(), &config.translate);
     }
     Ok(())
 }

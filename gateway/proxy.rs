@@ -1,67 +1,136 @@
-//! The data plane: route each request by host and path, then proxy it, serve files, or answer.
+//! The data plane. A request goes through phases, each a unit of its own:
+//!
+//! ```text
+//! listener (server) -> ACME answer -> route -> policy -> redirect | static file | upstream
+//! ```
+//!
+//! A phase that answers ends the request; a failure is one [`ProxyError`] whose kind decides
+//! the answer. What the phases learn goes into the request's [`Record`], written out once when
+//! the response is over.
 
+pub mod challenge;
+pub mod connector;
+pub mod error;
 pub mod headers;
+pub mod policy;
+pub mod record;
+pub mod request_body;
+pub mod route;
 pub mod server;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::TokioIo;
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
 
-use crate::metrics::ProxyError;
+pub use crate::body::{BoxBody, BoxError, short_response};
+pub use error::{ErrorKind, ProxyError};
+use record::Record;
+
 use crate::shared::Shared;
-use crate::snapshot::{Backend, ServiceBackend, UpstreamProtocol};
-use headers::Forwarded;
-
-/// Error type of every body the proxy hands on.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The one body type of requests to upstreams and responses to clients.
-pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A short plain-text answer from Gatehouse itself.
-pub fn short_response(status: StatusCode, text: &'static str) -> Response<BoxBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
+use crate::snapshot::Backend;
 
 /// What a connection knows about itself, for every request on it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// The listener's port, as a header value for X-Forwarded-Port.
     pub port: HeaderValue,
-    /// The client's IP as a header value, for X-Forwarded-For.
+    /// The client's IP as a header value, for X-Forwarded-For and X-Real-IP.
     pub client_ip: HeaderValue,
     /// The port HTTPS redirects point at (`--https-redirect-port`).
     pub https_port: u16,
+    /// The peer is a proxy whose X-Forwarded-For is trusted.
+    pub trusted_peer: bool,
+    /// Limits of request bodies on this listener.
+    pub body_limits: request_body::BodyLimits,
+    /// Requests the client gave up on before their response (HTTP/2 resets), and requests
+    /// answered; see [`ConnInfo::abandoned`].
+    abandoned: AtomicU32,
+    answered: AtomicU32,
+    told_to_go: std::sync::atomic::AtomicBool,
+    /// Set when the client abandons requests faster than it lets them finish: the connection
+    /// is then closed (HTTP/2 GOAWAY).
+    pub too_many_resets: tokio::sync::Notify,
+    /// Requests started and not yet over, for the idle timeout.
+    in_flight: AtomicU32,
+    /// When the last request ended, in milliseconds since `opened`.
+    last_done_ms: AtomicU64,
+    opened: tokio::time::Instant,
 }
+
+/// Abandoned requests a connection may have before the ratio to completed ones is checked.
+const ABANDONED_ALLOWANCE: u32 = 100;
 
 // === impl ConnInfo ===
 
 impl ConnInfo {
-    pub fn new(remote: SocketAddr, scheme: &'static str, port: HeaderValue, https_port: u16) -> Self {
+    pub fn new(
+        remote: SocketAddr,
+        scheme: &'static str,
+        port: HeaderValue,
+        settings: &server::ServerSettings,
+    ) -> Self {
         let client_ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { remote, scheme, port, client_ip, https_port }
+        Self {
+            remote,
+            scheme,
+            port,
+            client_ip,
+            https_port: settings.https_redirect_port,
+            trusted_peer: false,
+            body_limits: settings.body_limits,
+            abandoned: AtomicU32::new(0),
+            answered: AtomicU32::new(0),
+            told_to_go: std::sync::atomic::AtomicBool::new(false),
+            too_many_resets: tokio::sync::Notify::new(),
+            in_flight: AtomicU32::new(0),
+            last_done_ms: AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn request_done(&self, answered: bool) {
+        if answered {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_done_ms.store(now, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// When the connection will have been idle for `timeout`, if nothing starts meanwhile; `None`
+    /// while a request is in flight.
+    pub fn idle_deadline(&self, timeout: std::time::Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = std::time::Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed));
+        Some(self.opened + last + timeout)
+    }
+
+    /// Counts a request the client abandoned. Past the allowance, and while more than a third
+    /// of its requests are abandoned, the connection is told to close: a rapid-reset client pays
+    /// with its connection, not the backends; a browser cancelling now and then never does.
+    fn abandoned(&self) {
+        let n = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= ABANDONED_ALLOWANCE
+            && n.saturating_mul(2) > self.answered.load(Ordering::Relaxed)
+            && !self.told_to_go.swap(true, Ordering::Relaxed)
+        {
+            self.too_many_resets.notify_one();
+        }
     }
 }
 
@@ -71,247 +140,124 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
-    if let Some(resp) = crate::acme::answer_http01(&shared, req.uri().path()) {
-        return resp;
-    }
-    let start = Instant::now();
-    let route = {
-        let snapshot = shared.snapshot.load();
-        let host = request_host(&req).unwrap_or_default();
-        snapshot.routes.lookup(host, req.uri().path()).cloned()
-    };
-    // Copied only when they are logged: the request itself moves on to the backend.
-    let logged = shared.access_log.then(|| AccessFields {
-        method: req.method().clone(),
-        host: request_host(&req).unwrap_or_default().to_owned(),
-        path: req.uri().path().to_owned(),
-    });
-    let mut request_id = None;
-
-    let (resp, upstream) = match &route {
-        None => (proxy_error(&shared, ProxyError::NoRoute), None),
-        Some(route)
-            if route.ssl_redirect
-                && conn.scheme == "http"
-                && !req.uri().path().starts_with(crate::tls::ACME_CHALLENGE_PREFIX) =>
-        {
-            let host = request_host(&req).unwrap_or_default();
-            let resp = crate::tls::redirect_to_https(host, req.uri(), conn.https_port);
-            (resp, None)
-        }
-        Some(route) => match &route.backend {
-            Backend::Unavailable { .. } => (proxy_error(&shared, ProxyError::NoEndpoint), None),
-            Backend::Static(site) => (site.serve(req).await, None),
-            Backend::Service(backend) => {
-                let mut req = req;
-                let id = headers::ensure_request_id(req.headers_mut());
-                request_id = logged.is_some().then_some(id);
-                forward(&shared, &conn, backend, req).await
+    let mut record = Record::start(&shared.metrics, &conn, &req, shared.access_log);
+    match serve(&shared, &conn, req, &mut record).await {
+        Ok(resp) => resp.finish(record),
+        Err(err) => {
+            if err.kind.side() == error::Side::Upstream {
+                tracing::warn!(upstream = ?record.upstream, error = %err, "upstream request failed");
             }
-        },
-    };
-
-    let status = resp.status().as_u16();
-    match &route {
-        Some(route) => route.counters.for_status(route, &shared.metrics, status).inc(),
-        None => shared.metrics.unrouted(status).inc(),
-    }
-    shared
-        .metrics
-        .request_duration
-        .observe(start.elapsed().as_secs_f64());
-    if let Some(AccessFields { method, host, path }) = logged {
-        let bytes = resp.body().size_hint().exact();
-        tracing::info!(
-            target: "access",
-            method = %method, host = %host, path = %path, status, bytes,
-            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-            upstream = upstream.map(|a| a.to_string()),
-            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()),
-            client = %conn.remote.ip(),
-        );
-    }
-    resp
-}
-
-/// What an access log line says of a request, kept while the request itself is handled.
-struct AccessFields {
-    method: http::Method,
-    host: String,
-    path: String,
-}
-
-/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
-}
-
-fn proxy_error(shared: &Shared, error: ProxyError) -> Response<BoxBody> {
-    shared
-        .metrics
-        .proxy_errors
-        .with_label_values(&[error.label()])
-        .inc();
-    match error {
-        ProxyError::NoRoute => {
-            short_response(StatusCode::NOT_FOUND, "no route for this host and path\n")
+            record.error = Some(err.kind);
+            record.respond(err.kind.response())
         }
-        ProxyError::NoEndpoint => short_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no ready endpoint for this route\n",
-        ),
-        ProxyError::UpstreamFailed => short_response(StatusCode::BAD_GATEWAY, "upstream failed\n"),
-        ProxyError::UpstreamTimeout => short_response(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream did not answer in time\n",
-        ),
     }
 }
 
-/// Proxies a request to one of the backend's endpoints; a failed connect tries the next one
-/// when the request has no body (nothing was sent, so a retry is safe).
-async fn forward(
+/// An answer on its way to the client: either a finished response or one whose body is still
+/// streaming from an upstream.
+// Lives on the stack for a moment per request: boxing the larger variant would cost an
+// allocation per proxied request.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    Done(Response<BoxBody>),
+    Upstream(Response<connector::UpstreamBody>),
+}
+
+impl Answer {
+    fn finish(self, record: Record) -> Response<BoxBody> {
+        match self {
+            Answer::Done(resp) => record.respond(resp),
+            Answer::Upstream(resp) => record.respond(resp),
+        }
+    }
+}
+
+/// The phases, in order.
+async fn serve(
     shared: &Shared,
     conn: &ConnInfo,
-    backend: &ServiceBackend,
-    mut req: Request<Incoming>,
-) -> (Response<BoxBody>, Option<SocketAddr>) {
-    let mut candidates = shared.upstreams.candidates(backend).peekable();
-    if candidates.peek().is_none() {
-        return (proxy_error(shared, ProxyError::NoEndpoint), None);
-    }
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-
-    // HTTP/2 requests carry the host in :authority; HTTP/1.1 upstreams need a Host header.
-    // The authority (also of an absolute-form HTTP/1.1 target) is what the request was routed
-    // by, so it replaces any Host header sent beside it (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
-    if let Some(authority) = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    req: Request<Incoming>,
+    record: &mut Record,
+) -> Result<Answer, ProxyError> {
+    // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
+    if let Some(resp) =
+        challenge::answer_http01(&shared.acme_challenges, &shared.metrics, req.uri().path())
     {
-        parts.headers.insert(header::HOST, authority);
+        return Ok(Answer::Done(resp));
     }
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    let host = parts.headers.get(header::HOST).cloned();
-    let fwd = Forwarded {
-        client_ip: &conn.client_ip,
-        proto: conn.scheme,
-        port: &conn.port,
-        host: host.as_ref(),
-    };
-    headers::set_forwarded(&mut parts.headers, fwd);
-    parts.version = match backend.protocol {
-        UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
-    };
-    let scheme = match backend.protocol {
-        UpstreamProtocol::Https => http::uri::Scheme::HTTPS,
-        UpstreamProtocol::Http | UpstreamProtocol::H2c => http::uri::Scheme::HTTP,
-    };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    // Without a body nothing has been sent when a connect fails, so another endpoint may be
-    // tried; the request head is kept for that only when there is another endpoint to try.
-    let retryable = body.is_end_stream();
-    let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
-    let mut parts = Some(parts);
-    let client = shared.upstreams.client_for(backend);
+    let route = route::route(&shared.snapshot.load(), &req)?;
+    record.route = Some(route.clone());
+    policy::check(&route, conn, &req)?;
+    if route.ssl_redirect
+        && conn.scheme == "http"
+        && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
+    {
+        let host = route::request_host(&req).unwrap_or_default();
+        return Ok(Answer::Done(crate::tls::redirect_to_https(
+            host,
+            req.uri(),
+            conn.https_port,
+        )));
+    }
+    match &route.backend {
+        Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
+        Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
+        Backend::Service(backend) => upstream::forward(shared, conn, backend, req, record).await,
+    }
+}
 
-    while let Some(i) = candidates.next() {
-        let addr = backend.endpoints[i];
-        let last = candidates.peek().is_none();
-        let mut head = match (retryable && !last, parts.take()) {
-            (true, Some(p)) => {
-                let copy = p.clone();
-                parts = Some(p);
-                copy
-            }
-            (_, Some(p)) => p,
-            (_, None) => break,
-        };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(scheme.clone());
-        uri.authority = Some(backend.authority(i).clone());
-        uri.path_and_query = Some(path_and_query.clone());
-        let Ok(uri) = Uri::from_parts(uri) else {
-            return (short_response(StatusCode::BAD_REQUEST, "bad request target\n"), None);
-        };
-        head.uri = uri;
-        let upstream_req = Request::from_parts(head, body.take().unwrap_or_else(empty_body));
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            shared.upstreams.settings.response_timeout,
-            client.request(upstream_req),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnInfo {
+        let settings = server::ServerSettings::default();
+        ConnInfo::new(
+            ([127, 0, 0, 1], 40000).into(),
+            "http",
+            HeaderValue::from_static("80"),
+            &settings,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_client_abandoning_most_of_its_requests_is_told_to_go() {
+        let conn = conn();
+        for _ in 0..ABANDONED_ALLOWANCE {
+            conn.request_started();
+            conn.request_done(false);
+            conn.abandoned();
+        }
+        let told = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            conn.too_many_resets.notified(),
         )
         .await;
-        match result {
-            Ok(Ok(resp)) => {
-                shared
-                    .metrics
-                    .upstream_duration
-                    .observe(started.elapsed().as_secs_f64());
-                return (upstream_response(resp, client_upgrade), Some(addr));
-            }
-            Ok(Err(err)) if err.is_connect() => {
-                tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
-                shared.upstreams.mark_down(addr);
-                if retryable && !last {
-                    continue;
-                }
-                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(addr));
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream request failed");
-                return (proxy_error(shared, ProxyError::UpstreamFailed), Some(addr));
-            }
-            Err(_) => {
-                return (proxy_error(shared, ProxyError::UpstreamTimeout), Some(addr));
+        assert!(
+            told.is_ok(),
+            "not told after {ABANDONED_ALLOWANCE} abandoned requests"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_lets_most_requests_finish_keeps_its_connection() {
+        let conn = conn();
+        for i in 0..1000 {
+            conn.request_started();
+            let abandon = i % 10 == 0;
+            conn.request_done(!abandon);
+            if abandon {
+                conn.abandoned();
             }
         }
+        let told = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            conn.too_many_resets.notified(),
+        )
+        .await;
+        assert!(
+            told.is_err(),
+            "a client cancelling one request in ten was told to go"
+        );
     }
-    (proxy_error(shared, ProxyError::UpstreamFailed), None)
-}
-
-fn empty_body() -> BoxBody {
-    http_body_util::Empty::new()
-        .map_err(|e| match e {})
-        .boxed_unsync()
-}
-
-/// Hands an upstream response on. A `101 Switching Protocols` answer to an upgrade request
-/// joins the two upgraded connections and copies bytes both ways until either side closes.
-fn upstream_response(
-    mut resp: Response<Incoming>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<BoxBody> {
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    match (switching, client_upgrade) {
-        (true, Some(client_upgrade)) => {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let (mut client, mut upstream) =
-                            (TokioIo::new(client), TokioIo::new(upstream));
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                    Err(err) => tracing::debug!(error = %err, "upgrade failed"),
-                }
-            });
-            headers::remove_hop_by_hop(resp.headers_mut(), true);
-        }
-        _ => headers::remove_hop_by_hop(resp.headers_mut(), false),
-    }
-    resp.map(|b| b.map_err(BoxError::from).boxed_unsync())
 }

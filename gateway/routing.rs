@@ -196,12 +196,15 @@ impl HostMatch {
     }
 }
 
+/// One shard of a [`HostMap`]: host name to its routes.
+type Shard<T> = Map<Arc<str>, Arc<HostRoutes<T>>>;
+
 /// Host names to their routes, in shards: cloning copies the shards' handles, and a change
 /// then copies only the shards it touches.
 #[derive(Clone, Debug)]
 struct HostMap<T> {
     /// A power of two of them.
-    shards: Vec<Arc<Map<Arc<str>, Arc<HostRoutes<T>>>>>,
+    shards: Vec<Arc<Shard<T>>>,
     /// Picks a host's shard (seeded apart from the shards' own maps).
     pick: foldhash::fast::RandomState,
 }

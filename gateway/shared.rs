@@ -14,7 +14,7 @@ use crate::snapshot::Snapshot;
 pub struct Shared {
     /// What requests are served from; swapped whole on every change, read without locks.
     pub snapshot: ArcSwap<Snapshot>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub upstreams: Upstreams,
     /// Whether every request gets an access log line.
     pub access_log: bool,
@@ -37,7 +37,7 @@ impl Shared {
     pub fn new(upstream: UpstreamSettings, access_log: bool) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             upstreams: Upstreams::new(upstream),
             access_log,
             loaded: AtomicBool::new(false),

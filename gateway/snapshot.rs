@@ -74,7 +74,11 @@ impl RouteCounters {
                 Backend::Unavailable { .. } => String::new(),
             };
             let ingress = route.ingress.to_string();
-            STATUS_CLASSES.map(|class| metrics.requests.with_label_values(&[&ingress, &service, class]))
+            STATUS_CLASSES.map(|class| {
+                metrics
+                    .requests
+                    .with_label_values(&[&ingress, &service, class])
+            })
         });
         &counters[status_class_index(status)]
     }
@@ -164,7 +168,11 @@ impl ServiceBackend {
         } else {
             0
         };
-        Rotation { start, len, taken: 0 }
+        Rotation {
+            start,
+            len,
+            taken: 0,
+        }
     }
 
     /// The URI authority of endpoint `i`.

@@ -10,15 +10,15 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use tower::ServiceExt;
-use tower_http::services::ServeDir;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend as FsBackend, DefaultServeDirFallback, File as FsFile};
 
+use crate::body::BoxBody;
 use crate::objects::{ObjectKey, StaticSiteSpec};
-use crate::proxy::BoxBody;
 
 /// A StaticSite, ready to serve.
 #[derive(Debug)]
@@ -103,10 +103,8 @@ impl StaticRoute {
     /// Serves a GET or HEAD request; other methods get 405.
     pub async fn serve<B>(&self, req: Request<B>) -> Response<BoxBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut resp = crate::proxy::short_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n",
-            );
+            let mut resp =
+                crate::body::short_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
@@ -123,7 +121,7 @@ impl StaticRoute {
                 None => format!("{path}/"),
             };
             if let Ok(location) = HeaderValue::from_str(&location) {
-                let mut resp = crate::proxy::short_response(StatusCode::TEMPORARY_REDIRECT, "");
+                let mut resp = crate::body::short_response(StatusCode::TEMPORARY_REDIRECT, "");
                 resp.headers_mut().insert(header::LOCATION, location);
                 return resp;
             }
@@ -153,7 +151,7 @@ impl StaticRoute {
 
     async fn serve_path(&self, parts: &http::request::Parts, path: &str) -> Response<BoxBody> {
         let Ok(uri) = Uri::builder().path_and_query(path).build() else {
-            return crate::proxy::short_response(StatusCode::BAD_REQUEST, "bad path\n");
+            return crate::body::short_response(StatusCode::BAD_REQUEST, "bad path\n");
         };
         let mut req = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
         *req.method_mut() = parts.method.clone();
@@ -189,7 +187,10 @@ impl ConfinedBackend {
         // ServeDir joins the request path onto `./ROOT` (an absolute root replaces the `.`).
         let mut base = PathBuf::from(".");
         base.push(root);
-        Self { base: Arc::new(base), root: Arc::default() }
+        Self {
+            base: Arc::new(base),
+            root: Arc::default(),
+        }
     }
 
     fn root_fd(&self) -> io::Result<&OwnedFd> {
@@ -203,10 +204,22 @@ impl ConfinedBackend {
 
     /// Opens `path` (ServeDir's base joined with the request path) beneath the root.
     fn open_beneath(&self, path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
-        let relative = path.strip_prefix(self.base.as_path()).map_err(|_| outside(path))?;
-        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+        let relative = path
+            .strip_prefix(self.base.as_path())
+            .map_err(|_| outside(path))?;
+        let relative = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(self.root_fd()?, relative, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
+        match rustix::fs::openat2(
+            self.root_fd()?,
+            relative,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        ) {
             Ok(fd) => Ok(std::fs::File::from(fd)),
             Err(Errno::XDEV) => Err(outside(path)),
             Err(Errno::NOSYS) => self.open_checked(path, flags),
@@ -237,11 +250,17 @@ impl FsBackend for ConfinedBackend {
     type MetadataFuture = Ready<io::Result<std::fs::Metadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        ready(self.open_beneath(&path, OFlags::RDONLY).and_then(PageCacheFile::new))
+        ready(
+            self.open_beneath(&path, OFlags::RDONLY)
+                .and_then(PageCacheFile::new),
+        )
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        ready(self.open_beneath(&path, OFlags::PATH).and_then(|f| f.metadata()))
+        ready(
+            self.open_beneath(&path, OFlags::PATH)
+                .and_then(|f| f.metadata()),
+        )
     }
 }
 
@@ -262,10 +281,19 @@ impl PageCacheFile {
 }
 
 impl AsyncRead for PageCacheFile {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         // At least one byte, so a file that grew since it was opened still reads to its end.
-        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).clamp(1, buf.remaining().max(1));
-        let n = std::io::Read::read(&mut self.file, buf.initialize_unfilled_to(want.min(buf.remaining())))?;
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .clamp(1, buf.remaining().max(1));
+        let n = std::io::Read::read(
+            &mut self.file,
+            buf.initialize_unfilled_to(want.min(buf.remaining())),
+        )?;
         buf.advance(n);
         self.remaining = self.remaining.saturating_sub(n as u64);
         Poll::Ready(Ok(()))

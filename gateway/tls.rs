@@ -22,7 +22,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
-use crate::proxy::BoxBody;
+use crate::body::BoxBody;
 use crate::shared::Shared;
 
 pub use certs::{CertError, TlsCert, name_matches, normalize_name};
@@ -189,7 +189,7 @@ pub fn redirect_to_https(host: &str, uri: &Uri, https_port: u16) -> Response<Box
         format!("https://{host}:{https_port}{path}")
     };
     let Ok(location) = HeaderValue::try_from(location) else {
-        return crate::proxy::short_response(StatusCode::BAD_REQUEST, "bad host\n");
+        return crate::body::short_response(StatusCode::BAD_REQUEST, "bad host\n");
     };
     let mut resp = Response::new(
         Full::new(Bytes::from_static(b"redirecting to https\n"))

@@ -108,7 +108,10 @@ pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) ->
         Map::with_capacity_and_hasher(owned.len(), Default::default());
     let mut fresh: Vec<Arc<Compiled>> = Vec::new();
     for &(key, ingress) in &owned {
-        let last = before.ingresses.get(&address(ingress)).filter(|_| incremental);
+        let last = before
+            .ingresses
+            .get(&address(ingress))
+            .filter(|_| incremental);
         let next = match last {
             Some(last) if t.still_valid(last, ingress, &tls) => last.clone(),
             _ => {
@@ -122,16 +125,17 @@ pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) ->
     }
     // What the previous snapshot compiled and this one does not use: Ingresses removed,
     // changed, or no longer owned.
-    let gone: Vec<&Arc<Compiled>> = if incremental && compiled.len() - fresh.len() < before.ingresses.len() {
-        before
-            .ingresses
-            .iter()
-            .filter(|(ptr, c)| !by_ingress.get(*ptr).is_some_and(|n| Arc::ptr_eq(n, c)))
-            .map(|(_, c)| c)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let gone: Vec<&Arc<Compiled>> =
+        if incremental && compiled.len() - fresh.len() < before.ingresses.len() {
+            before
+                .ingresses
+                .iter()
+                .filter(|(ptr, c)| !by_ingress.get(*ptr).is_some_and(|n| Arc::ptr_eq(n, c)))
+                .map(|(_, c)| c)
+                .collect()
+        } else {
+            Vec::new()
+        };
 
     // Merge the routes of every host: again from nothing, or only for the changed Ingresses'.
     let current = |key: &ObjectKey| {
@@ -251,9 +255,15 @@ struct Seen {
 impl Seen {
     /// What `objects` holds, reusing `last` where it is the same; and whether all of it is.
     fn of(objects: &Objects, last: &Seen) -> (Seen, bool) {
-        fn same<T>(last: &Arc<[Arc<T>]>, now: &BTreeMap<ObjectKey, Arc<T>>) -> Option<Arc<[Arc<T>]>> {
+        fn same<T>(
+            last: &Arc<[Arc<T>]>,
+            now: &BTreeMap<ObjectKey, Arc<T>>,
+        ) -> Option<Arc<[Arc<T>]>> {
             let same = last.len() == now.len()
-                && last.iter().zip(now.values()).all(|(a, b)| Arc::ptr_eq(a, b));
+                && last
+                    .iter()
+                    .zip(now.values())
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
             same.then(|| last.clone())
         }
         let services = same(&last.services, &objects.services);
@@ -377,7 +387,13 @@ fn merge_host(host: &HostMatch, owners: &[&Arc<Compiled>]) -> (HostRoutes<Arc<Ro
         for mine in c.hosts.iter().filter(|h| h.host == *host) {
             for entry in &mine.entries {
                 if let Err(existing) = table.insert(entry.route.path.clone(), entry.route.clone()) {
-                    warnings.push(path_conflict(&c.key, &c.ingress, host, entry, &existing.ingress));
+                    warnings.push(path_conflict(
+                        &c.key,
+                        &c.ingress,
+                        host,
+                        entry,
+                        &existing.ingress,
+                    ));
                 }
             }
         }
@@ -398,10 +414,15 @@ fn path_conflict(
     entry: &Entry,
     owner: &ObjectKey,
 ) -> Warning {
-    let path = ingress
-        .spec
-        .as_ref()
-        .and_then(|s| s.rules.as_ref()?.get(entry.rule)?.http.as_ref()?.paths.get(entry.path));
+    let path = ingress.spec.as_ref().and_then(|s| {
+        s.rules
+            .as_ref()?
+            .get(entry.rule)?
+            .http
+            .as_ref()?
+            .paths
+            .get(entry.path)
+    });
     let path_type = path.map_or("", |p| p.path_type.as_str());
     let text = path.and_then(|p| p.path.as_deref()).unwrap_or("/");
     let owner = if owner == key {
@@ -672,12 +693,13 @@ impl<'a> Translation<'a> {
     /// redirects.
     fn still_valid(&self, last: &Compiled, ingress: &Arc<Ingress>, tls: &TlsTable) -> bool {
         Arc::ptr_eq(&last.ingress, ingress)
-            && (self.backends_unchanged || last.deps.iter().all(|dep| match dep {
-                Dependency::Service(key, state) => self.service_unchanged(key, state),
-                Dependency::Site(key, site) => {
-                    same(site.as_ref(), self.objects.static_sites.get(key))
-                }
-            }))
+            && (self.backends_unchanged
+                || last.deps.iter().all(|dep| match dep {
+                    Dependency::Service(key, state) => self.service_unchanged(key, state),
+                    Dependency::Site(key, site) => {
+                        same(site.as_ref(), self.objects.static_sites.get(key))
+                    }
+                }))
             && (!last.redirect || last.hosts.iter().all(|h| tls.covers(&h.host) == h.covered))
     }
 
@@ -987,7 +1009,8 @@ impl<'a> Translation<'a> {
                 service: self.objects.services.get(&service_key).cloned(),
                 slices,
             };
-            self.deps.push(Dependency::Service(service_key.clone(), state));
+            self.deps
+                .push(Dependency::Service(service_key.clone(), state));
         }
         let cache_key = (service_key, port, protocol, tls_name.cloned());
         if let Some(done) = self.services.get(&cache_key) {

@@ -38,21 +38,6 @@ fn token_accepts_base64url_only() {
     assert!(!valid_token(&"a".repeat(257)));
 }
 
-#[test]
-fn http01_answers_only_known_tokens() {
-    let shared = crate::shared::Shared::new(Default::default(), false);
-    shared.acme_challenges.add_http01("tok-1", "tok-1.thumb");
-    let resp = answer_http01(&shared, "/.well-known/acme-challenge/tok-1").expect("answered");
-    assert_eq!(resp.status(), 200);
-    // Unknown and malformed tokens, and other paths, go on to routing.
-    assert!(answer_http01(&shared, "/.well-known/acme-challenge/tok-2").is_none());
-    assert!(answer_http01(&shared, "/.well-known/acme-challenge/../tok-1").is_none());
-    assert!(answer_http01(&shared, "/.well-known/acme-challenge/").is_none());
-    assert!(answer_http01(&shared, "/tok-1").is_none());
-    shared.acme_challenges.remove_http01("tok-1");
-    assert!(answer_http01(&shared, "/.well-known/acme-challenge/tok-1").is_none());
-}
-
 // === settings ===
 
 #[test]

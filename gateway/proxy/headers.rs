@@ -22,10 +22,18 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// Client-address headers of other conventions: a client could claim any address in them, and
+/// Gatehouse does not vouch for them, so they never reach an upstream.
+const UNVOUCHED: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("true-client-ip")];
 
 /// True when the request asks to switch protocols (WebSocket and friends, HTTP/1.1 only).
+/// `Upgrade: h2c` is not one: it asks this hop to speak HTTP/2, which is not passed on.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && has_connection_token(headers, "upgrade")
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| !u.as_bytes().eq_ignore_ascii_case(b"h2c"))
+        && has_connection_token(headers, "upgrade")
 }
 
 fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
@@ -41,7 +49,11 @@ fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
 /// keeps `Connection: upgrade` and `Upgrade` so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none: one pass over the names (cheap compares) decides.
-    if !upgrade && !headers.keys().any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name)) {
+    if !upgrade
+        && !headers
+            .keys()
+            .any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name))
+    {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -75,12 +87,18 @@ pub struct Forwarded<'a> {
     pub proto: &'static str,
     pub port: &'a HeaderValue,
     pub host: Option<&'a HeaderValue>,
+    /// The peer is a proxy Gatehouse trusts: the X-Forwarded-For it sent is kept and extended.
+    pub trusted_peer: bool,
 }
 
-/// Sets the X-Forwarded-* headers: the client address is appended to X-Forwarded-For, the
-/// others describe this hop (Gatehouse is the edge, so whatever the client sent is replaced).
+/// Sets the forwarding headers. Gatehouse is the edge: X-Forwarded-For is the client's address
+/// (appended to what a trusted proxy sent, else replacing whatever the client wrote),
+/// X-Real-IP is the client's address, the other X-Forwarded-* describe this hop, and
+/// `Forwarded` / `True-Client-IP` from the client are removed.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
-    let prior = headers.get(&X_FORWARDED_FOR).filter(|v| !v.is_empty());
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .filter(|v| fwd.trusted_peer && !v.is_empty());
     let xff = match prior {
         Some(prior) => {
             let mut joined = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
@@ -89,17 +107,22 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
             joined.extend_from_slice(fwd.client_ip.as_bytes());
             HeaderValue::from_bytes(&joined).ok()
         }
-        None => Some(fwd.client_ip.clone()),
+        None => None,
     };
-    if let Some(xff) = xff {
-        headers.insert(&X_FORWARDED_FOR, xff);
-    }
+    headers.insert(
+        &X_FORWARDED_FOR,
+        xff.unwrap_or_else(|| fwd.client_ip.clone()),
+    );
+    headers.insert(&X_REAL_IP, fwd.client_ip.clone());
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
     headers.insert(&X_FORWARDED_PORT, fwd.port.clone());
     match fwd.host {
         Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
     };
+    for name in &UNVOUCHED {
+        headers.remove(name);
+    }
 }
 
 /// Keeps a client's X-Request-Id or makes a new one; returns the value used.
@@ -122,7 +145,12 @@ fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut id = [0u8; 32];
-    for (i, byte) in PREFIX.to_be_bytes().into_iter().chain(n.to_be_bytes()).enumerate() {
+    for (i, byte) in PREFIX
+        .to_be_bytes()
+        .into_iter()
+        .chain(n.to_be_bytes())
+        .enumerate()
+    {
         id[2 * i] = HEX[usize::from(byte >> 4)];
         id[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
@@ -161,11 +189,16 @@ mod tests {
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
     }
 
-    #[test]
-    fn forwarded_for_is_appended_and_others_replaced() {
+    fn forwarded(trusted_peer: bool) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        h.insert(
+            header::FORWARDED,
+            HeaderValue::from_static("for=203.0.113.9"),
+        );
+        h.insert("true-client-ip", HeaderValue::from_static("203.0.113.9"));
         let port = HeaderValue::from_static("8080");
         let host = HeaderValue::from_static("app.test");
         let fwd = Forwarded {
@@ -173,12 +206,45 @@ mod tests {
             proto: "http",
             port: &port,
             host: Some(&host),
+            trusted_peer,
         };
         set_forwarded(&mut h, fwd);
-        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "203.0.113.9, 10.1.2.3");
+        h
+    }
+
+    #[test]
+    fn client_written_address_headers_are_replaced_by_the_peer() {
+        let h = forwarded(false);
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.1.2.3");
+        assert_eq!(h.get(&X_REAL_IP).unwrap(), "10.1.2.3");
         assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "http");
         assert_eq!(h.get(&X_FORWARDED_HOST).unwrap(), "app.test");
         assert_eq!(h.get(&X_FORWARDED_PORT).unwrap(), "8080");
+        assert!(h.get(header::FORWARDED).is_none());
+        assert!(h.get("true-client-ip").is_none());
+    }
+
+    #[test]
+    fn forwarded_for_of_a_trusted_proxy_is_appended_to() {
+        let h = forwarded(true);
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "203.0.113.9, 10.1.2.3");
+    }
+
+    #[test]
+    fn h2c_upgrade_is_not_passed_on() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
+        assert!(!is_upgrade(&h));
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use http::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,6 +29,12 @@ pub struct ServerSettings {
     /// Port of the `Location` of HTTP → HTTPS redirects: the port clients reach the HTTPS
     /// listener on, which behind a Service or hostPort is not the one it binds.
     pub https_redirect_port: u16,
+    /// Limits of request bodies.
+    pub body_limits: crate::proxy::request_body::BodyLimits,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
 }
 
 impl Default for ServerSettings {
@@ -39,6 +44,9 @@ impl Default for ServerSettings {
             header_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             https_redirect_port: 443,
+            body_limits: Default::default(),
+            idle_timeout: Duration::from_secs(60),
+            http2_max_streams: 256,
         }
     }
 }
@@ -56,20 +64,59 @@ pub fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(settings.max_header_bytes as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(settings.http2_max_streams);
     builder
 }
 
+/// Tells open connections to finish (HTTP/1.1: after the request in flight; HTTP/2: GOAWAY),
+/// and waits until they have.
+pub struct Drain {
+    signal: watch::Sender<bool>,
+}
+
+// === impl Drain ===
+
+impl Drain {
+    pub fn new() -> Self {
+        Self {
+            signal: watch::Sender::new(false),
+        }
+    }
+
+    fn watcher(&self) -> watch::Receiver<bool> {
+        self.signal.subscribe()
+    }
+
+    /// Asks every connection to finish and waits for them, at most `timeout`.
+    pub async fn drain(self, timeout: Duration) {
+        self.signal.send_replace(true);
+        // Every connection task holds a receiver: all dropped means all connections ended.
+        if tokio::time::timeout(timeout, self.signal.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timed out; closing remaining connections");
+        }
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Serves one accepted connection (plain or TLS) until it closes or shutdown drains it. A
-/// connection that has not sent a first request within `header_timeout` is closed.
+/// connection that has not sent a first request within `header_timeout` is closed; one whose
+/// client abandons too many requests is closed gracefully (GOAWAY).
 pub async fn serve_connection<IO>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    drain: &Drain,
     io: IO,
     info: ConnInfo,
     listener: &'static str,
-    header_timeout: Duration,
+    settings: &ServerSettings,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,7 +127,7 @@ pub async fn serve_connection<IO>(
         .with_label_values(&[listener]);
     let requested = Arc::new(AtomicBool::new(false));
     let service = service_fn({
-        let requested = requested.clone();
+        let (requested, info, shared) = (requested.clone(), info.clone(), shared.clone());
         move |req| {
             requested.store(true, Ordering::Relaxed);
             let (shared, info) = (shared.clone(), info.clone());
@@ -89,27 +136,61 @@ pub async fn serve_connection<IO>(
             Box::pin(async move { Ok::<_, Infallible>(super::handle(shared, info, req).await) })
         }
     });
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    // hyper's header_read_timeout only starts once the connection is known to be HTTP/1: one
-    // that sends nothing (or part of the HTTP/2 preface) would otherwise be held for ever.
-    let no_first_request = async move {
-        tokio::time::sleep(header_timeout).await;
-        if requested.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-    };
+    let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
+    let mut stop = drain.watcher();
     tokio::spawn(async move {
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let mut conn = std::pin::pin!(conn);
+        // hyper's header_read_timeout only starts once the connection is known to be HTTP/1:
+        // one that sends nothing (or part of the HTTP/2 preface) would otherwise be held for ever.
+        let no_first_request = async {
+            tokio::time::sleep(header_timeout).await;
+            if requested.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        let mut no_first_request = std::pin::pin!(no_first_request);
+        let mut closing = false;
+        let idle = tokio::time::sleep(idle_timeout);
+        let mut idle = std::pin::pin!(idle);
         gauge.inc();
-        tokio::select! {
-            result = conn => if let Err(err) = result {
-                tracing::debug!(error = %err, "connection ended with an error");
-            },
-            () = no_first_request => tracing::debug!("no request within the header timeout; connection closed"),
+        loop {
+            tokio::select! {
+                () = &mut idle, if !closing => match info.idle_deadline(idle_timeout) {
+                    Some(deadline) if deadline <= tokio::time::Instant::now() => {
+                        tracing::debug!("connection idle past the idle timeout; closing");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(deadline) => idle.as_mut().reset(deadline),
+                    None => idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout),
+                },
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = &mut no_first_request => {
+                    tracing::debug!("no request within the header timeout; connection closed");
+                    break;
+                }
+                _ = stop.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = info.too_many_resets.notified(), if !closing => {
+                    closing = true;
+                    tracing::info!(client = %info.remote, "client abandons requests faster than it lets them finish; closing its connection");
+                    shared.metrics.proxy_errors.with_label_values(&["too_many_resets"]).inc();
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
         }
         gauge.dec();
+        drop(stop);
     });
 }
 
@@ -121,24 +202,24 @@ pub async fn run_http(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(http_builder(&settings));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let port = HeaderValue::from(port);
     loop {
         tokio::select! {
             (stream, remote) = accept(&listener) => {
-                let info = ConnInfo::new(remote, "http", port.clone(), settings.https_redirect_port);
-                serve_connection(shared.clone(), builder.clone(), &graceful, stream, info, "http", settings.header_timeout).await;
+                let info = ConnInfo::new(remote, "http", port.clone(), &settings);
+                serve_connection(shared.clone(), builder.clone(), &drain, stream, info, "http", &settings).await;
             }
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
-    drain(graceful, settings.drain_timeout).await;
+    drain.drain(settings.drain_timeout).await;
 }
 
 /// The next client connection, with Nagle's algorithm off (responses go out as written).
-async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
@@ -165,7 +246,7 @@ pub async fn run_https(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(http_builder(&settings));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let port = HeaderValue::from(port);
@@ -173,7 +254,7 @@ pub async fn run_https(
     loop {
         tokio::select! {
             (stream, remote) = accept(&listener) => {
-                let info = ConnInfo::new(remote, "https", port.clone(), settings.https_redirect_port);
+                let info = ConnInfo::new(remote, "https", port.clone(), &settings);
                 let (shared, acceptor, done_tx) = (shared.clone(), acceptor.clone(), done_tx.clone());
                 let timeout = settings.header_timeout;
                 tokio::spawn(async move {
@@ -183,13 +264,13 @@ pub async fn run_https(
                 });
             }
             Some((tls, info)) = done_rx.recv() => {
-                serve_connection(shared.clone(), builder.clone(), &graceful, tls, info, "https", settings.header_timeout).await;
+                serve_connection(shared.clone(), builder.clone(), &drain, tls, info, "https", &settings).await;
             }
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
-    drain(graceful, settings.drain_timeout).await;
+    drain.drain(settings.drain_timeout).await;
 }
 
 /// Completes a TLS handshake, counting it. An ACME TLS-ALPN-01 validation ends right after
@@ -220,16 +301,6 @@ async fn tls_handshake(
     }
     shared.metrics.tls_handshake(HandshakeResult::Ok);
     Some(tls)
-}
-
-/// Waits for in-flight requests to finish, at most `timeout`.
-pub async fn drain(graceful: GracefulShutdown, timeout: Duration) {
-    if tokio::time::timeout(timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timed out; closing remaining connections");
-    }
 }
 
 /// Binds a listener with SO_REUSEADDR, so a restart can bind while old sockets linger.

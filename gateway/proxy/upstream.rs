@@ -1,4 +1,6 @@
-//! The upstream side: pooled keep-alive clients and which endpoints are marked down.
+//! The upstream phase: balance over a backend's endpoints, connect, send, and hand the response
+//! on. Plain HTTP/1.1 goes through the owned [`Connector`]; HTTPS, h2c and protocol upgrades
+//! through hyper-util's pooled clients.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -6,15 +8,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::Request;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::time::Instant;
 
-use super::BoxBody;
+use super::error::{ErrorKind, ProxyError};
+use super::headers::{self, Forwarded};
+use super::record::Record;
+use super::request_body::{self, LimitedBody};
+use super::{Answer, ConnInfo};
+use crate::body::BoxError;
+use crate::shared::Shared;
+
+use super::connector::{Connector, ConnectorSettings};
+use crate::body::BoxBody;
 use crate::snapshot::{ServiceBackend, UpstreamProtocol};
 
 /// A pooled client of HTTPS upstreams.
@@ -35,6 +50,8 @@ pub struct UpstreamSettings {
     /// CA certificates trusted for HTTPS upstreams besides the webpki roots
     /// (`--upstream-ca-bundle`).
     pub tls_roots: Vec<CertificateDer<'static>>,
+    /// Connects in flight per endpoint (`--upstream-max-connecting`).
+    pub max_connecting: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -46,6 +63,7 @@ impl Default for UpstreamSettings {
             down_for: Duration::from_secs(10),
             tls_verify: true,
             tls_roots: Vec::new(),
+            max_connecting: 64,
         }
     }
 }
@@ -71,6 +89,8 @@ impl Iterator for Candidates {
 /// Clients per protocol, and the endpoints currently marked down.
 pub struct Upstreams {
     pub settings: UpstreamSettings,
+    /// HTTP/1.1 to plain endpoints, pooled per endpoint.
+    pub connector: Connector,
     http1: Client<HttpConnector, BoxBody>,
     h2c: Client<HttpConnector, BoxBody>,
     /// HTTPS upstreams verified against (and sent SNI of) their IP address.
@@ -106,7 +126,14 @@ impl Upstreams {
             &settings.tls_roots,
         ));
         let https = Arc::new(tls_client(&settings, &tls_config, None));
+        let connector = Connector::new(ConnectorSettings {
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
+            max_connecting_per_endpoint: settings.max_connecting,
+            ..ConnectorSettings::default()
+        });
         Self {
+            connector,
             http1: build(false),
             h2c: build(true),
             https,
@@ -238,4 +265,214 @@ fn tls_client(
         .pool_idle_timeout(settings.idle_timeout)
         .pool_max_idle_per_host(1024)
         .build(https)
+}
+
+/// Proxies a request to one of the backend's endpoints. A connect that fails, or a pooled
+/// connection found closed before the request went out, moves on to the next endpoint with the
+/// same request: nothing of it was sent.
+pub async fn forward(
+    shared: &Shared,
+    conn: &ConnInfo,
+    backend: &ServiceBackend,
+    mut req: Request<Incoming>,
+    record: &mut Record,
+) -> Result<Answer, ProxyError> {
+    let upstreams = &shared.upstreams;
+    let mut candidates = upstreams.candidates(backend).peekable();
+    if candidates.peek().is_none() {
+        return Err(ErrorKind::NoEndpoint.into());
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    request_body::check_declared(req.headers(), &conn.body_limits)?;
+    let id = headers::ensure_request_id(req.headers_mut());
+    if record.logs_access() {
+        record.request_id = Some(id);
+    }
+    let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
+    let req = prepare(conn, backend, req, upgrade, body_outcome.as_ref());
+    let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
+    let result = if direct {
+        send_direct(upstreams, backend, candidates, req, record).await
+    } else {
+        send_via_client(upstreams, backend, candidates, req, client_upgrade, record).await
+    };
+    // A request cut off because its body broke a limit is the client's failure, not the
+    // upstream's.
+    result.map_err(
+        |err| match body_outcome.as_ref().and_then(request_body::Outcome::error) {
+            Some(kind) => ProxyError::new(kind),
+            None => err,
+        },
+    )
+}
+
+/// HTTPS, h2c and upgrades through hyper-util's clients, which have a dispatch task of their
+/// own: one attempt (their pools retry closed idle connections themselves).
+async fn send_via_client(
+    upstreams: &Upstreams,
+    backend: &ServiceBackend,
+    mut candidates: std::iter::Peekable<Candidates>,
+    req: Request<BoxBody>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    record: &mut Record,
+) -> Result<Answer, ProxyError> {
+    let Some(i) = candidates.next() else {
+        return Err(ErrorKind::NoEndpoint.into());
+    };
+    let addr = backend.endpoints[i];
+    record.upstream = Some(addr);
+    let req = with_endpoint(req, backend, i)?;
+    let started = Instant::now();
+    let client = upstreams.client_for(backend);
+    match tokio::time::timeout(upstreams.settings.response_timeout, client.request(req)).await {
+        Ok(Ok(resp)) => {
+            record.upstream_time = Some(started.elapsed());
+            Ok(Answer::Done(upstream_response(resp, client_upgrade)))
+        }
+        Ok(Err(err)) if err.is_connect() => {
+            upstreams.mark_down(addr);
+            Err(ProxyError::with_cause(ErrorKind::ConnectFailed, err))
+        }
+        Ok(Err(err)) => Err(ProxyError::with_cause(ErrorKind::UpstreamFailed, err)),
+        Err(_) => Err(ErrorKind::UpstreamTimeout.into()),
+    }
+}
+
+/// Plain HTTP/1.1 through the owned connector, trying endpoints in order while nothing of the
+/// request has been sent.
+async fn send_direct(
+    upstreams: &Upstreams,
+    backend: &ServiceBackend,
+    candidates: std::iter::Peekable<Candidates>,
+    mut req: Request<BoxBody>,
+    record: &mut Record,
+) -> Result<Answer, ProxyError> {
+    let started = Instant::now();
+    let attempts = async {
+        let mut last = ProxyError::new(ErrorKind::NoEndpoint);
+        for i in candidates {
+            let addr = backend.endpoints[i];
+            *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
+            match upstreams.connector.send(addr, req).await {
+                Ok(resp) => return Ok((resp, addr)),
+                Err((err, Some(unsent))) => {
+                    tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
+                    upstreams.mark_down(addr);
+                    req = unsent;
+                    last = err;
+                }
+                Err((err, None)) => return Err((err, Some(addr))),
+            }
+        }
+        Err((last, None))
+    };
+    match tokio::time::timeout(upstreams.settings.response_timeout, attempts).await {
+        Ok(Ok((resp, addr))) => {
+            record.upstream = Some(addr);
+            record.upstream_time = Some(started.elapsed());
+            let mut resp = resp;
+            headers::remove_hop_by_hop(resp.headers_mut(), false);
+            Ok(Answer::Upstream(resp))
+        }
+        Ok(Err((err, addr))) => {
+            record.upstream = addr.or(record.upstream);
+            Err(err)
+        }
+        Err(_) => Err(ErrorKind::UpstreamTimeout.into()),
+    }
+}
+
+/// The request as the upstream gets it: hop-by-hop headers out, forwarding headers in, the
+/// version the backend speaks; its target is filled in per endpoint.
+fn prepare(
+    conn: &ConnInfo,
+    backend: &ServiceBackend,
+    req: Request<Incoming>,
+    upgrade: bool,
+    body_outcome: Option<&request_body::Outcome>,
+) -> Request<BoxBody> {
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 requests carry the host in :authority; HTTP/1.1 upstreams need a Host header.
+    // The authority (also of an absolute-form HTTP/1.1 target) is what the request was routed
+    // by, so it replaces any Host header sent beside it (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    if let Some(authority) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, authority);
+    }
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    let host = parts.headers.get(header::HOST).cloned();
+    let fwd = Forwarded {
+        client_ip: &conn.client_ip,
+        proto: conn.scheme,
+        port: &conn.port,
+        host: host.as_ref(),
+        trusted_peer: conn.trusted_peer,
+    };
+    headers::set_forwarded(&mut parts.headers, fwd);
+    parts.version = match backend.protocol {
+        UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+    let body = match body_outcome {
+        Some(outcome) => LimitedBody::new(body, &conn.body_limits, outcome.clone()).boxed_unsync(),
+        None => crate::body::empty(),
+    };
+    Request::from_parts(parts, body)
+}
+
+/// `scheme://endpoint/path?query` of endpoint `i`, from the request's own target.
+fn endpoint_uri(backend: &ServiceBackend, i: usize, uri: &Uri) -> Result<Uri, ProxyError> {
+    let scheme = match backend.protocol {
+        UpstreamProtocol::Https => http::uri::Scheme::HTTPS,
+        UpstreamProtocol::Http | UpstreamProtocol::H2c => http::uri::Scheme::HTTP,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(backend.authority(i).clone());
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|e| ProxyError::with_cause(ErrorKind::BadRequest, e))
+}
+
+fn with_endpoint(
+    mut req: Request<BoxBody>,
+    backend: &ServiceBackend,
+    i: usize,
+) -> Result<Request<BoxBody>, ProxyError> {
+    *req.uri_mut() = endpoint_uri(backend, i, req.uri())?;
+    Ok(req)
+}
+
+/// Hands an upstream response on. A `101 Switching Protocols` answer to an upgrade request
+/// joins the two upgraded connections and copies bytes both ways until either side closes.
+fn upstream_response(
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<BoxBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, client_upgrade) {
+        (true, Some(client_upgrade)) => {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) =
+                            (TokioIo::new(client), TokioIo::new(upstream));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+                }
+            });
+            headers::remove_hop_by_hop(resp.headers_mut(), true);
+        }
+        _ => headers::remove_hop_by_hop(resp.headers_mut(), false),
+    }
+    resp.map(|b| b.map_err(BoxError::from).boxed_unsync())
 }

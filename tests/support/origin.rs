@@ -197,6 +197,57 @@ pub fn blackhole_addr() -> (SocketAddr, Vec<socket2::Socket>) {
     (addr, guard)
 }
 
+/// What a [`counting`] origin saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub connections: std::sync::atomic::AtomicUsize,
+    pub requests: std::sync::atomic::AtomicUsize,
+}
+
+impl Seen {
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An HTTP/1.1 origin that counts the connections it accepts and the requests it gets, and
+/// answers `ok` after `delay`.
+pub async fn counting(delay: Duration) -> (SocketAddr, Arc<Seen>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let counted = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.connections.fetch_add(1, Ordering::SeqCst);
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    counted.requests.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(Response::new(full("ok")))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
 /// Starts a server on a free loopback port with the given handler (HTTP/1.1 and h2c, upgrades).
 pub async fn serve<F, Fut, B>(handler: F) -> SocketAddr
 where

@@ -1,0 +1,321 @@
+//! Hostile clients cost nothing but themselves: HTTP/2 rapid reset, bodies that never come or
+//! never end, idle connections, malformed Host headers, a slow admin client, origins that break
+//! off. Raw sockets and raw HTTP/2 frames where that is what shows it.
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use support::yaml::{docs, ingress, svc};
+use support::{Gatehouse, origin, raw_request, service_yaml};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Gatehouse serving `app.test` from Service `web` with these endpoints.
+fn gateway(endpoints: &[SocketAddr], args: &[&str]) -> Gatehouse {
+    let ing = ingress("web").prefix("app.test", "/", svc("web", 80));
+    let yaml = docs(&[service_yaml("default", "web", endpoints), ing.yaml()]);
+    Gatehouse::start_with(&[("main.yaml", &yaml)], args)
+}
+
+// === HTTP/2 rapid reset ===
+
+/// A raw HTTP/2 (h2c prior knowledge) connection to Gatehouse.
+async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+fn h2_get() -> http::Request<()> {
+    http::Request::get("http://app.test/")
+        .body(())
+        .expect("request")
+}
+
+/// Sends `total` requests in batches of `batch` streams on HTTP/2 connections; with `reset`,
+/// each stream is cancelled (RST_STREAM) right after its HEADERS instead of awaited. Returns how
+/// many connections the client needed (a GOAWAY makes it open another).
+async fn h2_batches(addr: SocketAddr, total: usize, batch: usize, reset: bool) -> usize {
+    let mut connections = 1;
+    let mut send = h2_connect(addr).await;
+    let mut sent = 0;
+    while sent < total {
+        let mut streams = Vec::new();
+        for _ in 0..batch {
+            let ready = match send.clone().ready().await {
+                Ok(ready) => ready,
+                Err(_) => {
+                    // GOAWAY or closed: a new connection.
+                    connections += 1;
+                    send = h2_connect(addr).await;
+                    send.clone().ready().await.expect("new connection ready")
+                }
+            };
+            let mut ready = ready;
+            match ready.send_request(h2_get(), true) {
+                Ok((resp, stream)) => streams.push((resp, stream)),
+                Err(_) => {
+                    connections += 1;
+                    send = h2_connect(addr).await;
+                }
+            }
+        }
+        sent += streams.len();
+        if reset {
+            for (_, stream) in &mut streams {
+                stream.send_reset(h2::Reason::CANCEL);
+            }
+        } else {
+            for (resp, _) in streams {
+                let resp = resp.await.expect("response");
+                assert_eq!(resp.status(), 200);
+                let mut body = resp.into_body();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.expect("body");
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+            }
+        }
+    }
+    connections
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_costs_the_backend_no_more_connections_than_ordinary_requests() {
+    const TOTAL: usize = 10_000;
+    const BATCH: usize = 100;
+    // The origin takes a moment per answer, so reset streams are in flight upstream.
+    let (ordinary_origin, ordinary_seen) = origin::counting(Duration::from_millis(2)).await;
+    let (reset_origin, reset_seen) = origin::counting(Duration::from_millis(2)).await;
+    let ordinary = gateway(&[ordinary_origin], &["--access-log=false"]);
+    let resets = gateway(&[reset_origin], &["--access-log=false"]);
+
+    h2_batches(ordinary.http, TOTAL, BATCH, false).await;
+    let client_connections = h2_batches(resets.http, TOTAL, BATCH, true).await;
+    // Let abandoned exchanges finish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (ordinary_conns, reset_conns) = (ordinary_seen.connections(), reset_seen.connections());
+    eprintln!(
+        "{TOTAL} requests in batches of {BATCH}: {ordinary_conns} upstream connections; \
+         {TOTAL} reset streams: {reset_conns} upstream connections ({} requests reached the \
+         origin), client needed {client_connections} connections",
+        reset_seen.requests()
+    );
+    assert_eq!(ordinary_seen.requests(), TOTAL);
+    assert!(
+        reset_conns <= ordinary_conns,
+        "resets opened {reset_conns} upstream connections, ordinary requests {ordinary_conns}"
+    );
+    // The resetting client was told to go away (GOAWAY) and had to come back.
+    assert!(client_connections > 1, "no GOAWAY after {TOTAL} resets");
+}
+
+// === request bodies ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_body_over_the_limit_gets_413_without_reaching_the_origin() {
+    let (addr, seen) = origin::counting(Duration::ZERO).await;
+    let gh = gateway(&[addr], &["--max-request-body=1024"]);
+    let request = b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1073741824\r\nConnection: close\r\n\r\n";
+    let resp = raw_request(gh.http, request).await.expect("response");
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.text(), "request body too large\n");
+    assert_eq!(seen.requests(), 0);
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"body_too_large\""]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_body_over_the_limit_gets_413() {
+    let gh = gateway(&[origin::echo("a").await], &["--max-request-body=65536"]);
+    let (tx, body) = origin::channel_body();
+    tokio::spawn(async move {
+        for _ in 0..64 {
+            if tx.send(Bytes::from(vec![b'x'; 8192])).await.is_err() {
+                break;
+            }
+        }
+    });
+    let resp = gh
+        .client_for(&["app.test"])
+        .post("http://app.test/upload")
+        .body(reqwest::Body::wrap(body))
+        .send()
+        .await;
+    // The limit breaks while the body streams: the client gets 413, or (if it was still
+    // sending) sees its connection closed. Either way the origin never got the whole body.
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 413);
+    }
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"body_too_large\""]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_cut_off_at_the_body_timeout() {
+    let (addr, _started) = origin::slow("slow", Duration::from_secs(30)).await;
+    let gh = gateway(&[addr], &["--client-body-timeout=1s"]);
+    let mut stream = tokio::net::TcpStream::connect(gh.http).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\n\r\nhello")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"client_body_timeout\""]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_is_retried_on_the_next_endpoint_when_a_connect_fails() {
+    let echo = origin::echo("a").await;
+    let gh = gateway(&[origin::refused_addr(), echo], &[]);
+    let client = gh.client_for(&["app.test"]);
+    for _ in 0..4 {
+        let resp = client
+            .post("http://app.test/")
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "a POST failed on the refused endpoint");
+        let echo: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(echo["body_len"], 7);
+    }
+}
+
+// === connections ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let gh = gateway(&[origin::echo("a").await], &["--client-idle-timeout=1s"]);
+    let tcp = tokio::net::TcpStream::connect(gh.http).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // Held: a client with no handle left closes the connection itself.
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(h2_get(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let start = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(
+        ended.is_ok(),
+        "HTTP/2 connection still open after 10 s idle"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_headers_or_none_get_400() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+    let two = b"GET / HTTP/1.1\r\nHost: app.test\r\nHost: other.test\r\nConnection: close\r\n\r\n";
+    let resp = raw_request(gh.http, two).await.unwrap();
+    assert_eq!(resp.status, 400);
+    let none = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let resp = raw_request(gh.http, none).await.unwrap();
+    assert_eq!(resp.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrade_is_not_passed_to_the_origin() {
+    let gh = gateway(&[origin::echo("a").await], &[]);
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    let resp = raw_request(gh.http, request).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    let echo: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(echo["headers"].get("upgrade").is_none(), "{echo}");
+    assert!(echo["headers"].get("http2-settings").is_none(), "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_closes_a_client_that_trickles_its_headers() {
+    let gh = gateway(&[origin::echo("a").await], &["--client-header-timeout=1s"]);
+    let mut stream = tokio::net::TcpStream::connect(gh.admin).await.unwrap();
+    let start = Instant::now();
+    let trickle = async {
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " {
+            stream.write_all(&[*byte]).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        std::io::Result::Ok(())
+    };
+    let result = tokio::time::timeout(Duration::from_secs(15), trickle).await;
+    assert!(
+        matches!(result, Ok(Err(_))),
+        "the admin listener still accepted header bytes after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+// === origins that break off ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_off_mid_body_is_counted_and_logged() {
+    // An origin that promises 100000 bytes, sends 10, and closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
+                    .await;
+            });
+        }
+    });
+    let gh = gateway(&[addr], &[]);
+    let resp = raw_request(
+        gh.http,
+        b"GET /cut HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // The client sees the status and the ten bytes, then the connection ends early.
+    if let Ok(resp) = resp {
+        assert!(resp.body.len() < 100_000);
+    }
+    let line = gh.wait_log(&["path=/cut", "upstream_body_cut"], Duration::from_secs(5));
+    assert!(line.contains("bytes=10"), "{line}");
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"upstream_body_cut\""]
+        ),
+        1.0
+    );
+}
