@@ -1,6 +1,7 @@
 //! Command line, `GATEHOUSE_*` environment variables and the YAML `--config` file, resolved into
 //! one [`Config`]. A flag beats its environment variable, which beats the file, which beats the
-//! default.
+//! default; a flag given twice takes its last value (so a wrapper such as the Helm chart can be
+//! overridden by arguments appended after its own).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,12 @@ use crate::translate;
 /// It reads Ingress, IngressClass, Service, EndpointSlice, Secret and StaticSite objects from
 /// the Kubernetes API or, with --manifests, from a directory of YAML manifests.
 #[derive(Parser, Deserialize, Debug, Default)]
-#[command(name = "gatehouse", version, max_term_width = 100)]
+#[command(
+    name = "gatehouse",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Args {
     #[command(subcommand)]
@@ -141,6 +147,12 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
 
+    /// After SIGTERM, how long to keep accepting and serving (with /readyz failing) before
+    /// draining: time for endpoints and load balancers to stop sending new clients. [default: 0s]
+    #[arg(long, env = "GATEHOUSE_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_delay: Option<Duration>,
+
     /// How long shutdown waits for in-flight requests. [default: 30s]
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(deserialize_with = "duration")]
@@ -257,6 +269,9 @@ pub struct Config {
     pub translate: translate::Settings,
     pub upstream: UpstreamSettings,
     pub server: ServerSettings,
+    /// After SIGTERM: how long /readyz fails while the listeners still accept and serve, before
+    /// they stop accepting and drain (`server.drain_timeout`).
+    pub shutdown_delay: Duration,
     /// The Kubernetes API source (used when no --manifests directory is given).
     pub kube: kube_source::Settings,
     /// Certificates ordered through ACME.
@@ -385,6 +400,10 @@ impl Args {
                     .or(file.https_redirect_port)
                     .unwrap_or(server_defaults.https_redirect_port),
             },
+            shutdown_delay: self
+                .shutdown_delay
+                .or(file.shutdown_delay)
+                .unwrap_or(Duration::ZERO),
             manifests,
             kube,
             acme: crate::acme::Settings {
@@ -445,3 +464,6 @@ fn parse_object_key(text: &str, flag: &str) -> Result<crate::objects::ObjectKey,
         _ => Err(format!("{flag} {text:?}: expected NAMESPACE/NAME")),
     }
 }
+
+#[cfg(test)]
+mod tests;
