@@ -2236,3 +2236,60 @@ async fn replicas_started_from_the_chart_stay_within_its_rbac_and_take_over_with
         assert_all_allowed(&api, &docs, case);
     }
 }
+
+/// Every key of values.yaml has a row in the chart README's Values table (a row may name
+/// siblings, `a.b` / `c` meaning `a.b` and `a.c`, or a whole map such as `resources`).
+#[test]
+fn chart_readme_documents_every_value() {
+    let readme = fs::read_to_string(chart_dir().join("README.md")).expect("chart README");
+    let mut documented = BTreeSet::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split('|').nth(1).unwrap_or_default();
+        let keys: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
+        let parent = keys
+            .first()
+            .and_then(|first| first.rsplit_once('.'))
+            .map_or("", |(parent, _)| parent);
+        for key in keys {
+            if key.contains('.') || parent.is_empty() {
+                documented.insert(key.to_owned());
+            } else {
+                documented.insert(format!("{parent}.{key}"));
+            }
+        }
+    }
+    let values: Value = serde_saphyr::from_str(
+        &fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml parses");
+    fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaves(&path, child, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut keys = Vec::new();
+    leaves("", &values, &mut keys);
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| {
+            !documented
+                .iter()
+                .any(|d| *key == d || key.starts_with(&format!("{d}.")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "values missing from charts/gatehouse/README.md: {missing:?}"
+    );
+    assert!(keys.len() > 80, "only {} values found", keys.len());
+}
