@@ -1,6 +1,7 @@
 //! Command line, `GATEHOUSE_*` environment variables and the YAML `--config` file, resolved into
 //! one [`Config`]. A flag beats its environment variable, which beats the file, which beats the
-//! default.
+//! default; a flag given twice takes its last value (so a wrapper such as the Helm chart can be
+//! overridden by arguments appended after its own).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,12 @@ use crate::translate;
 /// It reads Ingress, IngressClass, Service, EndpointSlice, Secret and StaticSite objects from
 /// the Kubernetes API or, with --manifests, from a directory of YAML manifests.
 #[derive(Parser, Deserialize, Debug, Default)]
-#[command(name = "gatehouse", version, max_term_width = 100)]
+#[command(
+    name = "gatehouse",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Args {
     #[command(subcommand)]
@@ -141,6 +147,12 @@ pub struct Args {
     /// Largest request head (request line and headers) in bytes. [default: 65536]
     #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES", value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
+
+    /// After SIGTERM, how long to keep accepting and serving (with /readyz failing) before
+    /// draining: time for endpoints and load balancers to stop sending new clients. [default: 0s]
+    #[arg(long, env = "GATEHOUSE_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_delay: Option<Duration>,
 
     /// How long shutdown waits for in-flight requests. [default: 30s]
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -288,6 +300,9 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub server: ServerSettings,
     pub admin: crate::admin::AdminSettings,
+    /// After SIGTERM: how long /readyz fails while the listeners still accept and serve, before
+    /// they stop accepting and drain (`server.drain_timeout`).
+    pub shutdown_delay: Duration,
     /// The Kubernetes API source (used when no --manifests directory is given).
     pub kube: kube_source::Settings,
     /// Certificates ordered through ACME.
@@ -447,6 +462,10 @@ impl Args {
                     .or(file.http2_max_streams)
                     .unwrap_or(server_defaults.http2_max_streams),
             },
+            shutdown_delay: self
+                .shutdown_delay
+                .or(file.shutdown_delay)
+                .unwrap_or(Duration::ZERO),
             manifests,
             kube,
             acme: crate::acme::Settings {
@@ -507,3 +526,6 @@ fn parse_object_key(text: &str, flag: &str) -> Result<crate::objects::ObjectKey,
         _ => Err(format!("{flag} {text:?}: expected NAMESPACE/NAME")),
     }
 }
+
+#[cfg(test)]
+mod tests;

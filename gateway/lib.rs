@@ -81,8 +81,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     shutdown_signal().await;
-    tracing::info!("shutting down: not ready, draining in-flight requests");
+    // Not ready at once, so load balancers stop sending; serving goes on for the delay, as
+    // endpoints are removed from Services with some lag, then the listeners stop and drain.
     shared.start_draining();
+    if !config.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving for the shutdown delay");
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
+    tracing::info!("shutting down: no longer accepting, draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     let _ = https_task.await;

@@ -537,3 +537,22 @@ fn watch_ingress_without_class_is_settable_every_way() {
     );
     assert_eq!(off.hosts(), ["classy.test"]);
 }
+
+/// A wrapper (the Helm chart's `extraArgs`) appends flags after its own: the last one wins
+/// instead of "cannot be used multiple times".
+#[test]
+fn a_flag_given_twice_takes_its_last_value() {
+    let yaml = docs(&["first", "second"].map(|class| {
+        ingress(class)
+            .class(Some(class))
+            .prefix(&format!("{class}.test"), "/", svc("web", 80))
+            .yaml()
+    }));
+    let launched = launch(
+        &yaml,
+        "",
+        &[],
+        &["--ingress-class=first", "--ingress-class", "second"],
+    );
+    assert_eq!(launched.hosts(), ["second.test"]);
+}
