@@ -282,6 +282,65 @@ fn eab_key_is_base64url_padded_or_not() {
     assert!(!format!("{eab:?}").contains("c2Vj"));
 }
 
+#[test]
+fn acme_flags_that_go_together_are_checked_together() {
+    use clap::Parser;
+    let resolve = |args: &[&str]| {
+        crate::config::Args::try_parse_from(
+            std::iter::once("gatehouse").chain(args.iter().copied()),
+        )
+        .expect("parse")
+        .resolve()
+    };
+    let refused = |args: &[&str], why: &str| {
+        let err = resolve(args).expect_err("refused");
+        assert!(err.contains(why), "{args:?}: {err}");
+    };
+    refused(&["--acme-eab-kid=kid-1"], "--acme-eab-hmac-key");
+    refused(&["--acme-eab-hmac-key=c2VjcmV0"], "--acme-eab-kid");
+    refused(
+        &["--acme-dns01-server=127.0.0.1"],
+        "--acme-dns01-tsig-key-file",
+    );
+    refused(
+        &["--acme-dns01-tsig-key-file=/nonexistent"],
+        "--acme-dns01-server",
+    );
+    refused(&["--acme-challenge=dns-01"], "--acme-dns01-server");
+    refused(
+        &[
+            "--acme-dns01-server=ns1.example.com",
+            "--acme-dns01-tsig-key-file=k",
+        ],
+        "expected IP or IP:PORT",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("k.key");
+    let key_arg = format!("--acme-dns01-tsig-key-file={}", key.display());
+    std::fs::write(&key, "key k { algorithm hmac-md5; secret \"c2VjcmV0\"; };").expect("key");
+    refused(
+        &["--acme-dns01-server=127.0.0.1", &key_arg],
+        "k.key: key \"k\": algorithm",
+    );
+    std::fs::write(
+        &key,
+        "key k { algorithm hmac-sha256; secret \"c2VjcmV0\"; };",
+    )
+    .expect("key");
+    let config = resolve(&[
+        "--acme-dns01-server=127.0.0.1",
+        &key_arg,
+        "--acme-challenge=dns-01",
+        "--acme-eab-kid=kid-1",
+        "--acme-eab-hmac-key=c2VjcmV0",
+    ])
+    .expect("accepted");
+    let dns01 = config.acme.dns01.expect("dns-01");
+    assert_eq!(dns01.server, "127.0.0.1:53".parse().expect("addr"));
+    assert_eq!(dns01.propagation, Duration::from_secs(10));
+    assert_eq!(config.acme.eab.expect("eab").kid, "kid-1");
+}
+
 // === dns-01 ===
 
 #[test]
@@ -410,6 +469,63 @@ fn answers_of_an_interrupted_order_come_down_when_dropped() {
     answers.http01("tok-2", "tok-2.thumb");
     drop(answers);
     assert_eq!(shared.acme_challenges.http01("tok-2"), None);
+}
+
+// === metrics ===
+
+#[test]
+fn certificate_metrics_follow_the_hosts_and_drop_those_gone() {
+    use std::sync::Arc;
+    let registry =
+        prometheus::Registry::new_custom(Some("gatehouse".into()), None).expect("registry");
+    let mut metrics = metrics::CertificateMetrics::register(&registry).expect("register");
+    let render = || {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("text")
+    };
+    let made = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).expect("cert");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_saphyr::from_str(&format!(
+        "metadata: {{name: a-tls, namespace: web}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {:?}, tls.key: {:?}}}\n",
+        made.cert.pem(),
+        made.signing_key.serialize_pem()
+    ))
+    .expect("secret");
+    let (ingress_key, ingress) = ingress(
+        "metadata: {name: a, namespace: web}\nspec: {tls: [{secretName: a-tls, hosts: [a.example.com]}]}\n",
+    );
+    let mut objects = crate::objects::Objects::default();
+    objects
+        .secrets
+        .insert(ObjectKey::new("web", "a-tls"), Arc::new(secret));
+    let empty = crate::tls::TlsTable::default();
+    let mut builder = crate::tls::table::TlsBuilder::new(&objects, &empty, SystemTime::now());
+    builder.add_ingress(&ingress_key, &ingress, &mut Vec::new());
+    let table = builder.finish();
+
+    metrics.observe_tls(&table);
+    metrics.observe_renewals(&[("web/a-tls".to_owned(), t0())].into());
+    let text = render();
+    let expiry = text
+        .lines()
+        .find(|l| l.starts_with("gatehouse_certificate_expiry_timestamp_seconds{"))
+        .expect("expiry series");
+    assert!(expiry.contains("host=\"a.example.com\""), "{expiry}");
+    assert!(expiry.contains("secret=\"web/a-tls\""), "{expiry}");
+    assert!(expiry.contains("issuer=\""), "{expiry}");
+    assert!(
+        text.contains(
+            "gatehouse_certificate_renewal_timestamp_seconds{secret=\"web/a-tls\"} 1700000000"
+        ),
+        "{text}"
+    );
+
+    // The host and the certificate are gone: so are their series.
+    metrics.observe_tls(&empty);
+    metrics.observe_renewals(&Default::default());
+    let text = render();
+    assert!(!text.contains("a.example.com"), "{text}");
+    assert!(!text.contains("web/a-tls"), "{text}");
 }
 
 // === ownership ===
