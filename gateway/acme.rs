@@ -2,10 +2,12 @@
 //!
 //! [`crate::translate`] lists what is wanted ([`AcmeWant`] in the snapshot); the [`manager`]
 //! compares each want with the certificate its Secret holds now, orders the missing and the
-//! due ones (instant-acme), answers their challenges through the data plane (HTTP-01 here in
-//! [`Challenges`], TLS-ALPN-01 through the TLS resolver), and writes the results through a
-//! [`store::Store`] so they come back through the sources like any other Secret. The decisions
-//! (renewal time, backoff, token syntax) are pure functions, tested in `acme/tests.rs`.
+//! due ones (instant-acme), answers their challenges (HTTP-01 here in [`Challenges`],
+//! TLS-ALPN-01 through the TLS resolver, DNS-01 with RFC 2136 updates in [`dns01`]), and writes
+//! the results through a [`store::Store`] so they come back through the sources like any other
+//! Secret. Only Secrets labelled as Gatehouse's are ever overwritten, and each certificate records
+//! the ACME directory it came from, so a changed directory orders anew. The decisions (renewal
+//! time, directory, backoff, token syntax) are pure functions, tested in `acme/tests.rs`.
 
 pub mod client;
 pub mod dns01;

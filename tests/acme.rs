@@ -615,6 +615,7 @@ async fn a_changed_directory_reorders_while_the_old_certificate_keeps_serving() 
         failed.len(),
         ok + failed.len()
     );
+    eprintln!("directory switch: {ok} HTTPS requests, none failed");
     assert_eq!(
         serials.first(),
         Some(&from_a),
