@@ -2,18 +2,22 @@
 //!
 //! [`crate::translate`] lists what is wanted ([`AcmeWant`] in the snapshot); the [`manager`]
 //! compares each want with the certificate its Secret holds now, orders the missing and the
-//! due ones (instant-acme), answers their challenges through the data plane (HTTP-01 here in
-//! [`Challenges`], TLS-ALPN-01 through the TLS resolver), and writes the results through a
-//! [`store::Store`] so they come back through the sources like any other Secret. The decisions
-//! (renewal time, backoff, token syntax) are pure functions, tested in `acme/tests.rs`.
+//! due ones (instant-acme), answers their challenges (HTTP-01 here in [`Challenges`],
+//! TLS-ALPN-01 through the TLS resolver, DNS-01 with RFC 2136 updates in [`dns01`]), and writes
+//! the results through a [`store::Store`] so they come back through the sources like any other
+//! Secret. Only Secrets labelled as Gatehouse's are ever overwritten, and each certificate records
+//! the ACME directory it came from, so a changed directory orders anew. The decisions (renewal
+//! time, directory, backoff, token syntax) are pure functions, tested in `acme/tests.rs`.
 
 pub mod client;
+pub mod dns01;
 pub mod manager;
+pub mod metrics;
 pub mod order;
 pub mod store;
 pub mod wants;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::snapshot::AcmeWant;
 use crate::tls::certs::{TlsCert, name_matches};
@@ -54,6 +58,10 @@ pub struct Settings {
     pub renew_before: RenewBefore,
     /// Orders run at the same time, at most.
     pub max_concurrent_orders: usize,
+    /// DNS-01 answers through RFC 2136 updates; wildcard hosts need them.
+    pub dns01: Option<dns01::Settings>,
+    /// External Account Binding for a CA that requires it when the account is created.
+    pub eab: Option<Eab>,
 }
 
 impl Default for Settings {
@@ -66,7 +74,85 @@ impl Default for Settings {
             state_dir: None,
             renew_before: RenewBefore::default(),
             max_concurrent_orders: 4,
+            dns01: None,
+            eab: None,
         }
+    }
+}
+
+impl Settings {
+    /// Settings that cannot work together, found before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.challenge == ChallengeKind::Dns01 && self.dns01.is_none() {
+            return Err(
+                "--acme-challenge dns-01 needs --acme-dns01-server and --acme-dns01-tsig-key-file"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// What an operator should hear at start about settings that work but may surprise.
+    pub fn start_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.email.is_none() {
+            let mut text = String::from(
+                "no --acme-email: the ACME account gets no contact address, so the CA cannot warn anyone of certificates about to expire or of problems with the account",
+            );
+            if self.directory == LETS_ENCRYPT_PRODUCTION {
+                text.push_str(
+                    "; certificates are ordered from Let's Encrypt production (the default --acme-directory): try --acme-directory staging first",
+                );
+            }
+            warnings.push(text);
+        }
+        warnings
+    }
+}
+
+/// External Account Binding (RFC 8555 section 7.3.4): the key id and HMAC key a CA hands out
+/// to tie a new ACME account to an account with it.
+#[derive(Clone)]
+pub struct Eab {
+    pub kid: String,
+    hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Eab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Eab")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Eab ===
+
+impl Eab {
+    /// From `--acme-eab-kid` and `--acme-eab-hmac-key` (base64url, padded or not, as CAs print
+    /// it).
+    pub fn new(kid: &str, hmac_key: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let kid = kid.trim();
+        if kid.is_empty() {
+            return Err("--acme-eab-kid is empty".into());
+        }
+        let text = hmac_key.trim().trim_end_matches('=');
+        let hmac_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|e| format!("--acme-eab-hmac-key is not base64url: {e}"))?;
+        if hmac_key.is_empty() {
+            return Err("--acme-eab-hmac-key is empty".into());
+        }
+        Ok(Self {
+            kid: kid.to_owned(),
+            hmac_key,
+        })
+    }
+
+    /// The key instant-acme signs the binding with.
+    pub fn key(&self) -> instant_acme::ExternalAccountKey {
+        instant_acme::ExternalAccountKey::new(self.kid.clone(), &self.hmac_key)
     }
 }
 
@@ -92,6 +178,11 @@ pub enum ChallengeKind {
     #[value(name = "tls-alpn-01")]
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
+    /// A TXT record `_acme-challenge.HOST` put up through RFC 2136 dynamic updates (see
+    /// [`dns01`]); the only one that proves wildcard hosts, which always use it.
+    #[value(name = "dns-01")]
+    #[serde(rename = "dns-01")]
+    Dns01,
 }
 
 impl ChallengeKind {
@@ -99,6 +190,7 @@ impl ChallengeKind {
         match self {
             ChallengeKind::Http01 => "http-01",
             ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+            ChallengeKind::Dns01 => "dns-01",
         }
     }
 }
@@ -152,14 +244,18 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     /// Names the certificate is valid for, normalised (may hold wildcards).
     pub names: Vec<String>,
+    /// The ACME directory recorded as its issuer, if Gatehouse ordered it and said so.
+    pub directory: Option<String>,
 }
 
-impl From<&TlsCert> for CertInfo {
-    fn from(cert: &TlsCert) -> Self {
+impl CertInfo {
+    /// The facts of `cert`, issued through `directory` if known.
+    pub fn new(cert: &TlsCert, directory: Option<&str>) -> Self {
         Self {
             not_before: cert.not_before,
             not_after: cert.not_after,
             names: cert.names.clone(),
+            directory: directory.map(str::to_owned),
         }
     }
 }
@@ -173,6 +269,9 @@ pub enum OrderReason {
     HostsNotCovered(Vec<String>),
     NotYetValid,
     Expired,
+    /// The certificate came from another ACME directory than the one configured now (say
+    /// staging, before the switch to production).
+    OtherDirectory(String),
     /// The certificate is past its renewal point.
     RenewalDue,
 }
@@ -186,6 +285,12 @@ impl std::fmt::Display for OrderReason {
             }
             OrderReason::NotYetValid => f.write_str("certificate not valid yet"),
             OrderReason::Expired => f.write_str("certificate expired"),
+            OrderReason::OtherDirectory(from) => {
+                write!(
+                    f,
+                    "certificate issued through another ACME directory ({from})"
+                )
+            }
             OrderReason::RenewalDue => f.write_str("certificate due for renewal"),
         }
     }
@@ -201,11 +306,14 @@ pub enum Decision {
     Order(OrderReason),
 }
 
-/// Decides whether `hosts` need a new certificate, given the one in place (if any).
-/// `seed` spreads the renewal point (see [`renew_at`]); pass [`jitter_seed`].
+/// Decides whether `hosts` need a new certificate from `directory`, given the one in place (if
+/// any). `seed` spreads the renewal point (see [`renew_at`]); pass [`jitter_seed`]. A
+/// certificate that records no directory (made elsewhere, or before Gatehouse recorded it) is
+/// taken to be from `directory`.
 pub fn decide(
     hosts: &[String],
     current: Option<&CertInfo>,
+    directory: &str,
     renew_before: RenewBefore,
     now: SystemTime,
     seed: u64,
@@ -235,6 +343,9 @@ pub fn decide(
     }
     if now >= cert.not_after {
         return Decision::Order(OrderReason::Expired);
+    }
+    if let Some(from) = cert.directory.as_deref().filter(|d| *d != directory) {
+        return Decision::Order(OrderReason::OtherDirectory(from.to_owned()));
     }
     let at = renew_at(cert.not_before, cert.not_after, renew_before, seed);
     if now >= at {
@@ -341,15 +452,60 @@ pub fn valid_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// HTTP-01 key authorizations being validated now, by token. Read lock-free by the data plane.
+/// What the ACME manager shares with the listeners: the HTTP-01 key authorizations being
+/// validated now, by token (read lock-free by the data plane), and the state of every
+/// certificate it keeps (for `/routes`).
 #[derive(Default)]
 pub struct Challenges {
     http01: ArcSwap<HashMap<String, Arc<str>>>,
+    certificates: ArcSwap<BTreeMap<String, CertStatus>>,
+}
+
+/// What `/routes` shows of one certificate the ACME manager keeps (under `acme`, by Secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertStatus {
+    pub ingress: String,
+    pub hosts: Vec<String>,
+    /// `valid` (in place; renewed at `renewAt`), `ordering`, `waiting` (after a failure, until
+    /// `nextAttempt`), `blocked` (cannot be ordered: `reason`) or `standby` (due, but another
+    /// replica leads and orders).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The ACME directory that issued the certificate in place, as recorded with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// The issuer of the certificate in place (its X.509 issuer's common name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// When it will be renewed (its renewal point, jitter included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<String>,
+    /// When the next order may start after a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<String>,
+    /// Failed orders in a row, and the last one's error.
+    pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 // === impl Challenges ===
 
 impl Challenges {
+    /// Replaces the certificates' states shown in `/routes`.
+    pub fn set_certificates(&self, certificates: BTreeMap<String, CertStatus>) {
+        self.certificates.store(Arc::new(certificates));
+    }
+
+    /// The certificates the ACME manager keeps, by Secret, as `/routes` shows them.
+    pub fn certificates(&self) -> Arc<BTreeMap<String, CertStatus>> {
+        self.certificates.load_full()
+    }
+
     pub fn add_http01(&self, token: &str, key_authorization: &str) {
         let key_authorization: Arc<str> = key_authorization.into();
         self.http01.rcu(|map| {

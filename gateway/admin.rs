@@ -110,6 +110,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>, routes: bool) -> Response<Fu
                 "ingresses": snapshot.owned_ingresses.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                 "warnings": snapshot.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
                 "tls": snapshot.tls.describe(),
+                "acme": *shared.acme_challenges.certificates(),
             });
             reply(StatusCode::OK, "application/json", format!("{body:#}\n"))
         }

@@ -231,7 +231,8 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_ACME_CA_BUNDLE", value_name = "PEM")]
     pub acme_ca_bundle: Option<PathBuf>,
 
-    /// How the ACME server checks a host: `http-01` (port 80) or `tls-alpn-01` (port 443).
+    /// How the ACME server checks a host: `http-01` (port 80), `tls-alpn-01` (port 443) or
+    /// `dns-01` (a TXT record, see --acme-dns01-server). Wildcard hosts always use dns-01.
     /// [default: http-01]
     #[arg(
         long,
@@ -251,6 +252,78 @@ pub struct Args {
     /// and certificates (Secret manifests under `certificates/`, read back like --manifests).
     #[arg(long, env = "GATEHOUSE_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// DNS server (IP[:PORT], port 53 by default) that takes RFC 2136 dynamic updates for the
+    /// zones of ACME hosts: DNS-01 answers (TXT records) are put there. Needed for wildcard
+    /// hosts.
+    #[arg(long, env = "GATEHOUSE_ACME_DNS01_SERVER", value_name = "IP[:PORT]")]
+    pub acme_dns01_server: Option<String>,
+
+    /// TSIG key the DNS-01 updates are signed with, in BIND's format (what `tsig-keygen NAME`
+    /// prints: `key "NAME" { algorithm hmac-sha256; secret "..."; };`).
+    #[arg(long, env = "GATEHOUSE_ACME_DNS01_TSIG_KEY_FILE", value_name = "FILE")]
+    pub acme_dns01_tsig_key_file: Option<PathBuf>,
+
+    /// How long to wait after a DNS-01 record is added before the CA is asked to look, so the
+    /// zone's secondary servers have it too. [default: 10s]
+    #[arg(long, env = "GATEHOUSE_ACME_DNS01_PROPAGATION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub acme_dns01_propagation: Option<Duration>,
+
+    /// External Account Binding key id, for a CA that requires one (ZeroSSL, Google, Sectigo,
+    /// a private CA); with --acme-eab-hmac-key.
+    #[arg(long, env = "GATEHOUSE_ACME_EAB_KID", value_name = "KID")]
+    pub acme_eab_kid: Option<String>,
+
+    /// External Account Binding HMAC key (base64url, as the CA gives it).
+    #[arg(long, env = "GATEHOUSE_ACME_EAB_HMAC_KEY", value_name = "BASE64URL")]
+    pub acme_eab_hmac_key: Option<String>,
+}
+
+/// The DNS-01 settings from their flags: none without a server; a server needs a key.
+fn dns01_settings(
+    server: Option<String>,
+    key_file: Option<PathBuf>,
+    propagation: Option<Duration>,
+) -> Result<Option<crate::acme::dns01::Settings>, String> {
+    let server = match (server, &key_file) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err("--acme-dns01-tsig-key-file needs --acme-dns01-server".into());
+        }
+        (Some(server), _) => server,
+    };
+    let server = match server.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => server
+            .parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .map_err(|_| format!("--acme-dns01-server {server:?}: expected IP or IP:PORT"))?,
+    };
+    let Some(key_file) = key_file else {
+        return Err(
+            "--acme-dns01-server needs --acme-dns01-tsig-key-file (updates are signed with TSIG)"
+                .into(),
+        );
+    };
+    Ok(Some(crate::acme::dns01::Settings {
+        server,
+        key: crate::acme::dns01::TsigKey::load(&key_file)?,
+        propagation: propagation.unwrap_or(Duration::from_secs(10)),
+    }))
+}
+
+/// External Account Binding from its two flags, which go together.
+fn eab_settings(
+    kid: Option<String>,
+    hmac_key: Option<String>,
+) -> Result<Option<crate::acme::Eab>, String> {
+    match (kid, hmac_key) {
+        (None, None) => Ok(None),
+        (Some(kid), Some(key)) => crate::acme::Eab::new(&kid, &key).map(Some),
+        (Some(_), None) => Err("--acme-eab-kid needs --acme-eab-hmac-key".into()),
+        (None, Some(_)) => Err("--acme-eab-hmac-key needs --acme-eab-kid".into()),
+    }
 }
 
 fn parse_renew_before(text: &str) -> Result<crate::acme::RenewBefore, String> {
@@ -360,6 +433,37 @@ impl Args {
                 .unwrap_or(kube_defaults.lease_renew),
         };
         kube.validate()?;
+        let acme = crate::acme::Settings {
+            directory: crate::acme::directory_url(
+                self.acme_directory
+                    .or(file.acme_directory)
+                    .as_deref()
+                    .unwrap_or("production"),
+            ),
+            email: self.acme_email.or(file.acme_email),
+            ca_bundle: self.acme_ca_bundle.or(file.acme_ca_bundle),
+            challenge: self
+                .acme_challenge
+                .or(file.acme_challenge)
+                .unwrap_or_default(),
+            state_dir: self.state_dir.or(file.state_dir),
+            renew_before: self
+                .acme_renew_before
+                .or(file.acme_renew_before)
+                .unwrap_or_default(),
+            dns01: dns01_settings(
+                self.acme_dns01_server.or(file.acme_dns01_server),
+                self.acme_dns01_tsig_key_file
+                    .or(file.acme_dns01_tsig_key_file),
+                self.acme_dns01_propagation.or(file.acme_dns01_propagation),
+            )?,
+            eab: eab_settings(
+                self.acme_eab_kid.or(file.acme_eab_kid),
+                self.acme_eab_hmac_key.or(file.acme_eab_hmac_key),
+            )?,
+            ..crate::acme::Settings::default()
+        };
+        acme.validate()?;
         Ok(Config {
             http_listen: self
                 .http_listen
@@ -468,26 +572,7 @@ impl Args {
                 .unwrap_or(Duration::ZERO),
             manifests,
             kube,
-            acme: crate::acme::Settings {
-                directory: crate::acme::directory_url(
-                    self.acme_directory
-                        .or(file.acme_directory)
-                        .as_deref()
-                        .unwrap_or("production"),
-                ),
-                email: self.acme_email.or(file.acme_email),
-                ca_bundle: self.acme_ca_bundle.or(file.acme_ca_bundle),
-                challenge: self
-                    .acme_challenge
-                    .or(file.acme_challenge)
-                    .unwrap_or_default(),
-                state_dir: self.state_dir.or(file.state_dir),
-                renew_before: self
-                    .acme_renew_before
-                    .or(file.acme_renew_before)
-                    .unwrap_or_default(),
-                ..crate::acme::Settings::default()
-            },
+            acme,
         })
     }
 }

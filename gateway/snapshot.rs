@@ -39,7 +39,7 @@ pub struct Snapshot {
 pub struct AcmeWant {
     pub ingress: ObjectKey,
     pub secret: ObjectKey,
-    /// Lower case, sorted, without duplicates; never a wildcard.
+    /// Lower case, sorted, without duplicates; a wildcard (`*.example.com`) needs DNS-01.
     pub hosts: Vec<String>,
 }
 

@@ -1,10 +1,12 @@
 //! ACME against a real CA: Pebble validates Gatehouse's HTTP-01 and TLS-ALPN-01 answers on its
-//! real listeners, and clients check the issued chains against Pebble's root over real TLS.
+//! real listeners and its DNS-01 answers in a real BIND 9 server, and clients check the issued
+//! chains against Pebble's root over real TLS.
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use support::bind::Bind;
 use support::pebble::Pebble;
 use support::{Gatehouse, free_port, origin, service_yaml};
 
@@ -13,12 +15,14 @@ const ISSUED: &str = "gatehouse_acme_orders_total";
 /// A Service for `origin` and an Ingress annotated for ACME whose one tls entry asks for `hosts`
 /// in Secret `secret`.
 fn site(name: &str, origin: SocketAddr, secret: &str, hosts: &[&str]) -> String {
-    let tls_hosts = hosts.join(", ");
+    // Quoted: a wildcard's `*` would start a YAML alias.
+    let tls_hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    let tls_hosts = tls_hosts.join(", ");
     let rules: String = hosts
         .iter()
         .map(|h| {
             format!(
-                "  - host: {h}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}\n"
+                "  - host: {h:?}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}\n"
             )
         })
         .collect();
@@ -64,35 +68,42 @@ impl Setup {
     /// An HTTPS client that trusts only Pebble's issuing root and reaches `hosts` at Gatehouse;
     /// a fresh connection (and handshake) per request.
     async fn client(&self, hosts: &[&str]) -> reqwest::Client {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
         let root = self.pebble.issuing_root().await;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(root.as_bytes()).expect("root pem"))
-            .expect("root");
-        let mut tls = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // Every handshake a full one, so it shows the certificate in service now.
-        tls.resumption = rustls::client::Resumption::disabled();
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .tls_backend_preconfigured(tls)
-            .tls_info(true)
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(10));
-        for host in hosts {
-            builder = builder.resolve(host, self.https);
-        }
-        builder.build().expect("client")
+        client_trusting(&[root], hosts, self.https)
     }
 
     fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.https.port())
     }
+}
+
+/// An HTTPS client that trusts only `roots` (PEM) and reaches `hosts` at `https`; a fresh
+/// connection (and full handshake) per request, so it shows the certificate in service now.
+fn client_trusting(roots: &[String], hosts: &[&str], https: SocketAddr) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(CertificateDer::from_pem_slice(root.as_bytes()).expect("root pem"))
+            .expect("root");
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::disabled();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10));
+    for host in hosts {
+        builder = builder.resolve(host, https);
+    }
+    builder.build().expect("client")
 }
 
 /// Waits until `count` certificates were issued (`acme_orders_total{result="issued"}`).
@@ -430,4 +441,333 @@ async fn a_failing_host_does_not_hold_up_the_others() {
         "{line}"
     );
     assert!(line.contains("failed_rejected"), "{line}");
+}
+
+/// The tokens Pebble fetched over HTTP-01, from its log.
+fn http01_tokens(pebble: &Pebble) -> Vec<String> {
+    const PREFIX: &str = "/.well-known/acme-challenge/";
+    let log = pebble.log();
+    let mut tokens: Vec<String> = log
+        .match_indices(PREFIX)
+        .map(|(at, _)| {
+            log[at + PREFIX.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http01_answers_are_withdrawn_once_the_certificate_is_issued() {
+    let origin = origin::echo("app").await;
+    let mut setup = Setup::new(|p| p, &[]);
+    setup.pebble.start();
+    let gh = setup.gatehouse(&site("app", origin, "app-tls", &["app.example.com"]));
+    wait_issued(&gh, &setup.pebble, 1.0, Duration::from_secs(60));
+    let tokens = http01_tokens(&setup.pebble);
+    assert_eq!(tokens.len(), 1, "{}", setup.pebble.log());
+    let path = format!("/.well-known/acme-challenge/{}", tokens[0]);
+
+    // While validating, the answer was given on any host; now a host without routes has none.
+    let resp = support::raw_get(gh.http, "elsewhere.test", &path, &[]).await;
+    assert_eq!(resp.status, 404, "{}", resp.text());
+    // On the app's own host the request goes to the app, as any other path does.
+    let resp = support::raw_get(gh.http, "app.example.com", &path, &[]).await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.text().contains("\"origin\":\"app\""),
+        "{}",
+        resp.text()
+    );
+    // (The echo shows the path; a key authorization would be `TOKEN.THUMBPRINT` alone.)
+    assert!(!resp.text().starts_with(&tokens[0]), "{}", resp.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_alpn01_certificate_is_withdrawn_once_the_certificate_is_issued() {
+    use support::certs::handshake;
+    let origin = origin::echo("alpn").await;
+    let mut setup = Setup::new(|p| p, &["--acme-challenge=tls-alpn-01"]);
+    setup.pebble.start();
+    let gh = setup.gatehouse(&site("alpn", origin, "alpn-tls", &["alpn.example.com"]));
+    wait_issued(&gh, &setup.pebble, 1.0, Duration::from_secs(60));
+    let client = setup.client(&["alpn.example.com"]).await;
+    let (issued_serial, _) = get_eventually(&client, &setup.url("alpn.example.com", "/")).await;
+
+    // A validation handshake (ALPN acme-tls/1 only) now gets the issued certificate, not a
+    // challenge certificate with the acmeIdentifier extension.
+    let shown = handshake(gh.https, Some("alpn.example.com"), &[b"acme-tls/1"])
+        .await
+        .expect("handshake");
+    let (_, cert) = x509_parser::parse_x509_certificate(&shown.cert).expect("certificate");
+    let acme_identifier = cert
+        .extensions()
+        .iter()
+        .any(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31");
+    assert!(
+        !acme_identifier,
+        "the TLS-ALPN-01 challenge certificate is still answered"
+    );
+    assert_eq!(cert.raw_serial(), &issued_serial[..]);
+}
+
+#[test]
+fn state_dir_without_email_warns_that_the_account_has_no_contact() {
+    let state = tempfile::tempdir().expect("state dir");
+    let state_arg = format!("--state-dir={}", state.path().display());
+    let gh = Gatehouse::start_with(&[], &[&state_arg]);
+    let line = plain(&gh.wait_log(&["no --acme-email"], Duration::from_secs(5)));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("Let's Encrypt production"), "{line}");
+    assert!(line.contains("--acme-directory staging"), "{line}");
+}
+
+/// Both Pebbles' issuing roots.
+async fn roots(pebbles: &[&Pebble]) -> Vec<String> {
+    let mut roots = Vec::new();
+    for pebble in pebbles {
+        roots.push(pebble.issuing_root().await);
+    }
+    roots
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_directory_reorders_while_the_old_certificate_keeps_serving() {
+    let origin = origin::echo("switch").await;
+    let (http, https) = (free_port(), free_port());
+    // Two CAs: "staging" (A) and "production" (B), at different directory URLs.
+    let mut a = Pebble::new(http, https);
+    let mut b = Pebble::new(http, https);
+    a.start();
+    b.start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let bundle = work.path().join("cas.pem");
+    let cas = format!(
+        "{}{}",
+        std::fs::read_to_string(a.ca_bundle()).expect("ca a"),
+        std::fs::read_to_string(b.ca_bundle()).expect("ca b")
+    );
+    std::fs::write(&bundle, cas).expect("bundle");
+    // The directory comes from the config file, so a restart can change it.
+    let config = work.path().join("gatehouse.yaml");
+    std::fs::write(&config, format!("acme-directory: {}\n", a.directory())).expect("config");
+    let args = [
+        format!("--config={}", config.display()),
+        format!("--acme-ca-bundle={}", bundle.display()),
+        "--acme-email=admin@example.com".to_owned(),
+        format!("--state-dir={}", work.path().join("state").display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let yaml = site("switch", origin, "switch-tls", &["switch.example.com"]);
+    let mut gh = Gatehouse::spawn_on(http, https, &[("main.yaml", &yaml)], &args);
+    gh.wait_ready();
+    wait_issued(&gh, &a, 1.0, Duration::from_secs(60));
+    let roots_ab = roots(&[&a, &b]).await;
+    let client = client_trusting(&roots_ab, &["switch.example.com"], https);
+    let url = format!("https://switch.example.com:{}/", https.port());
+    let (from_a, _) = get_eventually(&client, &url).await;
+    let routes = gh.routes();
+    assert_eq!(
+        routes["acme"]["default/switch-tls"]["directory"],
+        a.directory()
+    );
+
+    // Switch to B and restart: A's certificate serves at once, B's replaces it, and no
+    // request fails meanwhile.
+    std::fs::write(&config, format!("acme-directory: {}\n", b.directory())).expect("config");
+    gh.restart();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loop_url = url.clone();
+    let requests = tokio::spawn(async move {
+        let (mut ok, mut failed, mut serials) = (0, Vec::new(), Vec::new());
+        while !*stop_rx.borrow() {
+            match get(&client, &loop_url).await {
+                Ok((serial, _)) => {
+                    ok += 1;
+                    if serials.last() != Some(&serial) {
+                        serials.push(serial);
+                    }
+                }
+                Err(err) => failed.push(err),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, failed, serials)
+    });
+    let (gh, a, b) = tokio::task::spawn_blocking(move || {
+        wait_issued(&gh, &b, 1.0, Duration::from_secs(60));
+        // Long enough for the new certificate to come back through the state directory.
+        std::thread::sleep(Duration::from_secs(2));
+        (gh, a, b)
+    })
+    .await
+    .expect("wait");
+    let _ = stop_tx.send(true);
+    let (ok, failed, serials) = requests.await.expect("request loop");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    eprintln!("directory switch: {ok} HTTPS requests, none failed");
+    assert_eq!(
+        serials.first(),
+        Some(&from_a),
+        "A's certificate served first"
+    );
+    assert_eq!(serials.len(), 2, "then B's, and nothing else");
+    assert!(
+        gh.log_text()
+            .contains("certificate issued through another ACME directory")
+    );
+    assert_eq!(a.count("POST /order-plz"), 1, "A ordered once");
+    assert_eq!(b.count("POST /order-plz"), 1, "B ordered once");
+
+    // The certificate now chains to B's root alone.
+    let only_b = client_trusting(&roots(&[&b]).await, &["switch.example.com"], https);
+    let (from_b, _) = get(&only_b, &url).await.expect("B's chain");
+    assert_eq!(serials.last(), Some(&from_b));
+
+    // /routes and metrics say where it came from, when it expires and when it renews.
+    let routes = gh.routes();
+    let acme = &routes["acme"]["default/switch-tls"];
+    assert_eq!(acme["directory"], b.directory(), "{routes:#}");
+    assert_eq!(acme["state"], "valid", "{routes:#}");
+    assert!(acme["renewAt"].is_string(), "{routes:#}");
+    assert!(acme["notAfter"].is_string(), "{routes:#}");
+    assert!(
+        acme["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("Pebble")),
+        "{routes:#}"
+    );
+    let tls = &routes["tls"]["switch.example.com"];
+    assert_eq!(tls["acmeDirectory"], b.directory(), "{routes:#}");
+    assert_eq!(tls["issuer"], acme["issuer"], "{routes:#}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let expiry = gh.metric(
+        "gatehouse_certificate_expiry_timestamp_seconds",
+        &[
+            "host=\"switch.example.com\"",
+            "secret=\"default/switch-tls\"",
+        ],
+    );
+    let renewal = gh.metric(
+        "gatehouse_certificate_renewal_timestamp_seconds",
+        &["secret=\"default/switch-tls\""],
+    );
+    assert!(expiry > now + 365.0 * 86400.0, "expiry {expiry}");
+    assert!(renewal > now && renewal < expiry, "renewal {renewal}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_account_binding_creates_the_account_a_ca_requires_it_for() {
+    // Pebble's own example key (base64url).
+    const KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let origin = origin::echo("eab").await;
+    let mut setup = Setup::new(|p| p.requiring_eab("kid-1", KEY), &[]);
+    setup.pebble.start();
+    let yaml = site("eab", origin, "eab-tls", &["eab.example.com"]);
+
+    // Without the binding the CA refuses the account, and the log says what to give.
+    let gh = setup.gatehouse(&yaml);
+    let line = plain(&gh.wait_log(&["ACME order failed"], Duration::from_secs(30)));
+    assert!(line.contains("externalAccountRequired"), "{line}");
+    assert!(line.contains("--acme-eab-kid"), "{line}");
+    assert!(line.contains("failed_rejected"), "{line}");
+    assert!(!setup.state.path().join("account.json").exists());
+    drop(gh);
+
+    // With it, the account is created and the certificate issued.
+    setup.args.push("--acme-eab-kid=kid-1".to_owned());
+    setup.args.push(format!("--acme-eab-hmac-key={KEY}"));
+    let gh = setup.gatehouse(&yaml);
+    wait_issued(&gh, &setup.pebble, 1.0, Duration::from_secs(60));
+    let client = setup.client(&["eab.example.com"]).await;
+    get_eventually(&client, &setup.url("eab.example.com", "/")).await;
+    let line = plain(&gh.wait_log(&["ACME account created"], Duration::from_secs(1)));
+    assert!(line.contains("eab=true"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns01_through_bind9_issues_a_wildcard_certificate_served_by_sni() {
+    let bind = Bind::start("wild.test");
+    let origin = origin::echo("wild").await;
+    let dns = [
+        format!("--acme-dns01-server={}", bind.addr),
+        format!("--acme-dns01-tsig-key-file={}", bind.key_file().display()),
+        "--acme-dns01-propagation=0s".to_owned(),
+    ];
+    let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+    // Pebble looks the TXT records up in bind9.
+    let mut setup = Setup::new(|p| p.with_dns(bind.addr), &dns);
+    setup.pebble.start();
+    let gh = setup.gatehouse(&site("wild", origin, "wild-tls", &["*.wild.test"]));
+    wait_issued(&gh, &setup.pebble, 1.0, Duration::from_secs(60));
+
+    // One certificate for `*.wild.test`, picked by SNI for any name under it.
+    let hosts = ["a.wild.test", "b.wild.test"];
+    let client = setup.client(&hosts).await;
+    for host in hosts {
+        let (_, echo) = get_eventually(&client, &setup.url(host, "/")).await;
+        assert_eq!(echo["origin"], "wild", "{host}");
+    }
+    let shown = support::certs::handshake(setup.https, Some("a.wild.test"), &[b"h2"])
+        .await
+        .expect("handshake");
+    assert_eq!(support::certs::cert_names(&shown.cert), ["*.wild.test"]);
+
+    // The TXT record was added through a signed update, validated, then removed.
+    let log = bind.log();
+    assert!(
+        log.contains("adding an RR at '_acme-challenge.wild.test' TXT"),
+        "{log}"
+    );
+    assert!(
+        log.contains("deleting an RR at _acme-challenge.wild.test TXT"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("signer \"{}\" approved", support::bind::KEY_NAME)));
+    assert_eq!(
+        bind.dig("_acme-challenge.wild.test", "TXT"),
+        Vec::<String>::new()
+    );
+    assert_eq!(setup.pebble.count("Attempting to validate w/ HTTP"), 0);
+}
+
+#[test]
+fn a_wildcard_host_without_dns01_is_reported_not_ordered() {
+    // Nothing listens at this directory: an order would fail, and none is placed.
+    let state = tempfile::tempdir().expect("state dir");
+    let args = [
+        format!("--state-dir={}", state.path().display()),
+        "--acme-directory=https://127.0.0.1:9/dir".to_owned(),
+        "--acme-email=admin@example.com".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let yaml = site("wild", free_port(), "wild-tls", &["*.wild.test"]);
+    let gh = Gatehouse::start_with(&[("main.yaml", &yaml)], &args);
+    let line = plain(&gh.wait_log(
+        &["ACME certificate not ordered", "wild-tls"],
+        Duration::from_secs(5),
+    ));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("wildcard host *.wild.test needs the dns-01 challenge"),
+        "{line}"
+    );
+    assert!(line.contains("ingress=default/wild"), "{line}");
+    gh.wait_routes("the blocked wildcard", |r| {
+        r["acme"]["default/wild-tls"]["state"] == "blocked"
+    });
+    assert_eq!(gh.metric(ISSUED, &[]), 0.0);
 }

@@ -15,8 +15,10 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
-use super::store::{Issued, Store};
+use super::dns01::{self, Dns01, TxtRecord};
+use super::store::{Issued, NotManaged, Store};
 use super::{AcmeWant, ChallengeKind, FailureKind};
+use crate::objects::ObjectKey;
 use crate::shared::Shared;
 
 /// How long to wait for the CA to validate, then to issue.
@@ -89,6 +91,9 @@ pub fn classify(err: &instant_acme::Error) -> FailureKind {
 #[derive(Serialize, Deserialize)]
 struct InFlight {
     url: String,
+    /// The directory the order was placed with (empty in records from before it was kept).
+    #[serde(default)]
+    directory: String,
     hosts: Vec<String>,
     /// The certificate's private key (PKCS#8 PEM), chosen before finalizing.
     key_pem: String,
@@ -97,15 +102,43 @@ struct InFlight {
 /// Everything an order needs besides the want.
 pub struct OrderContext<'a> {
     pub account: &'a Account,
+    /// The directory URL the account belongs to, recorded with the certificate.
+    pub directory: &'a str,
     pub store: &'a dyn Store,
     /// Where challenge answers go: HTTP-01 to its `acme_challenges`, TLS-ALPN-01 to the TLS
     /// resolver through `set_alpn_challenge`.
     pub shared: &'a Shared,
+    /// The challenge for names that are not wildcards (those always take DNS-01).
     pub kind: ChallengeKind,
+    /// Where DNS-01 answers go, if configured.
+    pub dns01: Option<&'a Dns01>,
 }
 
-/// Obtains a certificate for `want` and stores it.
+/// A store error as an order failure: refused for a Secret Gatehouse may not touch (retrying
+/// soon would not help), transient otherwise.
+pub fn store_error(err: anyhow::Error) -> OrderError {
+    if err.downcast_ref::<NotManaged>().is_some() {
+        OrderError::rejected(format!("{err:#}"))
+    } else {
+        OrderError::transient(format!("{err:#}"))
+    }
+}
+
+/// Obtains a certificate for `want` and stores it. The order's saved state is forgotten once
+/// it is over: issued, or refused for good.
 pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, OrderError> {
+    let result = obtain_and_store(ctx, want).await;
+    let over = match &result {
+        Ok(_) => true,
+        Err(err) => err.kind == FailureKind::Rejected,
+    };
+    if over && let Err(err) = ctx.store.save_order(&want.secret, None).await {
+        tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot forget a finished ACME order");
+    }
+    result
+}
+
+async fn obtain_and_store(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, OrderError> {
     let (mut order, key_pem) = match resume(ctx, want).await? {
         Some(resumed) => resumed,
         None => {
@@ -116,6 +149,7 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
                 .map_err(|e| OrderError::rejected(format!("cannot make a key: {e}")))?;
             let record = InFlight {
                 url: order.url().to_owned(),
+                directory: ctx.directory.to_owned(),
                 hosts: want.hosts.clone(),
                 key_pem: key.serialize_pem(),
             };
@@ -125,22 +159,9 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
         }
     };
 
-    let mut answers = Answers {
-        shared: ctx.shared,
-        tokens: Vec::new(),
-        hosts: Vec::new(),
-    };
+    let mut answers = Answers::new(ctx.shared);
     let chain_pem = validate_and_finalize(ctx, want, &mut order, &key_pem, &mut answers).await;
-    let (tokens, hosts) = (
-        std::mem::take(&mut answers.tokens),
-        std::mem::take(&mut answers.hosts),
-    );
-    drop(answers);
-    if (!tokens.is_empty() || !hosts.is_empty())
-        && let Err(err) = ctx.store.withdraw_answers(&tokens, &hosts).await
-    {
-        tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot withdraw shared ACME challenge answers");
-    }
+    withdraw(answers, ctx.store, ctx.dns01, &want.secret).await;
     let chain_pem = chain_pem?;
 
     let issued = Issued {
@@ -149,14 +170,14 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
         hosts: want.hosts.clone(),
         chain_pem,
         key_pem,
+        directory: ctx.directory.to_owned(),
+        account: ctx.account.id().to_owned(),
     };
-    ctx.store
-        .save_certificate(&issued)
-        .await
-        .map_err(|e| OrderError::transient(format!("cannot store the certificate: {e:#}")))?;
-    if let Err(err) = ctx.store.save_order(&want.secret, None).await {
-        tracing::warn!(secret = %want.secret, error = %format!("{err:#}"), "cannot forget a finished ACME order");
-    }
+    ctx.store.save_certificate(&issued).await.map_err(|e| {
+        let mut err = store_error(e);
+        err.message = format!("cannot store the certificate: {}", err.message);
+        err
+    })?;
     Ok(issued)
 }
 
@@ -201,7 +222,8 @@ async fn resume(
     let Ok(record) = serde_json::from_str::<InFlight>(&text) else {
         return Ok(None);
     };
-    if record.hosts != want.hosts {
+    let other_directory = !record.directory.is_empty() && record.directory != ctx.directory;
+    if record.hosts != want.hosts || other_directory {
         return Ok(None);
     }
     match ctx.account.order(record.url.clone()).await {
@@ -233,16 +255,13 @@ async fn save_in_flight(
         .map_err(|e| OrderError::transient(format!("cannot save the order: {e:#}")))
 }
 
-/// Puts up an answer for every pending authorization and tells the CA to check it.
+/// Puts up an answer for every pending authorization and tells the CA to check it. Wildcard
+/// names are proven with DNS-01, the others with the configured challenge.
 async fn authorize(
     ctx: &OrderContext<'_>,
     order: &mut Order,
     answers: &mut Answers<'_>,
 ) -> Result<(), OrderError> {
-    let challenge_type = match ctx.kind {
-        ChallengeKind::Http01 => ChallengeType::Http01,
-        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
-    };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;
@@ -257,39 +276,75 @@ async fn authorize(
             }
         }
         let name = authz.identifier().to_string();
-        let Some(mut challenge) = authz.challenge(challenge_type.clone()) else {
+        let Identifier::Dns(domain) = authz.identifier().identifier.clone() else {
+            return Err(OrderError::rejected(format!(
+                "{name}: only DNS names are ordered"
+            )));
+        };
+        let kind = if authz.wildcard {
+            ChallengeKind::Dns01
+        } else {
+            ctx.kind
+        };
+        let challenge_type = match kind {
+            ChallengeKind::Http01 => ChallengeType::Http01,
+            ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            ChallengeKind::Dns01 => ChallengeType::Dns01,
+        };
+        let Some(mut challenge) = authz.challenge(challenge_type) else {
             return Err(OrderError::rejected(format!(
                 "the CA offers no {} challenge for {name}",
-                ctx.kind.label()
+                kind.label()
             )));
         };
         let key_authorization = challenge.key_authorization();
-        let shared = match ctx.kind {
+        let propagation = match kind {
             ChallengeKind::Http01 => {
                 answers.http01(&challenge.token, key_authorization.as_str());
                 ctx.store
                     .share_http01(&challenge.token, key_authorization.as_str())
                     .await
+                    .map_err(|e| share_failed(&name, e))?;
+                // The CA's validator may reach any replica: let the answer reach them all.
+                ctx.store.answer_propagation()
             }
             ChallengeKind::TlsAlpn01 => {
                 let digest = key_authorization.digest();
                 let cert = alpn_certificate(&name, digest.as_ref())?;
                 answers.tls_alpn01(&name, cert);
-                ctx.store.share_tls_alpn01(&name, digest.as_ref()).await
+                ctx.store
+                    .share_tls_alpn01(&name, digest.as_ref())
+                    .await
+                    .map_err(|e| share_failed(&name, e))?;
+                ctx.store.answer_propagation()
+            }
+            ChallengeKind::Dns01 => {
+                let Some(dns) = ctx.dns01 else {
+                    return Err(OrderError::rejected(format!(
+                        "{name} needs the dns-01 challenge: give --acme-dns01-server and --acme-dns01-tsig-key-file"
+                    )));
+                };
+                let record = dns
+                    .add(&dns01::record_name(&domain), &key_authorization.dns_value())
+                    .await
+                    .map_err(|e| share_failed(&name, e))?;
+                tracing::info!(name = %record.name, zone = %record.zone, "DNS-01 TXT record added");
+                answers.dns01(record);
+                dns.propagation()
             }
         };
-        shared.map_err(|e| {
-            OrderError::transient(format!(
-                "cannot share the challenge answer for {name}: {e:#}"
-            ))
-        })?;
-        // The CA's validator may reach any replica: let the answer reach them all first.
-        tokio::time::sleep(ctx.store.answer_propagation()).await;
+        tokio::time::sleep(propagation).await;
         if challenge.status == ChallengeStatus::Pending {
             challenge.set_ready().await?;
         }
     }
     Ok(())
+}
+
+fn share_failed(name: &str, err: anyhow::Error) -> OrderError {
+    OrderError::transient(format!(
+        "cannot put up the challenge answer for {name}: {err:#}"
+    ))
 }
 
 /// The error of an order that did not become ready, with the CA's reasons per name.
@@ -342,36 +397,93 @@ pub fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, 
     )))
 }
 
-/// The challenge answers an order put up; withdrawn when dropped, whatever the outcome.
-struct Answers<'a> {
+/// The challenge answers an order put up; taken down by [`withdraw`] once the order is over or,
+/// should the order task be dropped midway, when dropped (all but DNS records, which need the
+/// network: those are only reported).
+pub(super) struct Answers<'a> {
     shared: &'a Shared,
     tokens: Vec<String>,
     hosts: Vec<String>,
+    dns: Vec<TxtRecord>,
 }
 
 // === impl Answers ===
 
-impl Answers<'_> {
-    fn http01(&mut self, token: &str, key_authorization: &str) {
+impl<'a> Answers<'a> {
+    pub(super) fn new(shared: &'a Shared) -> Self {
+        Self {
+            shared,
+            tokens: Vec::new(),
+            hosts: Vec::new(),
+            dns: Vec::new(),
+        }
+    }
+
+    pub(super) fn http01(&mut self, token: &str, key_authorization: &str) {
         self.shared
             .acme_challenges
             .add_http01(token, key_authorization);
         self.tokens.push(token.to_owned());
     }
 
-    fn tls_alpn01(&mut self, host: &str, cert: Arc<CertifiedKey>) {
+    pub(super) fn tls_alpn01(&mut self, host: &str, cert: Arc<CertifiedKey>) {
         self.shared.set_alpn_challenge(host, Some(cert));
         self.hosts.push(host.to_owned());
     }
-}
 
-impl Drop for Answers<'_> {
-    fn drop(&mut self) {
+    pub(super) fn dns01(&mut self, record: TxtRecord) {
+        self.dns.push(record);
+    }
+
+    /// Stops answering in this process; returns the tokens and hosts taken down, so their
+    /// shared copies can go too.
+    fn take_down(&mut self) -> (Vec<String>, Vec<String>) {
         for token in &self.tokens {
             self.shared.acme_challenges.remove_http01(token);
         }
         for host in &self.hosts {
             self.shared.set_alpn_challenge(host, None);
+        }
+        (
+            std::mem::take(&mut self.tokens),
+            std::mem::take(&mut self.hosts),
+        )
+    }
+}
+
+impl Drop for Answers<'_> {
+    fn drop(&mut self) {
+        self.take_down();
+        for record in &self.dns {
+            tracing::warn!(name = %record.name, zone = %record.zone, "DNS-01 TXT record left behind by an interrupted ACME order");
+        }
+    }
+}
+
+/// Takes an order's answers down: here, wherever the store shared them, and in DNS.
+pub(super) async fn withdraw(
+    mut answers: Answers<'_>,
+    store: &dyn Store,
+    dns01: Option<&Dns01>,
+    secret: &ObjectKey,
+) {
+    let (tokens, hosts) = answers.take_down();
+    let records = std::mem::take(&mut answers.dns);
+    drop(answers);
+    if (!tokens.is_empty() || !hosts.is_empty())
+        && let Err(err) = store.withdraw_answers(&tokens, &hosts).await
+    {
+        tracing::warn!(%secret, error = %format!("{err:#}"), "cannot withdraw shared ACME challenge answers");
+    }
+    let Some(dns) = dns01 else { return };
+    for record in &records {
+        match dns.remove(record).await {
+            Ok(()) => {
+                tracing::info!(name = %record.name, zone = %record.zone, "DNS-01 TXT record removed")
+            }
+            Err(err) => {
+                tracing::warn!(%secret, name = %record.name, error = %format!("{err:#}"), "cannot remove a DNS-01 TXT record")
+            }
         }
     }
 }

@@ -17,12 +17,48 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::objects::ObjectKey;
 
-/// Annotation on every Secret the ACME manager writes.
-pub const MANAGED_BY_ANNOTATION: &str = "gatehouse.dev/managed-by";
+/// Label on every Secret Gatehouse writes, with the value [`MANAGED_BY_VALUE`]. An existing
+/// Secret is only ever overwritten when it carries it: labelling a hand-made Secret so is how
+/// it is handed over to Gatehouse.
+pub const MANAGED_BY_LABEL: &str = "gatehouse.dev/managed-by";
+pub const MANAGED_BY_VALUE: &str = "gatehouse";
+/// Annotation (same key as the label, value `acme`) that marked certificate Secrets before the
+/// label existed: still written, and still taken as ownership.
+pub const LEGACY_MANAGED_BY_ANNOTATION: &str = "gatehouse.dev/managed-by";
 /// Hosts the certificate of a managed Secret was ordered for, comma-separated.
 pub const HOSTS_ANNOTATION: &str = "gatehouse.dev/acme-hosts";
 /// The Ingress a managed Secret was ordered for.
 pub const INGRESS_ANNOTATION: &str = "gatehouse.dev/acme-ingress";
+/// The ACME directory URL that issued the certificate of a managed Secret.
+pub const DIRECTORY_ANNOTATION: &str = "gatehouse.dev/acme-directory";
+/// The ACME account (its URL) that ordered the certificate of a managed Secret.
+pub const ACCOUNT_ANNOTATION: &str = "gatehouse.dev/acme-account";
+
+/// Whether Gatehouse may overwrite a Secret with this metadata: it carries
+/// [`MANAGED_BY_LABEL`] (or the annotation earlier versions wrote).
+pub fn managed_by_gatehouse(meta: &ObjectMeta) -> bool {
+    let label = meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL));
+    let legacy = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LEGACY_MANAGED_BY_ANNOTATION));
+    label.is_some_and(|v| v == MANAGED_BY_VALUE) || legacy.is_some_and(|v| v == "acme")
+}
+
+/// The ACME directory recorded on a managed Secret, if any.
+pub fn recorded_directory(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()?
+        .get(DIRECTORY_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// An existing Secret Gatehouse did not make and so will not overwrite.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Secret {0} exists and is not managed by Gatehouse (no label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}): not overwritten; add that label to hand it over"
+)]
+pub struct NotManaged(pub ObjectKey);
 
 /// A certificate just obtained, to be stored as the `kubernetes.io/tls` Secret `secret`.
 #[derive(Clone, Debug)]
@@ -33,6 +69,9 @@ pub struct Issued {
     /// Leaf first, then the intermediates, as the ACME server sent them.
     pub chain_pem: String,
     pub key_pem: String,
+    /// The ACME directory and account it came from.
+    pub directory: String,
+    pub account: String,
 }
 
 /// Persistence of the ACME manager. Values other than certificates are opaque JSON the manager
@@ -53,8 +92,19 @@ pub trait Store: Send + Sync + 'static {
         secret: &'a ObjectKey,
         json: Option<&'a str>,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
-    /// Creates or replaces the `kubernetes.io/tls` Secret `issued.secret` (see [`tls_secret`]).
+    /// Creates or replaces the `kubernetes.io/tls` Secret `issued.secret` (see [`tls_secret`]);
+    /// an existing Secret not [`managed_by_gatehouse`] is left alone with a [`NotManaged`] error.
     fn save_certificate<'a>(&'a self, issued: &'a Issued) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Checks, before anything is ordered, that the certificate could be stored in `secret`:
+    /// a [`NotManaged`] error if it exists and Gatehouse may not overwrite it. Where the
+    /// manager sees every such Secret in the snapshot (manifest mode) there is nothing to add.
+    fn check_certificate_secret<'a>(
+        &'a self,
+        _secret: &'a ObjectKey,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Makes an HTTP-01 answer visible to every replica before the CA is asked to check it,
     /// since the CA's validator may reach any of them. A lone process has nothing to share.
@@ -91,17 +141,21 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// The Secret an issued certificate is stored as, annotated as managed by ACME.
+/// The Secret an issued certificate is stored as: labelled as managed by Gatehouse, annotated
+/// with what it was ordered for and where from.
 pub fn tls_secret(issued: &Issued) -> Secret {
     let annotations = [
-        (MANAGED_BY_ANNOTATION, "acme".to_owned()),
+        (LEGACY_MANAGED_BY_ANNOTATION, "acme".to_owned()),
         (HOSTS_ANNOTATION, issued.hosts.join(",")),
         (INGRESS_ANNOTATION, issued.ingress.to_string()),
+        (DIRECTORY_ANNOTATION, issued.directory.clone()),
+        (ACCOUNT_ANNOTATION, issued.account.clone()),
     ];
     Secret {
         metadata: ObjectMeta {
             name: Some(issued.secret.name.clone()),
             namespace: Some(issued.secret.namespace.clone()),
+            labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into()),
             annotations: Some(
                 annotations
                     .into_iter()

@@ -3,12 +3,14 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::client::{parse_retry_after, problem_label};
-use super::order::{alpn_certificate, classify};
+use super::order::{Answers, alpn_certificate, classify, withdraw};
 use super::store::{FileStore, Issued, Store};
 use super::*;
 use crate::objects::ObjectKey;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The ACME directory configured in these tests.
+const DIR: &str = "https://ca.test/dir";
 
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -23,6 +25,7 @@ fn cert(names: &[&str], not_before: SystemTime, lifetime: Duration) -> CertInfo 
         not_before,
         not_after: not_before + lifetime,
         names: hosts(names),
+        directory: None,
     }
 }
 
@@ -105,12 +108,12 @@ fn decide_orders_missing_wrong_hosts_expired_and_due_certificates() {
     let rb = RenewBefore::default();
     let now = t0() + 10 * DAY;
     assert_eq!(
-        decide(&want, None, rb, now, 0),
+        decide(&want, None, DIR, rb, now, 0),
         Decision::Order(OrderReason::Missing)
     );
     let partial = cert(&["a.example.com"], t0(), 90 * DAY);
     assert_eq!(
-        decide(&want, Some(&partial), rb, now, 0),
+        decide(&want, Some(&partial), DIR, rb, now, 0),
         Decision::Order(OrderReason::HostsNotCovered(hosts(&["b.example.com"])))
     );
     let good = cert(
@@ -119,26 +122,33 @@ fn decide_orders_missing_wrong_hosts_expired_and_due_certificates() {
         90 * DAY,
     );
     assert_eq!(
-        decide(&want, Some(&good), rb, now, 0),
+        decide(&want, Some(&good), DIR, rb, now, 0),
         Decision::Keep {
             renew_at: t0() + 60 * DAY
         }
     );
     assert_eq!(
-        decide(&want, Some(&good), rb, t0() + 61 * DAY, 0),
+        decide(&want, Some(&good), DIR, rb, t0() + 61 * DAY, 0),
         Decision::Order(OrderReason::RenewalDue)
     );
     assert_eq!(
-        decide(&want, Some(&good), rb, t0() + 91 * DAY, 0),
+        decide(&want, Some(&good), DIR, rb, t0() + 91 * DAY, 0),
         Decision::Order(OrderReason::Expired)
     );
     assert_eq!(
-        decide(&want, Some(&good), rb, t0() - DAY, 0),
+        decide(&want, Some(&good), DIR, rb, t0() - DAY, 0),
         Decision::Order(OrderReason::NotYetValid)
     );
     // A CA clock a little ahead of ours: keep it, look again when it starts.
     assert_eq!(
-        decide(&want, Some(&good), rb, t0() - Duration::from_secs(2), 0),
+        decide(
+            &want,
+            Some(&good),
+            DIR,
+            rb,
+            t0() - Duration::from_secs(2),
+            0
+        ),
         Decision::Keep { renew_at: t0() }
     );
 }
@@ -151,6 +161,7 @@ fn decide_keeps_a_valid_wildcard_certificate() {
         decide(
             &hosts(&["a.example.com"]),
             Some(&wildcard),
+            DIR,
             RenewBefore::default(),
             now,
             7
@@ -161,12 +172,368 @@ fn decide_keeps_a_valid_wildcard_certificate() {
         decide(
             &hosts(&["a.b.example.com"]),
             Some(&wildcard),
+            DIR,
             RenewBefore::default(),
             now,
             7
         ),
         Decision::Order(OrderReason::HostsNotCovered(_))
     ));
+}
+
+#[test]
+fn a_certificate_from_another_directory_is_ordered_again_one_unrecorded_is_kept() {
+    let want = hosts(&["a.example.com"]);
+    let rb = RenewBefore::default();
+    let now = t0() + DAY;
+    let staging = CertInfo {
+        directory: Some(LETS_ENCRYPT_STAGING.into()),
+        ..cert(&["a.example.com"], t0(), 90 * DAY)
+    };
+    assert_eq!(
+        decide(&want, Some(&staging), LETS_ENCRYPT_PRODUCTION, rb, now, 0),
+        Decision::Order(OrderReason::OtherDirectory(LETS_ENCRYPT_STAGING.into()))
+    );
+    assert!(matches!(
+        decide(&want, Some(&staging), LETS_ENCRYPT_STAGING, rb, now, 0),
+        Decision::Keep { .. }
+    ));
+    // Made by hand, or by a Gatehouse that did not record it: kept until its renewal point.
+    let unrecorded = cert(&["a.example.com"], t0(), 90 * DAY);
+    assert!(matches!(
+        decide(
+            &want,
+            Some(&unrecorded),
+            LETS_ENCRYPT_PRODUCTION,
+            rb,
+            now,
+            0
+        ),
+        Decision::Keep { .. }
+    ));
+}
+
+// === settings (start) ===
+
+#[test]
+fn no_email_warns_at_start_and_names_lets_encrypt_production() {
+    let settings = Settings::default();
+    let warnings = settings.start_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("no --acme-email"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("Let's Encrypt production"),
+        "{warnings:?}"
+    );
+    let elsewhere = Settings {
+        directory: "https://ca.internal/dir".into(),
+        ..Settings::default()
+    };
+    assert!(!elsewhere.start_warnings()[0].contains("Let's Encrypt"));
+    let with_email = Settings {
+        email: Some("ops@example.com".into()),
+        ..Settings::default()
+    };
+    assert!(with_email.start_warnings().is_empty());
+}
+
+#[test]
+fn dns01_challenge_needs_a_dns_server() {
+    let settings = Settings {
+        challenge: ChallengeKind::Dns01,
+        ..Settings::default()
+    };
+    let err = settings.validate().expect_err("refused");
+    assert!(err.contains("--acme-dns01-server"), "{err}");
+}
+
+#[test]
+fn eab_key_is_base64url_padded_or_not() {
+    // "secret-hmac-key!" in base64url.
+    let eab = Eab::new("kid-1", "c2VjcmV0LWhtYWMta2V5IQ").expect("unpadded");
+    assert_eq!(eab.kid, "kid-1");
+    assert!(
+        Eab::new("kid-1", "c2VjcmV0LWhtYWMta2V5IQ==").is_ok(),
+        "padded"
+    );
+    assert!(
+        Eab::new("kid-1", "c2VjcmV0+/=")
+            .expect_err("standard alphabet")
+            .contains("base64url")
+    );
+    assert!(Eab::new(" ", "c2VjcmV0").is_err());
+    assert!(Eab::new("kid", "").is_err());
+    // The key stays out of debug output.
+    assert!(!format!("{eab:?}").contains("c2Vj"));
+}
+
+#[test]
+fn acme_flags_that_go_together_are_checked_together() {
+    use clap::Parser;
+    let resolve = |args: &[&str]| {
+        crate::config::Args::try_parse_from(
+            std::iter::once("gatehouse").chain(args.iter().copied()),
+        )
+        .expect("parse")
+        .resolve()
+    };
+    let refused = |args: &[&str], why: &str| {
+        let err = resolve(args).expect_err("refused");
+        assert!(err.contains(why), "{args:?}: {err}");
+    };
+    refused(&["--acme-eab-kid=kid-1"], "--acme-eab-hmac-key");
+    refused(&["--acme-eab-hmac-key=c2VjcmV0"], "--acme-eab-kid");
+    refused(
+        &["--acme-dns01-server=127.0.0.1"],
+        "--acme-dns01-tsig-key-file",
+    );
+    refused(
+        &["--acme-dns01-tsig-key-file=/nonexistent"],
+        "--acme-dns01-server",
+    );
+    refused(&["--acme-challenge=dns-01"], "--acme-dns01-server");
+    refused(
+        &[
+            "--acme-dns01-server=ns1.example.com",
+            "--acme-dns01-tsig-key-file=k",
+        ],
+        "expected IP or IP:PORT",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("k.key");
+    let key_arg = format!("--acme-dns01-tsig-key-file={}", key.display());
+    std::fs::write(&key, "key k { algorithm hmac-md5; secret \"c2VjcmV0\"; };").expect("key");
+    refused(
+        &["--acme-dns01-server=127.0.0.1", &key_arg],
+        "k.key: key \"k\": algorithm",
+    );
+    std::fs::write(
+        &key,
+        "key k { algorithm hmac-sha256; secret \"c2VjcmV0\"; };",
+    )
+    .expect("key");
+    let config = resolve(&[
+        "--acme-dns01-server=127.0.0.1",
+        &key_arg,
+        "--acme-challenge=dns-01",
+        "--acme-eab-kid=kid-1",
+        "--acme-eab-hmac-key=c2VjcmV0",
+    ])
+    .expect("accepted");
+    let dns01 = config.acme.dns01.expect("dns-01");
+    assert_eq!(dns01.server, "127.0.0.1:53".parse().expect("addr"));
+    assert_eq!(dns01.propagation, Duration::from_secs(10));
+    assert_eq!(config.acme.eab.expect("eab").kid, "kid-1");
+}
+
+// === dns-01 ===
+
+#[test]
+fn tsig_key_file_as_tsig_keygen_writes_it() {
+    let text = "key \"gh-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"fdO7IW9fFJJBrm3TRefplTTBQseQxU8X0q3FT+qLQD0=\";\n};\n";
+    let key = dns01::TsigKey::parse(text).expect("parsed");
+    assert_eq!(key.name, "gh-key");
+    assert_eq!(key.algorithm, "hmac-sha256");
+    assert!(!format!("{key:?}").contains("fdO7"), "secret not printed");
+    // Comments and other spacing are fine.
+    let commented = "# made by hand\nkey acme { // the key\n algorithm HMAC-SHA512; /* strong */ secret \"c2VjcmV0\"; };";
+    assert_eq!(
+        dns01::TsigKey::parse(commented).expect("parsed").algorithm,
+        "hmac-sha512"
+    );
+    for (bad, why) in [
+        (
+            "key k { algorithm hmac-md5; secret \"c2VjcmV0\"; };",
+            "not supported",
+        ),
+        ("key k { algorithm hmac-sha256; };", "no secret"),
+        ("key k { secret \"c2VjcmV0\"; };", "no algorithm"),
+        (
+            "key k { algorithm hmac-sha256; secret \"%%%\"; };",
+            "not base64",
+        ),
+        (
+            "key k { algorithm hmac-sha256; secret \"c2VjcmV0\";",
+            "missing `}`",
+        ),
+        ("zone k { };", "expected a `key"),
+        ("key \"k { };", "unterminated string"),
+    ] {
+        let err = dns01::TsigKey::parse(bad).expect_err(bad);
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn dns01_record_name_drops_the_wildcard_label() {
+    assert_eq!(
+        dns01::record_name("*.wild.test"),
+        "_acme-challenge.wild.test."
+    );
+    assert_eq!(
+        dns01::record_name("a.example.com."),
+        "_acme-challenge.a.example.com."
+    );
+}
+
+// === challenge answers ===
+
+/// A store that keeps everything in memory and records what was withdrawn.
+#[derive(Default)]
+struct MemoryStore {
+    withdrawn: std::sync::Mutex<Vec<(Vec<String>, Vec<String>)>>,
+}
+
+impl Store for MemoryStore {
+    fn load_account(&self) -> futures_util::future::BoxFuture<'_, anyhow::Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn save_account<'a>(
+        &'a self,
+        _json: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn load_order<'a>(
+        &'a self,
+        _secret: &'a ObjectKey,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn save_order<'a>(
+        &'a self,
+        _secret: &'a ObjectKey,
+        _json: Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn save_certificate<'a>(
+        &'a self,
+        _issued: &'a Issued,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn withdraw_answers<'a>(
+        &'a self,
+        tokens: &'a [String],
+        hosts: &'a [String],
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>> {
+        self.withdrawn
+            .lock()
+            .expect("lock")
+            .push((tokens.to_vec(), hosts.to_vec()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn answers_are_withdrawn_here_and_in_the_store_when_the_order_is_over() {
+    let shared = crate::shared::Shared::new(Default::default(), false);
+    let store = MemoryStore::default();
+    let mut answers = Answers::new(&shared);
+    answers.http01("tok-1", "tok-1.thumb");
+    let cert = alpn_certificate("a.example.com", &[7; 32]).expect("cert");
+    answers.tls_alpn01("a.example.com", cert);
+    assert!(shared.acme_challenges.http01("tok-1").is_some());
+    assert!(shared.alpn_challenges.get("a.example.com").is_some());
+
+    withdraw(answers, &store, None, &ObjectKey::new("web", "a-tls")).await;
+    assert_eq!(shared.acme_challenges.http01("tok-1"), None);
+    assert!(shared.alpn_challenges.get("a.example.com").is_none());
+    assert_eq!(
+        *store.withdrawn.lock().expect("lock"),
+        vec![(hosts(&["tok-1"]), hosts(&["a.example.com"]))],
+        "the shared copies are withdrawn too"
+    );
+}
+
+#[test]
+fn answers_of_an_interrupted_order_come_down_when_dropped() {
+    let shared = crate::shared::Shared::new(Default::default(), false);
+    let mut answers = Answers::new(&shared);
+    answers.http01("tok-2", "tok-2.thumb");
+    drop(answers);
+    assert_eq!(shared.acme_challenges.http01("tok-2"), None);
+}
+
+// === metrics ===
+
+#[test]
+fn certificate_metrics_follow_the_hosts_and_drop_those_gone() {
+    use std::sync::Arc;
+    let registry =
+        prometheus::Registry::new_custom(Some("gatehouse".into()), None).expect("registry");
+    let mut metrics = metrics::CertificateMetrics::register(&registry).expect("register");
+    let render = || {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("text")
+    };
+    let made = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).expect("cert");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_saphyr::from_str(&format!(
+        "metadata: {{name: a-tls, namespace: web}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {:?}, tls.key: {:?}}}\n",
+        made.cert.pem(),
+        made.signing_key.serialize_pem()
+    ))
+    .expect("secret");
+    let (ingress_key, ingress) = ingress(
+        "metadata: {name: a, namespace: web}\nspec: {tls: [{secretName: a-tls, hosts: [a.example.com]}]}\n",
+    );
+    let mut objects = crate::objects::Objects::default();
+    objects
+        .secrets
+        .insert(ObjectKey::new("web", "a-tls"), Arc::new(secret));
+    let empty = crate::tls::TlsTable::default();
+    let mut builder = crate::tls::table::TlsBuilder::new(&objects, &empty, SystemTime::now());
+    builder.add_ingress(&ingress_key, &ingress, &mut Vec::new());
+    let table = builder.finish();
+
+    metrics.observe_tls(&table);
+    metrics.observe_renewals(&[("web/a-tls".to_owned(), t0())].into());
+    let text = render();
+    let expiry = text
+        .lines()
+        .find(|l| l.starts_with("gatehouse_certificate_expiry_timestamp_seconds{"))
+        .expect("expiry series");
+    assert!(expiry.contains("host=\"a.example.com\""), "{expiry}");
+    assert!(expiry.contains("secret=\"web/a-tls\""), "{expiry}");
+    assert!(expiry.contains("issuer=\""), "{expiry}");
+    assert!(
+        text.contains(
+            "gatehouse_certificate_renewal_timestamp_seconds{secret=\"web/a-tls\"} 1700000000"
+        ),
+        "{text}"
+    );
+
+    // The host and the certificate are gone: so are their series.
+    metrics.observe_tls(&empty);
+    metrics.observe_renewals(&Default::default());
+    let text = render();
+    assert!(!text.contains("a.example.com"), "{text}");
+    assert!(!text.contains("web/a-tls"), "{text}");
+}
+
+// === ownership ===
+
+#[test]
+fn a_secret_is_gatehouses_by_its_label_or_the_annotation_it_used_to_carry() {
+    let meta = |yaml: &str| -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        serde_saphyr::from_str(yaml).expect("meta")
+    };
+    assert!(store::managed_by_gatehouse(&meta(
+        "{name: a, labels: {gatehouse.dev/managed-by: gatehouse}}"
+    )));
+    assert!(store::managed_by_gatehouse(&meta(
+        "{name: a, annotations: {gatehouse.dev/managed-by: acme}}"
+    )));
+    for other in [
+        "{name: a}",
+        "{name: a, labels: {gatehouse.dev/managed-by: cert-manager}}",
+        "{name: a, annotations: {cert-manager.io/issuer-name: le}}",
+        "{name: a, annotations: {gatehouse.dev/managed-by: gatehouse}}",
+    ] {
+        assert!(!store::managed_by_gatehouse(&meta(other)), "{other}");
+    }
 }
 
 // === backoff ===
@@ -286,7 +653,7 @@ metadata: {name: a, namespace: web, annotations: {kubernetes.io/tls-acme: "true"
 spec:
   tls:
   - {secretName: a-tls, hosts: [B.example.com, a.example.com, a.example.com]}
-  - {secretName: wild, hosts: ["*.example.com"]}
+  - {secretName: wild, hosts: ["*.Example.com", "*.com", "*"]}
   - {hosts: [c.example.com]}
 "#,
     );
@@ -299,19 +666,27 @@ spec: {tls: [{secretName: b-tls, hosts: [b.example.com]}]}
     let (wants, warnings) = wants::wants(&[(ka.clone(), &a), (kb, &b)]);
     assert_eq!(
         wants,
-        vec![AcmeWant {
-            ingress: ka,
-            secret: ObjectKey::new("web", "a-tls"),
-            hosts: hosts(&["a.example.com", "b.example.com"]),
-        }]
+        vec![
+            AcmeWant {
+                ingress: ka.clone(),
+                secret: ObjectKey::new("web", "a-tls"),
+                hosts: hosts(&["a.example.com", "b.example.com"]),
+            },
+            // Wildcards are wanted (the manager orders them through DNS-01), but not over a
+            // top-level domain.
+            AcmeWant {
+                ingress: ka,
+                secret: ObjectKey::new("web", "wild"),
+                hosts: hosts(&["*.example.com"]),
+            }
+        ]
     );
     let reasons: Vec<_> = warnings.iter().map(|w| w.reason.as_str()).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("wildcards need the DNS-01"))
+        reasons.contains(&"tls host \"*.com\" skipped for ACME: not a fully qualified DNS name")
     );
+    assert!(reasons.contains(&"tls host \"*\" skipped for ACME: not a fully qualified DNS name"));
     assert!(reasons.iter().any(|r| r.contains("names no secretName")));
 }
 
@@ -377,6 +752,8 @@ async fn file_store_writes_private_files_read_back_as_secrets() {
         hosts: hosts(&["a.example.com"]),
         chain_pem: made.cert.pem(),
         key_pem: made.signing_key.serialize_pem(),
+        directory: DIR.into(),
+        account: "https://ca.test/acct/1".into(),
     };
     store.save_certificate(&issued).await.expect("save cert");
     store.save_account("{\"k\":1}").await.expect("save account");
@@ -415,12 +792,18 @@ async fn file_store_writes_private_files_read_back_as_secrets() {
     source.scan().expect("scan");
     let objects = source.objects();
     let read = objects.secrets.get(&secret).expect("Secret read back");
+    // Labelled as Gatehouse's, annotated with the directory and account it came from.
+    assert!(store::managed_by_gatehouse(&read.metadata));
     assert_eq!(
-        read.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(store::MANAGED_BY_ANNOTATION)),
-        Some(&"acme".to_owned())
+        store::recorded_directory(&read.metadata),
+        Some("https://ca.test/dir")
+    );
+    let annotations = read.metadata.annotations.as_ref().expect("annotations");
+    assert_eq!(
+        annotations
+            .get(store::ACCOUNT_ANNOTATION)
+            .map(String::as_str),
+        Some("https://ca.test/acct/1")
     );
     let tls = crate::tls::TlsCert::from_secret(secret.clone(), read).expect("usable certificate");
     assert_eq!(tls.names, hosts(&["a.example.com"]));

@@ -72,11 +72,10 @@ pub fn wants(owned: &[(ObjectKey, &Ingress)]) -> (Vec<AcmeWant>, Vec<Warning>) {
             let mut hosts = Vec::new();
             for host in entry.hosts.iter().flatten() {
                 let host = host.trim_end_matches('.').to_ascii_lowercase();
-                if host.starts_with("*.") {
-                    warn(format!(
-                        "tls host {host:?} skipped for ACME: wildcards need the DNS-01 challenge, which Gatehouse does not answer"
-                    ));
-                } else if !is_dns_name(&host) || !host.contains('.') {
+                // A wildcard covers one label under a name of at least two (`*.example.com`);
+                // the manager orders it through DNS-01.
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                if !is_dns_name(name) || !name.contains('.') {
                     warn(format!(
                         "tls host {host:?} skipped for ACME: not a fully qualified DNS name"
                     ));

@@ -32,6 +32,8 @@ pub struct TlsCert {
     pub names: Vec<String>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// The common name of the leaf's issuer (its whole name when it has no common name).
+    pub issuer: String,
 }
 
 /// Why a Secret's certificate cannot be served. The text is the reason of a [`Warning`].
@@ -83,7 +85,7 @@ impl TlsCert {
             }
             Err(e) => return Err(CertError::BadPem(TLS_PRIVATE_KEY, e.to_string())),
         };
-        let (names, not_before, not_after) = leaf_facts(&chain[0])?;
+        let (names, not_before, not_after, issuer) = leaf_facts(&chain[0])?;
         let signing_key = super::provider()
             .key_provider
             .load_private_key(key)
@@ -101,6 +103,7 @@ impl TlsCert {
             names,
             not_before,
             not_after,
+            issuer,
         })
     }
 
@@ -152,10 +155,10 @@ pub fn secret_pem(secret: &Secret) -> Result<(&[u8], &[u8]), CertError> {
     Ok((value(TLS_CERT_KEY)?, value(TLS_PRIVATE_KEY)?))
 }
 
-/// Names and validity period of a leaf certificate.
+/// Names, validity period and issuer of a leaf certificate.
 fn leaf_facts(
     der: &CertificateDer<'_>,
-) -> Result<(Vec<String>, SystemTime, SystemTime), CertError> {
+) -> Result<(Vec<String>, SystemTime, SystemTime, String), CertError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| CertError::BadCertificate(e.to_string()))?;
     let validity = cert.validity();
@@ -188,7 +191,12 @@ fn leaf_facts(
                 .map(|cn| normalize_name(cn).into_owned()),
         );
     }
-    Ok((names, not_before, not_after))
+    let issuer = cert
+        .issuer()
+        .iter_common_name()
+        .find_map(|cn| cn.as_str().ok())
+        .map_or_else(|| cert.issuer().to_string(), str::to_owned);
+    Ok((names, not_before, not_after, issuer))
 }
 
 /// Lower-cases a DNS name and strips a trailing dot, borrowing when it can.

@@ -76,6 +76,12 @@ impl TlsTable {
         self.parsed.get(secret).map(|p| p.result.as_ref())
     }
 
+    /// The Secret a `spec.tls` entry (or `--default-certificate`) names, as read for this
+    /// table; `None` when it is missing.
+    pub fn secret(&self, secret: &ObjectKey) -> Option<&Arc<Secret>> {
+        self.parsed.get(secret).map(|p| &p.source)
+    }
+
     /// The certificate from `--default-certificate`, if it is usable.
     pub fn default_cert(&self) -> Option<&Arc<TlsCert>> {
         self.default.as_ref()
@@ -107,16 +113,25 @@ impl TlsTable {
         self.len() == 0
     }
 
-    /// host → `{secret, names, notBefore, notAfter}` for `/routes`; the default certificate
-    /// under `(default)`.
+    /// host → `{secret, names, notBefore, notAfter, issuer}` for `/routes`, plus
+    /// `acmeDirectory` when Gatehouse ordered the certificate; the default certificate under
+    /// `(default)`.
     pub fn describe(&self) -> BTreeMap<String, serde_json::Value> {
         let entry = |cert: &TlsCert| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "secret": cert.secret.to_string(),
                 "names": cert.names,
                 "notBefore": certs::rfc3339(cert.not_before),
                 "notAfter": certs::rfc3339(cert.not_after),
-            })
+                "issuer": cert.issuer,
+            });
+            let directory = self
+                .secret(&cert.secret)
+                .and_then(|s| crate::acme::store::recorded_directory(&s.metadata));
+            if let Some(directory) = directory {
+                entry["acmeDirectory"] = directory.into();
+            }
+            entry
         };
         let mut out: BTreeMap<String, serde_json::Value> = self
             .hosts()

@@ -2,6 +2,7 @@
 //! origin servers, make real clients. Each test file `mod support;`s this.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod certs;
 pub mod origin;
 pub mod pebble;

@@ -1,6 +1,7 @@
 //! A real ACME server for tests: Pebble (Let's Encrypt's test CA) and pebble-challtestsrv as its
 //! DNS, which answers every name with 127.0.0.1 so Pebble validates against Gatehouse's
-//! listeners. Each instance has its own ports and files; both processes die on drop.
+//! listeners (or, for DNS-01, a real DNS server such as bind9 instead). Each instance has its
+//! own ports and files; the processes die on drop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +18,13 @@ pub struct Pebble {
     /// Pebble's management API (`/roots/0` is the issuing root).
     pub management: SocketAddr,
     dns: SocketAddr,
+    /// Whether `dns` is pebble-challtestsrv, started with Pebble (else a server of the test's).
+    own_dns: bool,
     challtestsrv_management: SocketAddr,
     /// `PEBBLE_WFE_NONCEREJECT`: share (%) of good nonces Pebble rejects.
     nonce_reject: u8,
+    /// Pebble's configuration, written when it starts.
+    config: serde_json::Value,
     pebble: Option<Child>,
     challtestsrv: Option<Child>,
 }
@@ -29,18 +34,20 @@ impl Pebble {
     /// Nonces are never rejected (see [`Pebble::rejecting_nonces`]).
     pub fn new(http: SocketAddr, https: SocketAddr) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pebble = Self {
+        let mut pebble = Self {
             listen: free_port(),
             management: free_port(),
             dns: free_port(),
+            own_dns: true,
             challtestsrv_management: free_port(),
             nonce_reject: 0,
+            config: serde_json::Value::Null,
             pebble: None,
             challtestsrv: None,
             dir,
         };
         pebble.write_certificates();
-        let config = serde_json::json!({
+        pebble.config = serde_json::json!({
             "pebble": {
                 "listenAddress": pebble.listen.to_string(),
                 "managementListenAddress": pebble.management.to_string(),
@@ -52,9 +59,22 @@ impl Pebble {
                 "externalAccountBindingRequired": false,
             }
         });
-        std::fs::write(pebble.dir.path().join("pebble.json"), config.to_string())
-            .expect("pebble config");
         pebble
+    }
+
+    /// Requires External Account Binding for new accounts, with one key: `kid` and its HMAC
+    /// key (base64url).
+    pub fn requiring_eab(mut self, kid: &str, hmac_key: &str) -> Self {
+        self.config["pebble"]["externalAccountBindingRequired"] = true.into();
+        self.config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: hmac_key });
+        self
+    }
+
+    /// Looks names up at `dns` (a real DNS server of the test) instead of pebble-challtestsrv.
+    pub fn with_dns(mut self, dns: SocketAddr) -> Self {
+        self.dns = dns;
+        self.own_dns = false;
+        self
     }
 
     /// Keeps Pebble's default: 5% of good nonces rejected with `badNonce`.
@@ -107,17 +127,21 @@ impl Pebble {
 
     /// Starts both processes and waits until the directory answers.
     pub fn start(&mut self) {
+        std::fs::write(self.dir.path().join("pebble.json"), self.config.to_string())
+            .expect("pebble config");
         let log = |name: &str| std::fs::File::create(self.dir.path().join(name)).expect("log");
-        let challtestsrv = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &self.dns.to_string()])
-            .args(["-management", &self.challtestsrv_management.to_string()])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .stdout(log("challtestsrv.log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble-challtestsrv (apt-get install pebble)");
-        self.challtestsrv = Some(challtestsrv);
+        if self.own_dns {
+            let challtestsrv = Command::new("pebble-challtestsrv")
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-dns01", &self.dns.to_string()])
+                .args(["-management", &self.challtestsrv_management.to_string()])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .stdout(log("challtestsrv.log"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start pebble-challtestsrv (apt-get install pebble)");
+            self.challtestsrv = Some(challtestsrv);
+        }
         let pebble = Command::new("pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))

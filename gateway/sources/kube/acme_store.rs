@@ -8,8 +8,10 @@
 //! - Challenge answers: one Secret, [`CHALLENGES_SECRET`], every replica watches and mirrors
 //!   into its data plane ([`ChallengeMirror`]), so whichever replica the CA reaches answers.
 //!
+//! Every Secret written carries the label `gatehouse.dev/managed-by: gatehouse`
+//! ([`MANAGED_BY_LABEL`]); an existing Secret without it is never overwritten ([`NotManaged`]).
 //! Every write is optimistic: read, then create or replace with the `resourceVersion` read,
-//! again on a conflict.
+//! again on a conflict. An order's Secret is deleted once the order is over.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,11 +20,13 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
 use super::SECRET_LABEL;
-use crate::acme::store::{Issued, Store, tls_secret};
+use crate::acme::store::{
+    Issued, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NotManaged, Store, managed_by_gatehouse, tls_secret,
+};
 use crate::objects::{ObjectKey, Objects};
 use crate::shared::Shared;
 
@@ -83,7 +87,7 @@ impl KubeStore {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some([(SECRET_LABEL.to_owned(), role.to_owned())].into()),
+                labels: Some(own_labels(role)),
                 annotations: Some(
                     annotations
                         .iter()
@@ -96,7 +100,7 @@ impl KubeStore {
             data: Some([(key.to_owned(), ByteString(value.as_bytes().to_vec()))].into()),
             ..Secret::default()
         };
-        upsert(&api, secret, |_| {})
+        upsert(&api, &self.namespace, secret, |_| {})
             .await
             .with_context(|| format!("cannot write Secret {}/{name}", self.namespace))
     }
@@ -111,14 +115,14 @@ impl KubeStore {
             metadata: ObjectMeta {
                 name: Some(CHALLENGES_SECRET.to_owned()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some([(SECRET_LABEL.to_owned(), "acme-challenges".to_owned())].into()),
+                labels: Some(own_labels("acme-challenges")),
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".into()),
             data: Some(BTreeMap::new()),
             ..Secret::default()
         };
-        upsert(&api, secret, |merged| {
+        upsert(&api, &self.namespace, secret, |merged| {
             edit(merged.data.get_or_insert_with(BTreeMap::new))
         })
         .await
@@ -180,13 +184,36 @@ fn data_text(secret: &Secret, key: &str) -> Option<String> {
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-/// Creates `desired` or, if it exists, replaces it: labels, annotations and data are merged
-/// over the existing ones, then `edit` runs on the result. Retries on conflicts.
+/// Labels of the Secrets in the controller's namespace: what they hold (for the watch) and who
+/// manages them.
+fn own_labels(role: &str) -> BTreeMap<String, String> {
+    [
+        (SECRET_LABEL.to_owned(), role.to_owned()),
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+    ]
+    .into()
+}
+
+/// Whether Gatehouse may overwrite an existing Secret: labelled as managed by Gatehouse, or one
+/// of its own Secrets as earlier versions labelled them.
+fn ours(secret: &Secret) -> bool {
+    let meta = &secret.metadata;
+    managed_by_gatehouse(meta)
+        || meta
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(SECRET_LABEL))
+}
+
+/// Creates `desired` or, if it exists and is [`ours`], replaces it: labels, annotations and data
+/// are merged over the existing ones, then `edit` runs on the result. Retries on conflicts. A
+/// Secret that is not ours is left alone: a [`NotManaged`] error.
 async fn upsert(
     api: &Api<Secret>,
+    namespace: &str,
     desired: Secret,
     edit: impl Fn(&mut Secret),
-) -> Result<(), kube::Error> {
+) -> anyhow::Result<()> {
     let name = desired.metadata.name.clone().unwrap_or_default();
     let mut last = None;
     for _ in 0..ATTEMPTS {
@@ -195,6 +222,9 @@ async fn upsert(
                 let mut fresh = desired.clone();
                 edit(&mut fresh);
                 api.create(&PostParams::default(), &fresh).await
+            }
+            Some(existing) if !ours(&existing) => {
+                return Err(NotManaged(ObjectKey::new(namespace, &name)).into());
             }
             Some(mut existing) => {
                 let meta = &mut existing.metadata;
@@ -225,10 +255,12 @@ async fn upsert(
             Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => {
                 last = Some(kube::Error::Api(s));
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.into()),
         }
     }
-    Err(last.unwrap_or_else(|| kube::Error::Service("too many conflicts".into())))
+    Err(last
+        .unwrap_or_else(|| kube::Error::Service("too many conflicts".into()))
+        .into())
 }
 
 impl Store for KubeStore {
@@ -294,22 +326,14 @@ impl Store for KubeStore {
                     self.save_key(&name, "acme-order", ORDER_KEY, json, &annotations)
                         .await
                 }
-                // Emptied rather than deleted: the chart grants create/update/patch on
-                // Secrets, not delete.
+                // The order is over: its Secret goes (it holds a private key).
                 None => {
                     let api = self.own();
-                    match api.get_opt(&name).await {
-                        Ok(None) => Ok(()),
-                        Ok(Some(existing)) if data_text(&existing, ORDER_KEY).is_none() => Ok(()),
-                        Ok(Some(existing)) => upsert(&api, existing, |s| {
-                            if let Some(data) = s.data.as_mut() {
-                                data.remove(ORDER_KEY);
-                            }
-                        })
-                        .await
-                        .with_context(|| format!("cannot clear Secret {}/{name}", self.namespace)),
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
                         Err(err) => Err(err).with_context(|| {
-                            format!("cannot read Secret {}/{name}", self.namespace)
+                            format!("cannot delete Secret {}/{name}", self.namespace)
                         }),
                     }
                 }
@@ -320,9 +344,23 @@ impl Store for KubeStore {
     fn save_certificate<'a>(&'a self, issued: &'a Issued) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &issued.secret.namespace);
-            upsert(&api, tls_secret(issued), |_| {})
+            upsert(&api, &issued.secret.namespace, tls_secret(issued), |_| {})
                 .await
                 .with_context(|| format!("cannot write certificate Secret {}", issued.secret))
+        })
+    }
+
+    fn check_certificate_secret<'a>(
+        &'a self,
+        secret: &'a ObjectKey,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.namespace);
+            match api.get_opt(&secret.name).await {
+                Ok(Some(existing)) if !ours(&existing) => Err(NotManaged(secret.clone()).into()),
+                Ok(_) => Ok(()),
+                Err(err) => Err(err).with_context(|| format!("cannot read Secret {secret}")),
+            }
         })
     }
 }
