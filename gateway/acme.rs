@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-pub use crate::snapshot::AcmeWant;
 use crate::tls::certs::{TlsCert, name_matches};
+pub use wants::AcmeWant;
 
 /// Let's Encrypt's production directory, the default `--acme-directory`.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";

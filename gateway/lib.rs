@@ -20,6 +20,7 @@ pub mod static_site;
 pub mod status;
 pub mod tls;
 pub mod translate;
+pub mod warning;
 
 #[cfg(test)]
 mod test_util;
@@ -43,7 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let https = proxy::server::bind(config.https_listen)
         .with_context(|| format!("cannot listen on --https-listen {}", config.https_listen))?;
     let fallback_cert = tls::self_signed().map_err(anyhow::Error::msg)?;
-    let resolver = Arc::new(tls::CertResolver::new(shared.clone(), fallback_cert));
+    let resolver = Arc::new(proxy::sni::CertResolver::new(shared.clone(), fallback_cert));
     let tls_config = tls::server_config(resolver).context("cannot set up TLS")?;
     let (stop_tx, stop_rx) = watch::channel(false);
 

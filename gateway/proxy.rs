@@ -17,6 +17,7 @@ pub mod record;
 pub mod request_body;
 pub mod route;
 pub mod server;
+pub mod sni;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -202,7 +203,9 @@ async fn serve(
     match &route.backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
-        Backend::Service(backend) => upstream::forward(shared, conn, backend, req, record).await,
+        Backend::Service(backend) => {
+            upstream::forward(&shared.upstreams, conn, backend, req, record).await
+        }
     }
 }
 

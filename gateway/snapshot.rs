@@ -1,6 +1,5 @@
 //! The immutable result of [`crate::translate`]: what the data plane serves until the next change.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -15,7 +14,10 @@ use crate::metrics::{Metrics, STATUS_CLASSES, status_class_index};
 use crate::objects::ObjectKey;
 use crate::routing::{PathMatch, RouteTable};
 use crate::static_site::StaticRoute;
-use crate::tls::TlsTable;
+use crate::tls::table::TlsTable;
+
+pub use crate::acme::wants::AcmeWant;
+pub use crate::warning::Warning;
 
 /// Everything the data plane needs, built once per configuration change.
 #[derive(Debug, Default)]
@@ -31,16 +33,6 @@ pub struct Snapshot {
     pub tls: TlsTable,
     /// What the next translate() starts from (each Ingress compiled).
     pub(crate) reuse: crate::translate::Reuse,
-}
-
-/// A `spec.tls` entry of an Ingress annotated `kubernetes.io/tls-acme: "true"`: a certificate
-/// for `hosts`, kept in the Secret `secret`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AcmeWant {
-    pub ingress: ObjectKey,
-    pub secret: ObjectKey,
-    /// Lower case, sorted, without duplicates; a wildcard (`*.example.com`) needs DNS-01.
-    pub hosts: Vec<String>,
 }
 
 /// One routing decision: where requests matching a host and path go.
@@ -197,20 +189,5 @@ impl Iterator for Rotation {
             self.taken += 1;
             (self.start + self.taken - 1) % self.len
         })
-    }
-}
-
-/// A problem with one object, shown in logs, metrics, `/routes`, and (in a cluster) as an Event.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Warning {
-    /// Kind of the object, e.g. `Ingress`.
-    pub kind: &'static str,
-    pub object: ObjectKey,
-    pub reason: String,
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.kind, self.object, self.reason)
     }
 }

@@ -18,12 +18,11 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::body::BoxBody;
-use crate::shared::Shared;
 
 pub use certs::{CertError, TlsCert, name_matches, normalize_name};
 pub use table::TlsTable;
@@ -53,7 +52,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Challenge certificates of TLS-ALPN-01 validations in progress, by host. Written by the ACME
-/// manager (through [`Shared::set_alpn_challenge`]), read by handshakes without locks.
+/// manager (through `Shared::set_alpn_challenge`), read by handshakes without locks.
 #[derive(Debug, Default)]
 pub struct AlpnChallenges {
     certs: ArcSwap<HashMap<Box<str>, Arc<CertifiedKey>>>,
@@ -85,71 +84,6 @@ impl AlpnChallenges {
     }
 }
 
-/// Picks the certificate of every handshake of the HTTPS listener.
-pub struct CertResolver {
-    shared: Arc<Shared>,
-    /// Served when neither a host entry nor `--default-certificate` applies.
-    fallback: Arc<CertifiedKey>,
-}
-
-// === impl CertResolver ===
-
-impl CertResolver {
-    /// A resolver reading the snapshot in service of `shared`; `fallback` is the certificate
-    /// of last resort (see [`self_signed`]).
-    pub fn new(shared: Arc<Shared>, fallback: Arc<CertifiedKey>) -> Self {
-        Self { shared, fallback }
-    }
-
-    /// The certificate for a server name (SNI), or for no name. `acme` says the client asked
-    /// for TLS-ALPN-01 validation only: then the ACME challenge certificate of the name wins.
-    pub fn choose(&self, server_name: Option<&str>, acme: bool) -> Arc<CertifiedKey> {
-        let name = server_name.map(normalize_name);
-        if acme
-            && let Some(cert) = name
-                .as_deref()
-                .and_then(|n| self.shared.alpn_challenges.get(n))
-        {
-            return cert;
-        }
-        let snapshot = self.shared.snapshot.load();
-        let entry = name.as_deref().and_then(|n| snapshot.tls.lookup(n));
-        match entry.or(snapshot.tls.default_cert()) {
-            Some(cert) => cert.key.clone(),
-            None => self.fallback.clone(),
-        }
-    }
-}
-
-impl std::fmt::Debug for CertResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertResolver").finish_non_exhaustive()
-    }
-}
-
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.choose(hello.server_name(), offers_only_acme(&hello)))
-    }
-}
-
-/// True when the client offers `acme-tls/1` and none of the HTTP protocols, so `acme-tls/1` is
-/// what will be negotiated.
-fn offers_only_acme(hello: &ClientHello<'_>) -> bool {
-    let Some(protocols) = hello.alpn() else {
-        return false;
-    };
-    let mut acme = false;
-    for protocol in protocols {
-        match protocol {
-            ACME_TLS_ALPN => acme = true,
-            b"h2" | b"http/1.1" => return false,
-            _ => {}
-        }
-    }
-    acme
-}
-
 /// A self-signed certificate for `gatehouse.invalid`, made at start for handshakes no
 /// configured certificate matches (a client that checks names refuses it, as it should).
 pub fn self_signed() -> Result<Arc<CertifiedKey>, String> {
@@ -163,7 +97,9 @@ pub fn self_signed() -> Result<Arc<CertifiedKey>, String> {
 
 /// The HTTPS listener's rustls configuration: TLS 1.2 and 1.3, ALPN `h2`, `http/1.1` and
 /// (for ACME validation only) `acme-tls/1`.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, rustls::Error> {
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_no_client_auth()

@@ -3,16 +3,24 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::Ingress;
+use serde::Serialize;
 
 use crate::objects::ObjectKey;
-use crate::snapshot::{AcmeWant, Warning};
+use crate::warning::Warning;
+
+/// A `spec.tls` entry of an Ingress annotated `kubernetes.io/tls-acme: "true"`: a certificate
+/// for `hosts`, kept in the Secret `secret`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AcmeWant {
+    pub ingress: ObjectKey,
+    pub secret: ObjectKey,
+    /// Lower case, sorted, without duplicates; a wildcard (`*.example.com`) needs DNS-01.
+    pub hosts: Vec<String>,
+}
 
 /// Annotation asking for certificates for an Ingress's `spec.tls` entries (kube-lego's).
 pub const TLS_ACME_ANNOTATION: &str = "kubernetes.io/tls-acme";
 
-/// The ACME wants of the owned Ingresses (oldest first), and a warning for each entry that
-/// cannot be ordered. When two Ingresses want the same Secret with different hosts, the older
-/// one wins.
 /// Whether an Ingress asks Gatehouse to obtain its certificates (`kubernetes.io/tls-acme: "true"`).
 pub fn acme_requested(ingress: &Ingress) -> bool {
     ingress
@@ -23,6 +31,9 @@ pub fn acme_requested(ingress: &Ingress) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// The ACME wants of the owned Ingresses (oldest first), and a warning for each entry that
+/// cannot be ordered. When two Ingresses want the same Secret with different hosts, the older
+/// one wins.
 pub fn wants(owned: &[(ObjectKey, &Ingress)]) -> (Vec<AcmeWant>, Vec<Warning>) {
     let mut by_secret: BTreeMap<ObjectKey, AcmeWant> = BTreeMap::new();
     let mut warnings = Vec::new();

@@ -26,7 +26,6 @@ use super::record::Record;
 use super::request_body::{self, LimitedBody};
 use super::{Answer, ConnInfo};
 use crate::body::BoxError;
-use crate::shared::Shared;
 
 use super::connector::{Connector, ConnectorSettings};
 use crate::body::BoxBody;
@@ -271,13 +270,12 @@ fn tls_client(
 /// connection found closed before the request went out, moves on to the next endpoint with the
 /// same request: nothing of it was sent.
 pub async fn forward(
-    shared: &Shared,
+    upstreams: &Upstreams,
     conn: &ConnInfo,
     backend: &ServiceBackend,
     mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
-    let upstreams = &shared.upstreams;
     let mut candidates = upstreams.candidates(backend).peekable();
     if candidates.peek().is_none() {
         return Err(ErrorKind::NoEndpoint.into());

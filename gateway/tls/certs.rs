@@ -38,7 +38,7 @@ pub struct TlsCert {
 
 /// Why a Secret's certificate cannot be served. The text is the reason of a [`Warning`].
 ///
-/// [`Warning`]: crate::snapshot::Warning
+/// [`Warning`]: crate::warning::Warning
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {

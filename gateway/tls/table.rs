@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use super::certs::{self, CertError, TlsCert};
 use crate::objects::{ObjectKey, Objects};
 use crate::routing::HostMatch;
-use crate::snapshot::Warning;
+use crate::warning::Warning;
 
 /// Certificates by host, as the current configuration declares them. Looked up by SNI on every
 /// handshake: one hash lookup for the exact name, one for its parent (wildcard).

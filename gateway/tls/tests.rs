@@ -7,7 +7,9 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 use super::*;
 use crate::objects::{ObjectKey, Objects};
+use crate::proxy::sni::CertResolver;
 use crate::routing::HostMatch;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::sources::manifests::parse_documents;
 use crate::translate::{Settings, translate};
