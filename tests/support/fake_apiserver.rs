@@ -79,6 +79,12 @@ const RESOURCES: &[Res] = &[
         namespaced: false,
     },
     Res {
+        api_version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        namespaced: false,
+    },
+    Res {
         api_version: "discovery.k8s.io/v1",
         kind: "EndpointSlice",
         plural: "endpointslices",
