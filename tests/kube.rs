@@ -206,6 +206,38 @@ async fn initial_sync_serves_routes_without_streaming_lists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_list_cut_into_pages_is_read_whole() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    // More than two pages of 500.
+    for i in 0..1100 {
+        cluster.api.apply(ingress(
+            "default",
+            &format!("web-{i:04}"),
+            "gatehouse",
+            &format!("h{i}.test"),
+            "web",
+        ));
+    }
+    let gh = cluster.gatehouse(&[]);
+    for host in ["h0.test", "h550.test", "h1099.test"] {
+        cluster
+            .wait_answer(&gh, host, "/", 200, "a", Duration::from_secs(2))
+            .await;
+    }
+    let pages = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.starts_with("GET /apis/networking.k8s.io/v1/ingresses?") && r.contains("continue=")
+        })
+        .count();
+    assert_eq!(pages, 2, "{:#?}", cluster.api.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn not_ready_until_every_watch_has_listed() {
     let cluster = Cluster::start().await;
     let a = origin::echo("a").await;
@@ -975,7 +1007,7 @@ async fn ingress_change_is_served_within_the_debounce() {
     took.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "Ingress change -> served: min {:.0} ms, median {:.0} ms, max {:.0} ms over {} changes (debounce 100 ms quiet, 1 s cap)",
+        "Ingress change -> served: min {:.0} ms, median {:.0} ms, max {:.0} ms over {} changes (debounce 30 ms quiet, 1 s cap)",
         ms(took[0]),
         ms(took[took.len() / 2]),
         ms(took[took.len() - 1]),
