@@ -228,25 +228,33 @@ async fn file_rewritten_in_place_by_a_slow_command_keeps_its_routes() {
     let gh = start(&[]).await;
     let client = gh.client_for(&["app.test"]);
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let statuses = {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let resp = client.get("http://app.test/").send().await;
                 statuses.push((sent, resp.map_or(0, |r| r.status().as_u16())));
+                done.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             statuses
         })
     };
     // `render > ingress.yaml`: the shell empties the file at once, the command writes 300 ms
-    // later.
+    // later (or once some requests have been answered meanwhile, on a slow machine).
     let path = gh.manifests().join("ingress.yaml");
     let mut file = std::fs::File::create(&path).expect("truncate");
     let emptied = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = done.load(Ordering::Relaxed);
+    while emptied.elapsed() < Duration::from_millis(300)
+        || (done.load(Ordering::Relaxed) < before + 10
+            && emptied.elapsed() < Duration::from_secs(10))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     use std::io::Write;
     file.write_all(route_to("web-b").as_bytes()).expect("write");
     drop(file);
