@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::proxy::server::ServerSettings;
 use crate::proxy::upstream::UpstreamSettings;
-use crate::sources::kube as kube_source;
+use crate::sources::kube::settings as kube_source;
 use crate::translate;
 
 /// Gatehouse: a Kubernetes ingress controller and edge gateway. Routes Ingress hosts and paths
@@ -58,7 +58,8 @@ pub struct Args {
     pub watch_namespace: Vec<String>,
 
     /// Write the load-balancer addresses and external IPs of this Service (NAMESPACE/NAME) into
-    /// the status of every Ingress served.
+    /// the status of every Ingress served; for a NodePort Service with neither, its Ready
+    /// nodes' addresses (ExternalIP, else InternalIP; needs list/watch on Nodes).
     #[arg(long, env = "GATEHOUSE_PUBLISH_SERVICE", value_name = "NAMESPACE/NAME")]
     pub publish_service: Option<String>,
 

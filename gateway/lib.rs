@@ -139,24 +139,41 @@ fn watch_manifests(
     let watcher = std::thread::Builder::new().name("manifests".into()).spawn(move || {
         while !*stop.borrow() {
             std::thread::sleep(manifests.poll_interval());
+            // Only the first scan can fail; later a directory that cannot be listed is a
+            // problem of the scan, reported once, and every object stays.
             if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
                 tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
-                shared.metrics.config_reload_errors.inc();
             }
         }
     })?;
     Ok(watcher)
 }
 
-/// Scans the manifest directory and, if anything changed, builds and publishes a new snapshot.
+/// Scans the manifest directory and, if anything changed, builds and publishes a new snapshot,
+/// with a `File` warning for each file (or directory) whose objects on disk are not in force.
+/// Each problem is logged (and counted in `config_reload_errors_total`) when it appears, not at
+/// every scan.
 fn load_manifests(shared: &Shared, dir: &mut ManifestDir, config: &Config) -> std::io::Result<()> {
     let report = dir.scan()?;
     for (file, reason) in &report.errors {
-        tracing::error!(file = %file.display(), %reason, "manifest file not loaded; its last good objects stay in force");
+        tracing::error!(path = %file.display(), %reason, "manifests not loaded; their last good objects stay in force");
         shared.metrics.config_reload_errors.inc();
     }
-    if report.changed || !shared.is_ready() {
-        shared::rebuild(shared, dir.objects(), &config.translate);
+    for file in &report.resolved {
+        tracing::info!(path = %file.display(), "manifests loaded again");
+    }
+    if report.changed || report.problems_changed || !shared.is_ready() {
+        // shared::rebuild, plus the files' warnings.
+        let start = std::time::Instant::now();
+        let previous = shared.snapshot.load_full();
+        let settings = translate::Settings {
+            now: Some(std::time::SystemTime::now()),
+            ..config.translate.clone()
+        };
+        let mut snapshot = translate::translate(dir.objects(), &settings, &previous);
+        snapshot.warnings.extend(dir.warnings());
+        snapshot.warnings.sort();
+        shared.publish(snapshot, start.elapsed());
     }
     Ok(())
 }

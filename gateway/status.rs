@@ -3,10 +3,11 @@
 //! ([`events`]).
 //!
 //! Status comes from `--publish-address` or from the `--publish-service` Service's load-balancer
-//! ingress and `spec.externalIPs` (node addresses of a NodePort Service are not published: that
-//! would need read access to Nodes). An Ingress is patched (merge patch on the status
-//! subresource) only when its status differs; one that stops being ours has the addresses
-//! removed; Ingresses of other classes are never touched.
+//! ingress and `spec.externalIPs`; for a `NodePort` Service with neither, from its nodes
+//! ([`node_addresses`]: a Node reflector is started for that, and only for that, so only then
+//! does Gatehouse need to list and watch Nodes). An Ingress is patched (merge patch on the
+//! status subresource) only when its status differs; one that stops being ours has the
+//! addresses removed; Ingresses of other classes are never touched.
 
 pub mod events;
 
@@ -15,88 +16,25 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::objects::{ObjectKey, Objects};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
-use crate::sources::kube::KubeMetrics;
+use crate::sources::kube::debounce::DEBOUNCE;
+use crate::sources::kube::metrics::KubeMetrics;
+pub use crate::sources::kube::settings::Publish;
+use crate::sources::kube::settings::normalized;
+use crate::sources::kube::watches::{self, Watch};
 
 /// How long to wait before retrying writes that failed.
 const RETRY: Duration = Duration::from_secs(2);
-
-/// Where the addresses written into Ingress status come from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Publish {
-    /// Status is not written.
-    #[default]
-    Nothing,
-    /// The load-balancer ingress and external IPs of this Service.
-    Service(ObjectKey),
-    /// These fixed addresses.
-    Addresses(Vec<IngressLoadBalancerIngress>),
-}
-
-// === impl Publish ===
-
-impl Publish {
-    /// From `--publish-service NAMESPACE/NAME` and `--publish-address IP|HOST,...` (which wins).
-    pub fn parse(service: Option<&str>, addresses: Option<&str>) -> Result<Self, String> {
-        if let Some(list) = addresses.filter(|a| !a.trim().is_empty()) {
-            let parsed = list
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(parse_address)
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(Publish::Addresses(normalized(&parsed)));
-        }
-        let Some(service) = service.filter(|s| !s.trim().is_empty()) else {
-            return Ok(Publish::Nothing);
-        };
-        match service.trim().split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(Publish::Service(ObjectKey::new(ns, name)))
-            }
-            _ => Err(format!(
-                "--publish-service {service:?}: expected NAMESPACE/NAME"
-            )),
-        }
-    }
-}
-
-fn parse_address(text: &str) -> Result<IngressLoadBalancerIngress, String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IngressLoadBalancerIngress {
-            ip: Some(ip.to_string()),
-            ..IngressLoadBalancerIngress::default()
-        });
-    }
-    let valid_host = text.len() <= 253
-        && text.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        });
-    if !valid_host {
-        return Err(format!(
-            "--publish-address {text:?}: not an IP address or a lowercase DNS name"
-        ));
-    }
-    Ok(IngressLoadBalancerIngress {
-        hostname: Some(text.to_owned()),
-        ..IngressLoadBalancerIngress::default()
-    })
-}
 
 /// The addresses a Service publishes: its load-balancer ingress, then its external IPs.
 pub fn service_addresses(service: &Service) -> Vec<IngressLoadBalancerIngress> {
@@ -127,12 +65,69 @@ pub fn service_addresses(service: &Service) -> Vec<IngressLoadBalancerIngress> {
     normalized(&out)
 }
 
-/// Sorted and without duplicates, so lists compare equal whatever order they were written in.
-fn normalized(list: &[IngressLoadBalancerIngress]) -> Vec<IngressLoadBalancerIngress> {
-    let mut out = list.to_vec();
-    out.sort_by(|a, b| (&a.ip, &a.hostname).cmp(&(&b.ip, &b.hostname)));
-    out.dedup();
-    out
+/// Whether a Service is reached through its node ports alone.
+fn is_node_port(service: &Service) -> bool {
+    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort")
+}
+
+/// Label that keeps a node out of external load balancers (cloud load balancers honour it too).
+pub const EXCLUDE_NODE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// The addresses a NodePort Service is reached at: those of every Ready node not labelled
+/// [`EXCLUDE_NODE_LABEL`], each node's `ExternalIP`s, or its `InternalIP`s if it has none.
+pub fn node_addresses<'n>(
+    nodes: impl IntoIterator<Item = &'n Node>,
+) -> Vec<IngressLoadBalancerIngress> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let excluded = node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(EXCLUDE_NODE_LABEL));
+        let status = node.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if excluded || !ready {
+            continue;
+        }
+        let addresses = status
+            .and_then(|s| s.addresses.as_deref())
+            .unwrap_or_default();
+        let of_type = |kind: &str| -> Vec<String> {
+            addresses
+                .iter()
+                .filter(|a| a.type_ == kind && a.address.parse::<IpAddr>().is_ok())
+                .map(|a| a.address.clone())
+                .collect()
+        };
+        let external = of_type("ExternalIP");
+        let chosen = if external.is_empty() {
+            of_type("InternalIP")
+        } else {
+            external
+        };
+        out.extend(chosen.into_iter().map(|ip| IngressLoadBalancerIngress {
+            ip: Some(ip),
+            ..IngressLoadBalancerIngress::default()
+        }));
+    }
+    normalized(&out)
+}
+
+/// Keeps of a Node what [`node_addresses`] reads: a big cluster's Nodes carry image lists and
+/// annotations worth far more memory than that.
+fn trim_node(node: &mut Node) {
+    node.metadata.annotations = None;
+    node.spec = None;
+    node.status = node.status.take().map(|s| NodeStatus {
+        addresses: s.addresses,
+        conditions: s.conditions,
+        ..NodeStatus::default()
+    });
 }
 
 fn current_addresses(ingress: &Ingress) -> Vec<IngressLoadBalancerIngress> {
@@ -198,6 +193,10 @@ pub struct Writer {
     publish_service: Option<Store<Service>>,
     events: events::Reporter,
     metrics: KubeMetrics,
+    /// For the Node reflector; its `changes` wake this writer.
+    watch_ctx: watches::Context,
+    /// Started the first time a NodePort Service's addresses are wanted.
+    nodes: Option<Watch<Node>>,
     previously_owned: BTreeSet<ObjectKey>,
     /// Writes whose echo has not come back through the watch yet: the Ingress's
     /// `resourceVersion` when written, and what was written. Keeps a slow watch from causing a
@@ -214,6 +213,7 @@ impl Writer {
         publish_service: Option<Store<Service>>,
         events: events::Reporter,
         metrics: KubeMetrics,
+        watch_ctx: watches::Context,
     ) -> Self {
         Self {
             client,
@@ -221,6 +221,8 @@ impl Writer {
             publish_service,
             events,
             metrics,
+            watch_ctx,
+            nodes: None,
             previously_owned: BTreeSet::new(),
             sent: HashMap::new(),
         }
@@ -240,6 +242,7 @@ impl Writer {
             );
         }
         let mut leadership = shared.leadership();
+        let nodes_changed = self.watch_ctx.changes.clone();
         loop {
             let leading = *leadership.borrow_and_update();
             let current = in_service.borrow_and_update().clone();
@@ -253,6 +256,12 @@ impl Writer {
                 changed = in_service.changed() => if changed.is_err() { return },
                 changed = leadership.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(RETRY), if retry => {}
+                _ = nodes_changed.notified() => {
+                    tokio::select! {
+                        _ = DEBOUNCE.settle(&nodes_changed) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
                 _ = stop.changed() => return,
             }
         }
@@ -268,25 +277,51 @@ impl Writer {
     /// Brings status and Events in line with `current`; false if any write failed.
     async fn reconcile(&mut self, current: &InService) -> bool {
         let mut ok = self.reconcile_status(current).await;
-        ok &= self.events.report(current, &self.metrics).await;
+        ok &= self
+            .events
+            .report(&current.snapshot.warnings, &current.objects, &self.metrics)
+            .await;
         ok
     }
 
+    /// The addresses every owned Ingress should show; `None` while they are not known yet
+    /// (the Node reflector has not listed).
+    fn desired(&mut self) -> Option<Vec<IngressLoadBalancerIngress>> {
+        let key = match &self.publish {
+            Publish::Nothing => return None,
+            Publish::Addresses(addresses) => return Some(addresses.clone()),
+            Publish::Service(key) => key,
+        };
+        let service = self.publish_service.as_ref().and_then(|store| {
+            store
+                .state()
+                .into_iter()
+                .find(|s| ObjectKey::of(&s.metadata) == *key)
+        });
+        let Some(service) = service else {
+            return Some(Vec::new());
+        };
+        let addresses = service_addresses(&service);
+        if !addresses.is_empty() || !is_node_port(&service) {
+            return Some(addresses);
+        }
+        let nodes = self.nodes.get_or_insert_with(|| {
+            tracing::info!(service = %key, "--publish-service is a NodePort Service: publishing its nodes' addresses (watching Nodes)");
+            let api = Api::<Node>::all(self.client.clone());
+            let config = watcher::Config::default();
+            watches::spawn(&self.watch_ctx, "Node", api, config, false, trim_node)
+        });
+        if !*nodes.synced.borrow() {
+            return None;
+        }
+        Some(node_addresses(
+            nodes.store.state().iter().map(|n| n.as_ref()),
+        ))
+    }
+
     async fn reconcile_status(&mut self, current: &InService) -> bool {
-        let desired = match &self.publish {
-            Publish::Nothing => return true,
-            Publish::Addresses(addresses) => addresses.clone(),
-            Publish::Service(key) => self
-                .publish_service
-                .as_ref()
-                .and_then(|store| {
-                    store
-                        .state()
-                        .into_iter()
-                        .find(|s| ObjectKey::of(&s.metadata) == *key)
-                })
-                .map(|s| service_addresses(&s))
-                .unwrap_or_default(),
+        let Some(desired) = self.desired() else {
+            return true;
         };
         let owned: BTreeSet<ObjectKey> = current.snapshot.owned_ingresses.iter().cloned().collect();
         let ingresses = &current.objects.ingresses;

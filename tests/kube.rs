@@ -206,6 +206,38 @@ async fn initial_sync_serves_routes_without_streaming_lists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_list_cut_into_pages_is_read_whole() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    // More than two pages of 500.
+    for i in 0..1100 {
+        cluster.api.apply(ingress(
+            "default",
+            &format!("web-{i:04}"),
+            "gatehouse",
+            &format!("h{i}.test"),
+            "web",
+        ));
+    }
+    let gh = cluster.gatehouse(&[]);
+    for host in ["h0.test", "h550.test", "h1099.test"] {
+        cluster
+            .wait_answer(&gh, host, "/", 200, "a", Duration::from_secs(2))
+            .await;
+    }
+    let pages = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.starts_with("GET /apis/networking.k8s.io/v1/ingresses?") && r.contains("continue=")
+        })
+        .count();
+    assert_eq!(pages, 2, "{:#?}", cluster.api.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn not_ready_until_every_watch_has_listed() {
     let cluster = Cluster::start().await;
     let a = origin::echo("a").await;
@@ -516,6 +548,106 @@ async fn status_follows_the_published_service() {
         lb_ips(&get()) == ["192.0.2.1", "203.0.113.2"]
     })
     .await;
+    // Nodes are read only for a NodePort Service.
+    assert_eq!(node_requests(&cluster.api), Vec::<String>::new());
+}
+
+/// A Node with `addresses` (`(type, address)`), Ready or not, and labels.
+fn node(name: &str, ready: bool, addresses: &[(&str, &str)], labels: Value) -> Value {
+    let addresses: Vec<Value> = addresses
+        .iter()
+        .map(|(kind, address)| json!({"type": kind, "address": address}))
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels,
+                     "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "addresses": addresses,
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "images": [{"names": ["registry.example/big-image:1"], "sizeBytes": 123456789}],
+        },
+    })
+}
+
+fn node_requests(api: &FakeApi) -> Vec<String> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.contains("/api/v1/nodes"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_port_service_publishes_its_nodes_addresses() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    cluster.api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "gatehouse", "namespace": "gatehouse"},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]},
+    }));
+    let none = json!({});
+    let external = [("ExternalIP", "203.0.113.10"), ("InternalIP", "10.0.0.1")];
+    cluster.api.apply(node("n1", true, &external, none.clone()));
+    cluster.api.apply(node(
+        "n2",
+        true,
+        &[("InternalIP", "10.0.0.2"), ("Hostname", "n2")],
+        none.clone(),
+    ));
+    cluster.api.apply(node(
+        "n3",
+        false,
+        &[("ExternalIP", "203.0.113.30")],
+        none.clone(),
+    ));
+    let excluded = json!({"node.kubernetes.io/exclude-from-external-load-balancers": ""});
+    cluster.api.apply(node(
+        "n4",
+        true,
+        &[("ExternalIP", "203.0.113.40")],
+        excluded,
+    ));
+    let _gh = cluster.gatehouse(&["--publish-service=gatehouse/gatehouse"]);
+    let within = Duration::from_secs(4);
+    let get = || {
+        cluster
+            .api
+            .get("Ingress", "default", "web")
+            .expect("ingress")
+    };
+
+    // Ready nodes not excluded: the external address where a node has one, else the internal.
+    eventually("status from the nodes", within, || {
+        lb_ips(&get()) == ["10.0.0.2", "203.0.113.10"]
+    })
+    .await;
+    // A node that becomes Ready is added; one that goes is removed.
+    cluster
+        .api
+        .apply(node("n3", true, &[("ExternalIP", "203.0.113.30")], none));
+    cluster.api.delete("Node", "", "n1");
+    eventually("status following the nodes", within, || {
+        lb_ips(&get()) == ["10.0.0.2", "203.0.113.30"]
+    })
+    .await;
+    // The Service gets an external IP: that wins over the nodes.
+    cluster.api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "gatehouse", "namespace": "gatehouse"},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}],
+                 "externalIPs": ["192.0.2.7"]},
+    }));
+    eventually("status from the external IP", within, || {
+        lb_ips(&get()) == ["192.0.2.7"]
+    })
+    .await;
+    assert!(!node_requests(&cluster.api).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -692,6 +824,52 @@ async fn api_outage_changes_nothing_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_after_a_long_api_outage_is_served_within_5_s() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (origin::echo("a").await, origin::echo("b").await);
+    cluster.service("default", "web", &[a]);
+    cluster.service("default", "web-b", &[b]);
+    cluster
+        .api
+        .apply(ingress("default", "web", "gatehouse", "app.test", "web"));
+    let gh = cluster.gatehouse(&[]);
+    cluster
+        .wait_answer(&gh, "app.test", "/", 200, "a", Duration::from_secs(2))
+        .await;
+
+    // Down for 15 s: the watches fail again and again, so the next wait of their backoff
+    // (0.8 s doubling, plus up to as much again of jitter) is 12.8 s or more by the end.
+    cluster.api.set_unavailable();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        cluster.get(&gh, "app.test", "/").await,
+        (200, "a".to_owned()),
+        "not served during the outage"
+    );
+    // Back after a restart that lost the watch history: every watch that resumes from the
+    // resourceVersion it had gets 410 Expired, and a new Ingress is created at once.
+    cluster.api.expire_watches();
+    cluster.api.restore();
+    let lists_before = ingress_lists(&cluster.api);
+    cluster
+        .api
+        .apply(ingress("default", "new", "gatehouse", "new.test", "web-b"));
+    let took = cluster
+        .wait_answer(&gh, "new.test", "/", 200, "b", Duration::from_secs(5))
+        .await;
+    eprintln!("new Ingress served {took:?} after the API came back");
+    assert!(
+        ingress_lists(&cluster.api) > lists_before,
+        "served without a re-list"
+    );
+    assert!(gh.log_text().contains("410"), "410 not in the log");
+    assert_eq!(
+        cluster.get(&gh, "app.test", "/").await,
+        (200, "a".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leadership_moves_when_the_leader_dies() {
     let cluster = Cluster::start().await;
     let a = origin::echo("a").await;
@@ -829,7 +1007,7 @@ async fn ingress_change_is_served_within_the_debounce() {
     took.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "Ingress change -> served: min {:.0} ms, median {:.0} ms, max {:.0} ms over {} changes (debounce 100 ms quiet, 1 s cap)",
+        "Ingress change -> served: min {:.0} ms, median {:.0} ms, max {:.0} ms over {} changes (debounce 30 ms quiet, 1 s cap)",
         ms(took[0]),
         ms(took[took.len() / 2]),
         ms(took[took.len() - 1]),

@@ -126,7 +126,7 @@ async fn in_flight_request_finishes_on_the_configuration_it_started_with() {
     started.recv().await.expect("request reached the origin");
 
     // Remove the route altogether while the request is in flight.
-    gh.write("ingress.yaml", "");
+    gh.remove("ingress.yaml");
     tokio::task::block_in_place(|| {
         gh.wait_routes("no hosts", |r| {
             r["hosts"].as_object().is_some_and(|h| h.is_empty())
@@ -175,16 +175,25 @@ async fn open_websocket_stays_open_across_reloads() {
     }
 }
 
+/// The `File` warnings of `/routes`.
+fn file_warnings(gh: &Gatehouse) -> Vec<String> {
+    gh.routes()["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|w| w.starts_with("File "))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_file_is_reported_and_its_last_good_objects_stay_in_force() {
     let gh = start(&[]).await;
     let client = gh.client_for(&["app.test"]);
     gh.write("ingress.yaml", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec: {rules: 12}\n");
     let line = tokio::task::block_in_place(|| {
-        gh.wait_log(
-            &["manifest file not loaded", "ingress.yaml"],
-            Duration::from_secs(3),
-        )
+        gh.wait_log(&["not loaded", "ingress.yaml"], Duration::from_secs(3))
     });
     assert!(
         line.contains("Ingress") && line.contains("\"web\""),
@@ -193,11 +202,144 @@ async fn broken_file_is_reported_and_its_last_good_objects_stay_in_force() {
     assert_eq!(gh.metric("gatehouse_config_reload_errors_total", &[]), 1.0);
     assert!(serving(&gh.routes(), "web-a"));
     assert_eq!(origin_of(&client, "http://app.test/").await, "a");
+    // Not only in the log: a warning in /routes and in the warnings gauge.
+    let file = gh.manifests().join("ingress.yaml");
+    let warnings = file_warnings(&gh);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "File {}: document 1: Ingress \"web\"",
+            file.display()
+        )),
+        "{warnings:?}"
+    );
+    assert_eq!(gh.metric("gatehouse_config_warnings", &[]), 1.0);
 
-    // Fixed: the new content goes into service.
+    // Fixed: the new content goes into service and the warning goes.
     gh.write("ingress.yaml", &route_to("web-b"));
     wait_serving(&gh, "web-b");
     assert_eq!(origin_of(&client, "http://app.test/").await, "b");
+    assert_eq!(file_warnings(&gh), Vec::<String>::new());
+    assert_eq!(gh.metric("gatehouse_config_warnings", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_rewritten_in_place_by_a_slow_command_keeps_its_routes() {
+    let gh = start(&[]).await;
+    let client = gh.client_for(&["app.test"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let statuses = {
+        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let resp = client.get("http://app.test/").send().await;
+                statuses.push((sent, resp.map_or(0, |r| r.status().as_u16())));
+                done.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            statuses
+        })
+    };
+    // `render > ingress.yaml`: the shell empties the file at once, the command writes 300 ms
+    // later (or once some requests have been answered meanwhile, on a slow machine).
+    let path = gh.manifests().join("ingress.yaml");
+    let mut file = std::fs::File::create(&path).expect("truncate");
+    let emptied = Instant::now();
+    let before = done.load(Ordering::Relaxed);
+    while emptied.elapsed() < Duration::from_millis(300)
+        || (done.load(Ordering::Relaxed) < before + 10
+            && emptied.elapsed() < Duration::from_secs(10))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    use std::io::Write;
+    file.write_all(route_to("web-b").as_bytes()).expect("write");
+    drop(file);
+    let filled = Instant::now();
+    wait_serving(&gh, "web-b");
+    stop.store(true, Ordering::Relaxed);
+    let statuses = statuses.await.expect("client loop");
+    let while_empty = statuses
+        .iter()
+        .filter(|(sent, _)| *sent > emptied && *sent < filled)
+        .count();
+    assert!(while_empty >= 5, "only {while_empty} requests while empty");
+    let failed: Vec<u16> = statuses
+        .iter()
+        .map(|(_, status)| *status)
+        .filter(|s| *s != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed while the file was empty: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+    assert_eq!(origin_of(&client, "http://app.test/").await, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptied_file_keeps_its_routes_with_a_warning_until_deleted() {
+    let gh = start(&[]).await;
+    let client = gh.client_for(&["app.test"]);
+    gh.write("ingress.yaml", "");
+    tokio::task::block_in_place(|| {
+        gh.wait_routes("a warning for the emptied file", |r| {
+            r["warnings"].to_string().contains("the file is empty")
+        })
+    });
+    assert_eq!(origin_of(&client, "http://app.test/").await, "a");
+    gh.remove("ingress.yaml");
+    tokio::task::block_in_place(|| {
+        gh.wait_routes("no hosts and no warning", |r| {
+            r["hosts"].as_object().is_some_and(|h| h.is_empty())
+                && r["warnings"].as_array().is_some_and(|w| w.is_empty())
+        })
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_manifest_directory_keeps_serving_and_is_logged_once() {
+    let gh = start(&[]).await;
+    let client = gh.client_for(&["app.test"]);
+    let errors_before = gh.metric("gatehouse_config_reload_errors_total", &[]);
+    std::fs::remove_dir_all(gh.manifests()).expect("rm -r manifests");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        assert_eq!(origin_of(&client, "http://app.test/").await, "a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = gh.log_text();
+    let dir = gh.manifests().display().to_string();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("manifests not loaded") && l.contains(&dir))
+        .count();
+    assert_eq!(
+        lines, 1,
+        "the error is logged once, not at every scan:\n{log}"
+    );
+    assert_eq!(
+        gh.metric("gatehouse_config_reload_errors_total", &[]),
+        errors_before + 1.0
+    );
+    let warnings = file_warnings(&gh);
+    assert!(
+        warnings.len() == 1 && warnings[0].starts_with(&format!("File {dir}: ")),
+        "{warnings:?}"
+    );
+
+    // Back: read again, and the warning goes.
+    std::fs::create_dir_all(gh.manifests()).expect("mkdir");
+    let (a, b) = (origin::echo("a2").await, origin::echo("b2").await);
+    gh.write("services.yaml", &services(a, b));
+    gh.write("ingress.yaml", &route_to("web-b"));
+    wait_serving(&gh, "web-b");
+    assert_eq!(origin_of(&client, "http://app.test/").await, "b2");
+    assert_eq!(file_warnings(&gh), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

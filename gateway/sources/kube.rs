@@ -9,17 +9,19 @@
 //! - Changes are debounced ([`DEBOUNCE`]): a burst becomes one rebuild, and a storm still gets a
 //!   rebuild every [`Debounce::cap`].
 //! - An API server that goes away changes nothing being served: the stores keep their objects,
-//!   the watches resume with backoff (re-listing after `410 Gone`), and the outage shows in the
-//!   logs, `gatehouse_kube_watch_errors_total{kind}` and `gatehouse_kube_connected`.
+//!   the watches resume with backoff, and the outage shows in the logs,
+//!   `gatehouse_kube_watch_errors_total{kind}` and `gatehouse_kube_connected`. Once the API
+//!   server answers again every watch retries at once (its backoff may have grown to 30 s), and
+//!   one told `410 Gone` lists again without waiting.
 //! - Leader election ([`crate::leader`]) decides which replica writes Ingress status and Events
 //!   ([`crate::status`]).
 
 mod acme_store;
-mod debounce;
-mod metrics;
-mod watches;
+pub mod debounce;
+pub mod metrics;
+pub mod settings;
+pub mod watches;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,75 +37,13 @@ pub use self::acme_store::{
 };
 pub use self::debounce::{DEBOUNCE, Debounce};
 pub use self::metrics::KubeMetrics;
+pub use self::settings::{Publish, Settings};
+pub use self::watches::SECRET_LABEL;
 use self::watches::Watches;
 use crate::config::Config;
 use crate::leader::{self, Elector};
 use crate::shared::{self, Shared};
-pub use crate::status::Publish;
 use crate::status::{self, InService};
-
-/// Label that marks Gatehouse's own Secrets (ACME account and challenge state) in the
-/// controller's namespace, which are watched whatever their type. Its value says what the
-/// Secret holds.
-pub const SECRET_LABEL: &str = "gatehouse.dev/secret";
-
-/// How the Kubernetes source is set up.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Kubeconfig file; `None`: `$KUBECONFIG`, `~/.kube/config`, then in-cluster.
-    pub kubeconfig: Option<PathBuf>,
-    /// Namespaces to watch; empty: all.
-    pub watch_namespaces: Vec<String>,
-    pub publish: Publish,
-    /// Namespace of the Lease; `None`: `$POD_NAMESPACE`, else the kubeconfig's namespace.
-    pub leader_election_namespace: Option<String>,
-    pub lease_name: String,
-    pub lease_duration: Duration,
-    pub lease_renew: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            kubeconfig: None,
-            watch_namespaces: Vec::new(),
-            publish: Publish::Nothing,
-            leader_election_namespace: None,
-            lease_name: "gatehouse-leader".into(),
-            lease_duration: Duration::from_secs(15),
-            lease_renew: Duration::from_secs(5),
-        }
-    }
-}
-
-// === impl Settings ===
-
-impl Settings {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.lease_renew.is_zero() || self.lease_duration <= self.lease_renew {
-            return Err(format!(
-                "--lease-renew ({}) must be more than zero and less than --lease-duration ({})",
-                humantime::format_duration(self.lease_renew),
-                humantime::format_duration(self.lease_duration)
-            ));
-        }
-        if self.lease_name.is_empty() {
-            return Err("--lease-name must not be empty".into());
-        }
-        if let Some(ns) = self.watch_namespaces.iter().find(|ns| !valid_name(ns)) {
-            return Err(format!("--watch-namespace {ns:?} is not a namespace name"));
-        }
-        Ok(())
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
 
 /// The running source: its tasks end when `stop` fires.
 pub struct KubeSource {
@@ -152,21 +92,30 @@ pub async fn start(
 
     let changes = Arc::new(Notify::new());
     let trouble = Arc::new(Notify::new());
+    let (reconnected_tx, reconnected) = watch::channel(0u64);
     let publish_service = match &settings.publish {
         Publish::Service(key) => Some(key.clone()),
         _ => None,
+    };
+    let watch_ctx = watches::Context {
+        changes: changes.clone(),
+        trouble: trouble.clone(),
+        metrics: metrics.clone(),
+        reconnected,
+        stop: stop.clone(),
+    };
+    // Node changes (watched only to publish a NodePort Service's addresses) go to the status
+    // writer, not to a rebuild.
+    let status_watch_ctx = watches::Context {
+        changes: Arc::new(Notify::new()),
+        ..watch_ctx.clone()
     };
     let watches = Watches::start(
         &client,
         &settings.watch_namespaces,
         &controller_namespace,
         publish_service.as_ref(),
-        watches::Context {
-            changes: changes.clone(),
-            trouble: trouble.clone(),
-            metrics: metrics.clone(),
-            stop: stop.clone(),
-        },
+        watch_ctx,
     );
     let (in_service_tx, in_service_rx) = watch::channel(None);
     let mut tasks = watches.tasks;
@@ -185,6 +134,7 @@ pub async fn start(
         client.clone(),
         metrics.clone(),
         trouble,
+        reconnected_tx,
         stop.clone(),
     )));
     let elector = Elector::new(
@@ -216,6 +166,7 @@ pub async fn start(
         watches.stores.publish_service.clone(),
         status::events::Reporter::new(client, config.translate.controller_name.clone(), identity),
         metrics,
+        status_watch_ctx,
     );
     tasks.push(tokio::spawn(writer.run(shared, in_service_rx, stop)));
     Ok(KubeSource { tasks })
@@ -311,11 +262,13 @@ async fn rebuild_loop(
 }
 
 /// Keeps `gatehouse_kube_connected` true to what the API server answers: checked at start and
-/// whenever a watch reports an error, then every second until it answers again.
+/// whenever a watch reports an error, then every second until it answers again. When it does,
+/// `reconnected` wakes every watch waiting out its backoff.
 async fn watch_connection(
     client: Client,
     metrics: KubeMetrics,
     trouble: Arc<Notify>,
+    reconnected: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connected: Option<bool> = None;
@@ -325,7 +278,8 @@ async fn watch_connection(
         metrics.connected.set(i64::from(ok));
         match (connected, ok) {
             (Some(false), true) => {
-                tracing::info!("Kubernetes API reachable again: watches resume")
+                tracing::info!("Kubernetes API reachable again: watches resume now");
+                reconnected.send_modify(|n| *n = n.wrapping_add(1));
             }
             (Some(true) | None, false) => {
                 let error = match answer {

@@ -5,6 +5,12 @@
 //! stats every [`POLL_INTERVAL`] cost next to nothing (big directories are polled less often,
 //! [`ManifestDir::poll_interval`]).
 //!
+//! A change is read once it has held for [`SETTLE`] (a file half written is not read), and a
+//! file that fails to read or parse, or is emptied, keeps its last good objects; what is wrong
+//! is a problem ([`ManifestDir::problems`], [`ManifestDir::warnings`]) reported once, not at
+//! every scan. Only the first scan can fail: later, a directory that cannot be listed keeps
+//! every object in force.
+//!
 //! Parsing is built for large directories (issue 5: 10,000 Ingresses, 100,000 hosts): files are
 //! split at their `---` lines, documents are parsed (by serde-saphyr) on every core, and a
 //! changed file only parses the documents whose text changed; the others keep their objects (the
@@ -20,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::objects::{Kind, Object, ObjectKey, Objects};
+use crate::snapshot::Warning;
 
 /// How often the directory is checked for changes (at most): a change is served within this
 /// plus the time to parse and translate it. Listing a directory of tens of files takes well
@@ -255,8 +262,11 @@ fn collect(doc: Value, out: &mut Vec<Object>) -> Result<(), String> {
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>")
         .to_owned();
-    fn typed<T: DeserializeOwned>(doc: Value, kind: &str, name: &str) -> Result<Arc<T>, String> {
-        serde_json::from_value(doc)
+    // From a borrowed value: the object's strings are then allocated next to each other rather
+    // than taken from wherever the value put them, which makes every later pass over the
+    // objects (translate() above all) faster.
+    fn typed<T: DeserializeOwned>(doc: &Value, kind: &str, name: &str) -> Result<Arc<T>, String> {
+        T::deserialize(doc)
             .map(Arc::new)
             .map_err(|e| format!("{kind} {name:?}: {e}"))
     }
@@ -271,14 +281,16 @@ fn collect(doc: Value, out: &mut Vec<Object>) -> Result<(), String> {
             }
             return Ok(());
         }
-        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(typed(doc, &kind, &name)?),
-        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(doc, &kind, &name)?),
-        ("v1", "Service") => Object::Service(typed(doc, &kind, &name)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            Object::EndpointSlice(typed(doc, &kind, &name)?)
+        ("networking.k8s.io/v1", "IngressClass") => {
+            Object::IngressClass(typed(&doc, &kind, &name)?)
         }
-        ("v1", "Secret") => Object::Secret(typed(doc, &kind, &name)?),
-        ("gatehouse.dev/v1alpha1", "StaticSite") => Object::StaticSite(typed(doc, &kind, &name)?),
+        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(&doc, &kind, &name)?),
+        ("v1", "Service") => Object::Service(typed(&doc, &kind, &name)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            Object::EndpointSlice(typed(&doc, &kind, &name)?)
+        }
+        ("v1", "Secret") => Object::Secret(typed(&doc, &kind, &name)?),
+        ("gatehouse.dev/v1alpha1", "StaticSite") => Object::StaticSite(typed(&doc, &kind, &name)?),
         ("", _) | (_, "") => return Err(format!("{name:?} has no apiVersion or kind")),
         _ => {
             tracing::debug!(%api_version, %kind, %name, "ignoring a kind Gatehouse does not read");
@@ -304,13 +316,22 @@ fn object_name_missing(object: &Object) -> bool {
     meta.name.as_deref().is_none_or(str::is_empty)
 }
 
-/// What is known of one file: the stamp it was read at and its last good documents.
+/// What is known of one file: the stamp it was read at, its last good documents, and what is
+/// wrong with it now.
 #[derive(Debug, Default)]
 struct FileState {
     stamp: Option<Stamp>,
     docs: Vec<Document>,
     /// Its objects by kind and key (a later one in the file replaces an earlier one).
     index: HashMap<(Kind, ObjectKey), Object>,
+    /// A new stamp and when it was first seen: the file is read once it has held for the
+    /// settle window.
+    pending: Option<(Stamp, Instant)>,
+    /// When the file was first found missing: its objects go once it has stayed away for the
+    /// settle window.
+    missing_since: Option<Instant>,
+    /// Why its last read could not be used (its last good objects stay in force meanwhile).
+    problem: Option<String>,
 }
 
 impl FileState {
@@ -323,6 +344,7 @@ impl FileState {
             stamp: Some(stamp),
             docs,
             index,
+            ..Self::default()
         }
     }
 }
@@ -335,13 +357,30 @@ struct Stamp {
     inode: u64,
 }
 
-/// The outcome of a scan: whether anything changed, and the files that could not be used.
+/// The outcome of a scan.
 #[derive(Debug, Default)]
 pub struct ScanReport {
+    /// Some object changed.
     pub changed: bool,
-    /// `(file, reason)` for each file that failed to read or parse this time.
+    /// The problems ([`ManifestDir::problems`]) are not the same as after the last scan.
+    pub problems_changed: bool,
+    /// `(file, reason)` for each problem that is new (or has a new reason) since the last
+    /// scan: a file that failed to read or parse, an emptied file, a directory that cannot be
+    /// listed. A problem that stays is reported once.
     pub errors: Vec<(PathBuf, String)>,
+    /// Files and directories whose problem went away.
+    pub resolved: Vec<PathBuf>,
 }
+
+/// How long a file must stay unchanged (size, modification time, inode) before it is read, and
+/// a removed file stay away before its objects go: a file being written is not read half done.
+/// Emptied files are handled apart (their last good objects stay), so this only needs to span
+/// the gaps between a writer's writes, and is kept short because every change waits for it.
+pub const SETTLE: Duration = Duration::from_millis(30);
+
+/// Reason given for a file emptied after it had objects.
+pub const EMPTIED: &str =
+    "the file is empty: its last good objects stay in force (delete the file to remove them)";
 
 /// A directory of manifests and the last good objects of each file in it.
 #[derive(Debug)]
@@ -356,6 +395,15 @@ pub struct ManifestDir {
     merged: Objects,
     /// How long the last scan took to list the files (and stat them).
     listing: Duration,
+    /// See [`SETTLE`]; the first scan reads everything at once.
+    settle: Duration,
+    /// A scan has listed the directory (so there are last good objects to protect).
+    listed: bool,
+    /// The directory (or one below it) could not be listed by the last scan, and why: every
+    /// file keeps its objects meanwhile.
+    unlisted: Option<(PathBuf, String)>,
+    /// When the next scan must come to read a settled change (or drop a removed file).
+    due: Option<Instant>,
 }
 
 // === impl ManifestDir ===
@@ -368,12 +416,26 @@ impl ManifestDir {
             secrets_from: None,
             merged: Objects::default(),
             listing: Duration::ZERO,
+            settle: SETTLE,
+            listed: false,
+            unlisted: None,
+            due: None,
         }
     }
 
     /// Also reads the Secrets of `dir`, scanned with this one; they replace same-named ones.
     pub fn with_secrets_from(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.secrets_from = Some(Box::new(ManifestDir::new(dir)));
+        let overlay = ManifestDir::new(dir).with_settle(self.settle);
+        self.secrets_from = Some(Box::new(overlay));
+        self
+    }
+
+    /// Another settle window than [`SETTLE`] (zero: every change is read at the next scan).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        if let Some(overlay) = &mut self.secrets_from {
+            overlay.settle = settle;
+        }
         self
     }
 
@@ -382,51 +444,129 @@ impl ManifestDir {
     }
 
     /// Re-reads every new or changed `.yaml`/`.yml`/`.json` file (recursively, skipping hidden
-    /// entries such as a ConfigMap volume's `..data`) and forgets removed ones. A file that fails
-    /// to parse keeps its last good objects.
+    /// entries such as a ConfigMap volume's `..data`) once it has settled, and forgets removed
+    /// ones. A file that fails to read or parse, or is emptied, keeps its last good objects.
+    ///
+    /// Fails only if the first scan cannot list the directory; later, a directory that cannot
+    /// be listed is a problem ([`ManifestDir::problems`]) and every object stays.
     pub fn scan(&mut self) -> std::io::Result<ScanReport> {
+        self.scan_at(Instant::now())
+    }
+
+    /// [`ManifestDir::scan`] at the time `now`.
+    pub fn scan_at(&mut self, now: Instant) -> std::io::Result<ScanReport> {
+        let before = self.problems();
         let mut touched = Vec::new();
-        let report = self.scan_files(&mut touched)?;
+        let mut report = self.scan_files(now, &mut touched)?;
         for id in touched {
             self.settle(id);
         }
+        let after = self.problems();
+        report.problems_changed = before != after;
+        report.errors = after
+            .iter()
+            .filter(|p| !before.contains(p))
+            .cloned()
+            .collect();
+        report.resolved = before
+            .into_iter()
+            .filter(|(path, _)| !after.iter().any(|(p, _)| p == path))
+            .map(|(path, _)| path)
+            .collect();
         Ok(report)
     }
 
     /// Scans; `touched` gets the kind and key of every object that may have changed.
-    fn scan_files(&mut self, touched: &mut Vec<(Kind, ObjectKey)>) -> std::io::Result<ScanReport> {
+    fn scan_files(
+        &mut self,
+        now: Instant,
+        touched: &mut Vec<(Kind, ObjectKey)>,
+    ) -> std::io::Result<ScanReport> {
         let mut report = ScanReport::default();
         let mut seen = BTreeMap::new();
         let started = Instant::now();
-        list_files(&self.root, &mut seen)?;
+        let listed = list_files(&self.root, &mut seen);
         self.listing = started.elapsed();
+        if let Err((dir, err)) = listed {
+            if !self.listed {
+                return Err(err);
+            }
+            // A directory deleted or unreadable: nothing is known, so nothing changes.
+            self.unlisted = Some((dir, err.to_string()));
+            self.due = None;
+            return Ok(report);
+        }
+        self.unlisted = None;
+        let settle = if self.listed {
+            self.settle
+        } else {
+            Duration::ZERO
+        };
+        self.listed = true;
+        let mut due: Option<Instant> = None;
+        let mut wait_until = |at: Instant| due = Some(due.map_or(at, |d| d.min(at)));
+
         let gone: Vec<PathBuf> = self
             .files
-            .keys()
-            .filter(|path| !seen.contains_key(*path))
-            .cloned()
+            .iter_mut()
+            .filter(|(path, _)| !seen.contains_key(*path))
+            .filter_map(|(path, file)| {
+                let since = *file.missing_since.get_or_insert(now);
+                if now.duration_since(since) >= settle {
+                    Some(path.clone())
+                } else {
+                    wait_until(since + settle);
+                    None
+                }
+            })
             .collect();
         for path in gone {
             if let Some(file) = self.files.remove(&path) {
+                report.changed |= !file.index.is_empty();
                 touched.extend(file.index.into_keys());
-                report.changed = true;
             }
         }
-        // Read every new or changed file, then parse them all at once (on every core).
+        // Read every new or changed file that has settled, then parse them all at once (on
+        // every core).
         let mut read = Vec::new();
         for (path, stamp) in seen {
-            let known = self.files.get(&path);
-            if known.is_some_and(|f| f.stamp.as_ref() == Some(&stamp)) {
+            let file = self.files.entry(path.clone()).or_default();
+            file.missing_since = None;
+            if file.stamp.as_ref() == Some(&stamp) {
+                file.pending = None;
                 continue;
             }
+            match &file.pending {
+                Some((pending, since)) if *pending == stamp => {
+                    let settled_at = *since + settle;
+                    if now < settled_at {
+                        wait_until(settled_at);
+                        continue;
+                    }
+                }
+                _ if !settle.is_zero() => {
+                    file.pending = Some((stamp, now));
+                    wait_until(now + settle);
+                    continue;
+                }
+                _ => {}
+            }
+            file.pending = None;
             match std::fs::read_to_string(&path) {
+                Ok(text) if !has_content(&text) && !file.index.is_empty() => {
+                    // `cmd > file` empties the file before cmd writes a byte, for as long as
+                    // cmd takes: never a reason to drop every route the file had.
+                    file.stamp = Some(stamp);
+                    file.problem = Some(EMPTIED.to_owned());
+                }
                 Ok(text) => read.push((path, stamp, text)),
                 Err(err) => {
-                    self.keep_last_good(&path, stamp);
-                    report.errors.push((path, err.to_string()));
+                    file.stamp = Some(stamp);
+                    file.problem = Some(err.to_string());
                 }
             }
         }
+        self.due = due;
         let no_docs = Vec::new();
         let inputs: Vec<(&str, &[Document])> = read
             .iter()
@@ -437,7 +577,10 @@ impl ManifestDir {
             .collect();
         let parsed = parse_files(&inputs);
         drop(inputs);
-        for ((path, stamp, _), parsed) in read.into_iter().zip(parsed) {
+        for ((path, stamp, text), parsed) in read.into_iter().zip(parsed) {
+            // The text is not needed any more: give its memory back before the next file's
+            // objects are indexed.
+            drop(text);
             match parsed {
                 Ok(docs) => {
                     let file = FileState::new(stamp, docs);
@@ -462,14 +605,17 @@ impl ManifestDir {
                     self.files.insert(path, file);
                 }
                 Err(reason) => {
-                    self.keep_last_good(&path, stamp);
-                    report.errors.push((path, reason));
+                    // Remembers the new stamp, so the same broken content is read once, but
+                    // keeps the objects of the last good read.
+                    let file = self.files.entry(path).or_default();
+                    file.stamp = Some(stamp);
+                    file.problem = Some(reason);
                 }
             }
         }
         if let Some(overlay) = &mut self.secrets_from {
             let mut overlay_touched = Vec::new();
-            let overlay_report = overlay.scan_files(&mut overlay_touched)?;
+            let overlay_report = overlay.scan_files(now, &mut overlay_touched)?;
             for id in overlay_touched {
                 overlay.settle(id.clone());
                 if id.0 == Kind::Secret {
@@ -477,7 +623,6 @@ impl ManifestDir {
                 }
             }
             report.changed |= overlay_report.changed;
-            report.errors.extend(overlay_report.errors);
         }
         Ok(report)
     }
@@ -502,21 +647,24 @@ impl ManifestDir {
         }
     }
 
-    /// Remembers a file's new stamp, so the same broken content is reported once, but keeps
-    /// the objects of its last good read.
-    fn keep_last_good(&mut self, path: &Path, stamp: Stamp) {
-        let file = self.files.entry(path.to_owned()).or_default();
-        file.stamp = Some(stamp);
-    }
-
     /// How long to wait before the next scan: [`POLL_INTERVAL`], or longer when listing the
-    /// directory (and the Secrets one) takes more than 1% of that.
+    /// directory (and the Secrets one) takes more than 1% of that; shorter when a change
+    /// settles sooner.
     pub fn poll_interval(&self) -> Duration {
-        let overlay = self
-            .secrets_from
-            .as_ref()
-            .map_or(Duration::ZERO, |o| o.listing);
-        ((self.listing + overlay) * POLL_COST_RATIO).clamp(POLL_INTERVAL, MAX_POLL_INTERVAL)
+        let overlay = self.secrets_from.as_ref();
+        let listing = self.listing + overlay.map_or(Duration::ZERO, |o| o.listing);
+        let interval = (listing * POLL_COST_RATIO).clamp(POLL_INTERVAL, MAX_POLL_INTERVAL);
+        let due = [self.due, overlay.and_then(|o| o.due)]
+            .into_iter()
+            .flatten()
+            .min();
+        match due {
+            Some(due) => interval.min(
+                due.saturating_duration_since(Instant::now())
+                    .max(POLL_INTERVAL / 4),
+            ),
+            None => interval,
+        }
     }
 
     /// The objects of every file; a later file's object replaces an earlier one of the same key,
@@ -524,11 +672,57 @@ impl ManifestDir {
     pub fn objects(&self) -> &Objects {
         &self.merged
     }
+
+    /// What keeps the objects on disk from being the ones in force, sorted: `(path, reason)`
+    /// for each file whose last read could not be used and for a directory that cannot be
+    /// listed (the last good objects stay in force meanwhile).
+    pub fn problems(&self) -> Vec<(PathBuf, String)> {
+        let mut out: Vec<(PathBuf, String)> = self
+            .unlisted
+            .iter()
+            .cloned()
+            .chain(
+                self.files
+                    .iter()
+                    .filter_map(|(path, f)| Some((path.clone(), f.problem.clone()?))),
+            )
+            .collect();
+        if let Some(overlay) = &self.secrets_from {
+            out.extend(overlay.problems());
+        }
+        out.sort();
+        out
+    }
+
+    /// [`ManifestDir::problems`] as configuration warnings of kind `File`, named by path.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.problems()
+            .into_iter()
+            .map(|(path, reason)| Warning {
+                kind: "File",
+                object: ObjectKey::new("", path.display().to_string()),
+                reason,
+            })
+            .collect()
+    }
 }
 
-fn list_files(dir: &Path, out: &mut BTreeMap<PathBuf, Stamp>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+/// Whether a text holds anything but blank lines, comments and document markers.
+fn has_content(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim();
+        !(line.is_empty() || line.starts_with('#') || line == "---" || line == "...")
+    })
+}
+
+/// The files under `dir`; an error names the directory that could not be listed.
+fn list_files(
+    dir: &Path,
+    out: &mut BTreeMap<PathBuf, Stamp>,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let fail = |err| (dir.to_owned(), err);
+    for entry in std::fs::read_dir(dir).map_err(fail)? {
+        let entry = entry.map_err(fail)?;
         let path = entry.path();
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;

@@ -13,10 +13,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use super::InService;
 use crate::objects::{ObjectKey, Objects};
 use crate::snapshot::Warning;
-use crate::sources::kube::KubeMetrics;
+use crate::sources::kube::metrics::KubeMetrics;
 
 /// `reason` of every Event Gatehouse writes (the note says what is wrong).
 pub const REASON: &str = "ConfigurationWarning";
@@ -51,10 +50,14 @@ impl Reporter {
         self.published.clear();
     }
 
-    /// Publishes the warnings of `current` not published yet; false if any failed (they are
-    /// tried again on the next call).
-    pub async fn report(&mut self, current: &InService, metrics: &KubeMetrics) -> bool {
-        let warnings = &current.snapshot.warnings;
+    /// Publishes the warnings (sorted, of the configuration in service, built from `objects`)
+    /// not published yet; false if any failed (they are tried again on the next call).
+    pub async fn report(
+        &mut self,
+        warnings: &[Warning],
+        objects: &Objects,
+        metrics: &KubeMetrics,
+    ) -> bool {
         self.published.retain(|w| warnings.binary_search(w).is_ok());
         let mut ok = true;
         for warning in warnings {
@@ -63,7 +66,7 @@ impl Reporter {
             }
             let Some(event) = event_for(
                 warning,
-                &current.objects,
+                objects,
                 &self.controller,
                 &self.instance,
                 Timestamp::now(),

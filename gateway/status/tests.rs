@@ -1,12 +1,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::jiff::Timestamp;
 
 use super::events::event_for;
-use super::{Change, Publish, plan, service_addresses};
+use super::{Change, Publish, node_addresses, plan, service_addresses, trim_node};
 use crate::objects::{Object, ObjectKey, Objects};
 use crate::snapshot::Warning;
 
@@ -90,6 +90,100 @@ fn service_publishes_load_balancer_ingress_and_external_ips() {
         service_addresses(&service),
         vec![host("lb.example.net"), ip("192.0.2.7"), ip("203.0.113.9")]
     );
+}
+
+fn node(name: &str, ready: &str, addresses: &[(&str, &str)], labels: serde_json::Value) -> Node {
+    let addresses: Vec<_> = addresses
+        .iter()
+        .map(|(t, a)| serde_json::json!({"type": t, "address": a}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": addresses, "conditions": [
+            {"type": "MemoryPressure", "status": "False"},
+            {"type": "Ready", "status": ready},
+        ]},
+    }))
+    .expect("node")
+}
+
+#[test]
+fn node_port_addresses_are_each_ready_nodes_external_else_internal_ips() {
+    let none = serde_json::json!({});
+    let nodes = [
+        node(
+            "both",
+            "True",
+            &[
+                ("InternalIP", "10.0.0.1"),
+                ("ExternalIP", "203.0.113.1"),
+                ("ExternalIP", "2001:db8::1"),
+            ],
+            none.clone(),
+        ),
+        node(
+            "internal",
+            "True",
+            &[
+                ("InternalIP", "10.0.0.2"),
+                ("Hostname", "internal"),
+                ("InternalDNS", "internal.local"),
+            ],
+            none.clone(),
+        ),
+        node(
+            "not-ready",
+            "False",
+            &[("ExternalIP", "203.0.113.3")],
+            none.clone(),
+        ),
+        node(
+            "unknown",
+            "Unknown",
+            &[("ExternalIP", "203.0.113.4")],
+            none.clone(),
+        ),
+        node(
+            "excluded",
+            "True",
+            &[("ExternalIP", "203.0.113.5")],
+            serde_json::json!({"node.kubernetes.io/exclude-from-external-load-balancers": "true"}),
+        ),
+        node(
+            "junk",
+            "True",
+            &[("InternalIP", "not an address")],
+            none.clone(),
+        ),
+        node("same", "True", &[("InternalIP", "10.0.0.2")], none),
+    ];
+    assert_eq!(
+        node_addresses(&nodes),
+        vec![ip("10.0.0.2"), ip("2001:db8::1"), ip("203.0.113.1")]
+    );
+}
+
+#[test]
+fn trimmed_node_keeps_what_its_addresses_are_read_from() {
+    let mut full: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "n", "labels": {"a": "b"}, "annotations": {"big": "x".repeat(1000)}},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "addresses": [{"type": "ExternalIP", "address": "203.0.113.1"}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "images": [{"names": ["registry.example/big:1"], "sizeBytes": 1}],
+            "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
+                "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "",
+                "operatingSystem": "linux", "osImage": "", "systemUUID": ""},
+        },
+    }))
+    .expect("node");
+    let before = node_addresses([&full]);
+    trim_node(&mut full);
+    assert_eq!(node_addresses([&full]), before);
+    assert!(full.metadata.annotations.is_none() && full.spec.is_none());
+    let status = full.status.expect("status");
+    assert!(status.images.is_none() && status.node_info.is_none());
 }
 
 #[test]

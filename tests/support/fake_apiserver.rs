@@ -3,7 +3,8 @@
 //!
 //! It serves:
 //! - lists (`GET` on a collection): JSON with `metadata.resourceVersion`, items filtered by
-//!   `labelSelector` (`k`, `!k`, `k=v`, `k!=v`) and `fieldSelector` (`path=v`, `path!=v`);
+//!   `labelSelector` (`k`, `!k`, `k=v`, `k!=v`) and `fieldSelector` (`path=v`, `path!=v`), in
+//!   pages of `limit` items with a `continue` token;
 //! - watches (`?watch=true&resourceVersion=N`): newline-delimited `ADDED`/`MODIFIED`/`DELETED`
 //!   events after N (an object leaving or entering a selector is `DELETED`/`ADDED`, as the real
 //!   server does), `BOOKMARK`s every second when asked, and an `ERROR` event with a `410 Expired`
@@ -76,6 +77,12 @@ const RESOURCES: &[Res] = &[
         api_version: "v1",
         kind: "Namespace",
         plural: "namespaces",
+        namespaced: false,
+    },
+    Res {
+        api_version: "v1",
+        kind: "Node",
+        plural: "nodes",
         namespaced: false,
     },
     Res {
@@ -165,6 +172,9 @@ struct State {
     uids: u64,
     /// Plurals answered with 404, as for a CRD that is not installed.
     hidden: Vec<&'static str>,
+    /// Each object as a list item (JSON), with the resourceVersion it was made from: lists are
+    /// served from these, as the real server serves them from its watch cache.
+    items: std::collections::HashMap<(&'static str, String, String), (String, Bytes)>,
 }
 
 struct Inner {
@@ -209,6 +219,7 @@ impl FakeApi {
                 requests: Vec::new(),
                 uids: 0,
                 hidden: Vec::new(),
+                items: Default::default(),
             }),
             tick: watch::Sender::new(0),
         });
@@ -268,9 +279,14 @@ impl FakeApi {
 
     /// Creates or replaces every object of a multi-document YAML text.
     pub fn apply_yaml(&self, yaml: &str) {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("yaml");
-        for doc in docs.into_iter().filter(|d| !d.is_null()) {
-            self.apply(doc);
+        // As a stream: the parser's limits then hold per document, so a text may hold any
+        // number of them.
+        let mut reader = yaml.as_bytes();
+        for doc in serde_saphyr::read::<_, Value>(&mut reader) {
+            let doc = doc.expect("yaml");
+            if !doc.is_null() {
+                self.apply(doc);
+            }
         }
     }
 
@@ -764,33 +780,81 @@ impl Selectors {
 
 fn list(inner: &Inner, target: &Target, params: &BTreeMap<String, String>) -> Response<Body> {
     let selectors = Selectors::from(params);
-    let st = inner.lock();
-    let items: Vec<Value> = st
+    // Pages as the real server cuts them with `limit`: `continue` carries the resourceVersion of
+    // the first page (every page reports it, so a watch from there misses nothing) and the
+    // offset to go on from.
+    let limit: usize = params
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let from = params
+        .get("continue")
+        .and_then(|c| c.split_once(':'))
+        .and_then(|(rv, offset)| Some((rv.parse::<u64>().ok()?, offset.parse::<usize>().ok()?)));
+    let mut st = inner.lock();
+    let (rv, offset) = from.unwrap_or((st.rv, 0));
+    let keys: Vec<(&'static str, String, String)> = st
         .objects
         .iter()
         .filter(|((plural, ns, _), _)| *plural == target.res.plural && matches_scope(target, ns))
         .filter(|(_, o)| selectors.matches(o))
-        .map(|(_, o)| {
-            // Items of built-in lists carry no apiVersion/kind, as the real server sends them.
-            let mut o = o.clone();
-            if let Some(map) = o.as_object_mut()
-                && !target.res.api_version.starts_with("gatehouse.dev")
-            {
-                map.remove("apiVersion");
-                map.remove("kind");
-            }
-            o
-        })
+        .skip(offset)
+        .take(limit.saturating_add(1))
+        .map(|(key, _)| key.clone())
         .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "kind": format!("{}List", target.res.kind),
-            "apiVersion": target.res.api_version,
-            "metadata": {"resourceVersion": st.rv.to_string()},
-            "items": items,
-        }),
-    )
+    let more = keys.len() > limit;
+    let mut body = Vec::new();
+    for key in keys.iter().take(limit) {
+        let State { objects, items, .. } = &mut *st;
+        let object = &objects[key];
+        let version = object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        let item = match items.get(key) {
+            Some((made_from, item)) if made_from == version => item.clone(),
+            _ => {
+                // Items of built-in lists carry no apiVersion/kind, as the real server sends them.
+                let mut o = object.clone();
+                if let Some(map) = o.as_object_mut()
+                    && !target.res.api_version.starts_with("gatehouse.dev")
+                {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                let item = Bytes::from(o.to_string());
+                items.insert(key.clone(), (version.to_owned(), item.clone()));
+                item
+            }
+        };
+        body.push(if body.is_empty() { b'[' } else { b',' });
+        body.extend_from_slice(&item);
+    }
+    if body.is_empty() {
+        body.push(b'[');
+    }
+    body.push(b']');
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if more {
+        metadata["continue"] = json!(format!("{rv}:{}", offset + limit));
+    }
+    let head = json!({
+        "kind": format!("{}List", target.res.kind),
+        "apiVersion": target.res.api_version,
+        "metadata": metadata,
+    })
+    .to_string();
+    // `{...head...,"items":[...]}`
+    let mut out = Vec::with_capacity(head.len() + body.len() + 10);
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"items\":");
+    out.extend_from_slice(&body);
+    out.push(b'}');
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(out)).boxed_unsync())
+        .expect("response")
 }
 
 fn get_one(inner: &Inner, target: &Target, name: &str) -> Response<Body> {

@@ -5,9 +5,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// What the Kubernetes source uses: 100 ms of quiet, at most 1 s after the first change.
+/// What the Kubernetes source uses: 30 ms of quiet (the objects of one `kubectl apply` reach
+/// the watches within a few milliseconds of each other), at most 1 s after the first change.
 pub const DEBOUNCE: Debounce = Debounce {
-    quiet: Duration::from_millis(100),
+    quiet: Duration::from_millis(30),
     cap: Duration::from_secs(1),
 };
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::watches::Retry;
 use super::{Debounce, Settings};
 
 const TEST: Debounce = Debounce {
@@ -115,5 +116,49 @@ fn challenge_mirror_follows_the_answers_secret() {
     assert_eq!(
         shared.acme_challenges.http01("own").as_deref(),
         Some("mine")
+    );
+}
+
+fn gone() -> kube::runtime::watcher::Error {
+    let status =
+        kube::core::Status::failure("too old resource version: 5 (9)", "Expired").with_code(410);
+    kube::runtime::watcher::Error::WatchError(Box::new(status))
+}
+
+fn unavailable() -> kube::runtime::watcher::Error {
+    let status =
+        kube::core::Status::failure("the server is down", "ServiceUnavailable").with_code(503);
+    kube::runtime::watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(status)))
+}
+
+#[test]
+fn watch_backoff_grows_while_failing_and_starts_again_once_healthy() {
+    let mut retry = Retry::default();
+    let now = Instant::now();
+    let waits: Vec<Duration> = (0..6).map(|_| retry.after(&unavailable(), now)).collect();
+    // 0.8 s doubling, each with up to as much again of jitter.
+    for (i, wait) in waits.iter().enumerate() {
+        let base = Duration::from_millis(800) * 2u32.pow(i as u32);
+        assert!(*wait >= base && *wait <= base * 2, "wait {i}: {wait:?}");
+    }
+    retry.healthy();
+    let first = retry.after(&unavailable(), now);
+    assert!(first <= Duration::from_millis(1600), "{first:?}");
+}
+
+#[test]
+fn watch_lists_again_at_once_after_410_but_not_in_a_loop() {
+    let mut retry = Retry::default();
+    let now = Instant::now();
+    for _ in 0..5 {
+        retry.after(&unavailable(), now);
+    }
+    // However grown the backoff, a 410 re-lists at once...
+    assert_eq!(retry.after(&gone(), now), Duration::ZERO);
+    // ...but a second one right after waits like any other error.
+    assert!(retry.after(&gone(), now + Duration::from_secs(1)) >= Duration::from_secs(12));
+    assert_eq!(
+        retry.after(&gone(), now + Duration::from_secs(10)),
+        Duration::ZERO
     );
 }

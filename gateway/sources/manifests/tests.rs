@@ -16,6 +16,11 @@ fn put(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, &path).expect("rename");
 }
 
+/// A directory read without a settle window: every change is read at the next scan.
+fn unsettled(root: impl Into<PathBuf>) -> ManifestDir {
+    ManifestDir::new(root).with_settle(Duration::ZERO)
+}
+
 fn ingress_keys(dir: &ManifestDir) -> Vec<String> {
     dir.objects()
         .ingresses
@@ -139,7 +144,7 @@ fn scan_reads_yaml_yml_and_json_files_recursively_and_skips_hidden_and_other_fil
     put(root, "notes.txt", &ingress("txt").yaml());
     put(root, ".hidden.yaml", &ingress("hidden").yaml());
     put(root, "..data/d.yaml", &ingress("configmap-internal").yaml());
-    let mut dir = ManifestDir::new(root);
+    let mut dir = unsettled(root);
     let report = dir.scan().expect("scan");
     assert!(report.changed && report.errors.is_empty(), "{report:?}");
     assert_eq!(ingress_keys(&dir), ["default/a", "default/b", "default/c"]);
@@ -149,7 +154,7 @@ fn scan_reads_yaml_yml_and_json_files_recursively_and_skips_hidden_and_other_fil
 fn unchanged_directory_reports_no_change() {
     let tmp = tempfile::tempdir().expect("tempdir");
     put(tmp.path(), "a.yaml", &ingress("a").yaml());
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     assert!(dir.scan().expect("scan").changed);
     let again = dir.scan().expect("scan");
     assert!(!again.changed && again.errors.is_empty(), "{again:?}");
@@ -159,7 +164,7 @@ fn unchanged_directory_reports_no_change() {
 fn changed_file_replaces_its_objects() {
     let tmp = tempfile::tempdir().expect("tempdir");
     put(tmp.path(), "a.yaml", &ingress("one").yaml());
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     dir.scan().expect("scan");
     put(tmp.path(), "a.yaml", &ingress("two").yaml());
     assert!(dir.scan().expect("scan").changed);
@@ -171,7 +176,7 @@ fn broken_file_keeps_its_last_good_objects_and_is_reported_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     put(tmp.path(), "a.yaml", &ingress("good").yaml());
     put(tmp.path(), "other.yaml", &ingress("other").yaml());
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     dir.scan().expect("scan");
 
     put(
@@ -188,8 +193,18 @@ fn broken_file_keeps_its_last_good_objects_and_is_reported_once() {
     assert!(reason.contains("Ingress \"good\""), "{reason}");
     assert_eq!(ingress_keys(&dir), ["default/good", "default/other"]);
 
-    // Nothing new: the same broken content is not reported again.
+    // Nothing new: the same broken content is not reported again, and stays a warning.
     assert!(dir.scan().expect("scan").errors.is_empty());
+    let warnings = dir.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].to_string().starts_with(&format!(
+            "File {}: document 1: Ingress \"good\"",
+            file.display()
+        )),
+        "{}",
+        warnings[0]
+    );
 
     put(tmp.path(), "a.yaml", &ingress("fixed").yaml());
     let report = dir.scan().expect("scan");
@@ -202,7 +217,7 @@ fn file_broken_from_the_start_contributes_nothing_and_others_load() {
     let tmp = tempfile::tempdir().expect("tempdir");
     put(tmp.path(), "bad.yaml", "kind: [\n");
     put(tmp.path(), "good.yaml", &ingress("good").yaml());
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     let report = dir.scan().expect("scan");
     assert_eq!(report.errors.len(), 1, "{report:?}");
     assert_eq!(ingress_keys(&dir), ["default/good"]);
@@ -213,7 +228,7 @@ fn removed_file_drops_its_objects() {
     let tmp = tempfile::tempdir().expect("tempdir");
     put(tmp.path(), "a.yaml", &ingress("a").yaml());
     put(tmp.path(), "b.yaml", &ingress("b").yaml());
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     dir.scan().expect("scan");
     std::fs::remove_file(tmp.path().join("a.yaml")).expect("remove");
     assert!(dir.scan().expect("scan").changed);
@@ -237,7 +252,7 @@ fn same_object_in_two_files_is_taken_from_the_later_file() {
             .prefix("second.test", "/", svc("x", 80))
             .yaml(),
     );
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     dir.scan().expect("scan");
     let objects = dir.objects();
     let web = &objects.ingresses[&ObjectKey::new("default", "web")];
@@ -250,9 +265,164 @@ fn same_object_in_two_files_is_taken_from_the_later_file() {
 }
 
 #[test]
+fn changed_file_is_read_once_it_has_held_for_the_settle_window() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("one").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    let t0 = Instant::now();
+    // The first scan reads at once: there is nothing to protect yet.
+    assert!(dir.scan_at(t0).expect("scan").changed);
+
+    put(tmp.path(), "a.yaml", &ingress("two").yaml());
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(!dir.scan_at(t1).expect("scan").changed);
+    assert!(!dir.scan_at(t1 + SETTLE / 2).expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/one"]);
+    assert!(dir.scan_at(t1 + SETTLE).expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/two"]);
+}
+
+#[test]
+fn file_still_being_written_is_not_read_until_it_stops_changing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("a.yaml");
+    std::fs::write(&path, ingress("old").yaml()).expect("write");
+    let mut dir = ManifestDir::new(tmp.path());
+    let t0 = Instant::now();
+    dir.scan_at(t0).expect("scan");
+
+    // Written in two parts; the first part alone is a valid, different Ingress.
+    let whole = ingress("new")
+        .prefix("a.test", "/", svc("web", 80))
+        .prefix("b.test", "/", svc("web", 80))
+        .yaml();
+    let cut = whole.find("b.test").expect("second rule") - 1;
+    std::fs::write(&path, &whole[..cut]).expect("write part");
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(!dir.scan_at(t1).expect("scan").changed);
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    file.write_all(&whole.as_bytes()[cut..])
+        .expect("write rest");
+    drop(file);
+    // The size changed within the window: the window starts again.
+    assert!(!dir.scan_at(t1 + SETTLE).expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/old"]);
+    assert!(dir.scan_at(t1 + SETTLE * 2).expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/new"]);
+    let hosts: Vec<_> = dir.objects().ingresses[&ObjectKey::new("default", "new")]
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.host.clone())
+        .collect();
+    assert_eq!(hosts, ["a.test", "b.test"]);
+}
+
+#[test]
+fn emptied_file_keeps_its_last_good_objects_with_a_warning() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("a").yaml());
+    put(tmp.path(), "b.yaml", &ingress("b").yaml());
+    let mut dir = unsettled(tmp.path());
+    dir.scan().expect("scan");
+
+    for empty in ["", "\n", "# nothing yet\n---\n"] {
+        std::fs::write(tmp.path().join("a.yaml"), empty).expect("truncate");
+        let report = dir.scan().expect("scan");
+        assert!(!report.changed, "{empty:?}: {report:?}");
+        assert_eq!(ingress_keys(&dir), ["default/a", "default/b"], "{empty:?}");
+        let warnings = dir.warnings();
+        let [warning] = &warnings[..] else {
+            panic!("one warning expected: {warnings:?}");
+        };
+        assert_eq!(warning.kind, "File");
+        assert_eq!(
+            warning.object.name,
+            tmp.path().join("a.yaml").display().to_string()
+        );
+        assert_eq!(warning.reason, EMPTIED);
+    }
+
+    // Filled again: the new objects, no warning.
+    std::fs::write(tmp.path().join("a.yaml"), ingress("c").yaml()).expect("write");
+    let report = dir.scan().expect("scan");
+    assert!(report.changed && report.problems_changed, "{report:?}");
+    assert_eq!(report.resolved, [tmp.path().join("a.yaml")]);
+    assert_eq!(ingress_keys(&dir), ["default/b", "default/c"]);
+    assert!(dir.warnings().is_empty());
+
+    // Deleting the file is how its objects are removed.
+    std::fs::remove_file(tmp.path().join("a.yaml")).expect("remove");
+    assert!(dir.scan().expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/b"]);
+}
+
+#[test]
+fn new_empty_file_is_no_problem() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("a").yaml());
+    put(tmp.path(), "placeholder.yaml", "# filled later\n");
+    let mut dir = unsettled(tmp.path());
+    let report = dir.scan().expect("scan");
+    assert!(report.errors.is_empty() && dir.warnings().is_empty());
+    assert_eq!(ingress_keys(&dir), ["default/a"]);
+}
+
+#[test]
+fn removed_file_keeps_its_objects_for_the_settle_window() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    put(tmp.path(), "a.yaml", &ingress("a").yaml());
+    let mut dir = ManifestDir::new(tmp.path());
+    let t0 = Instant::now();
+    dir.scan_at(t0).expect("scan");
+    // An editor saving by rename-and-rewrite leaves a moment with no file.
+    std::fs::remove_file(tmp.path().join("a.yaml")).expect("remove");
+    assert!(!dir.scan_at(t0 + SETTLE).expect("scan").changed);
+    assert_eq!(ingress_keys(&dir), ["default/a"]);
+    assert!(dir.scan_at(t0 + SETTLE * 2).expect("scan").changed);
+    assert!(ingress_keys(&dir).is_empty());
+}
+
+#[test]
+fn deleted_directory_keeps_every_object_and_is_reported_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("manifests");
+    put(&root, "a.yaml", &ingress("a").yaml());
+    let mut dir = unsettled(&root);
+    dir.scan().expect("scan");
+
+    std::fs::remove_dir_all(&root).expect("rm -r");
+    let report = dir.scan().expect("a scan after the first does not fail");
+    assert!(!report.changed && report.problems_changed, "{report:?}");
+    let [(path, reason)] = &report.errors[..] else {
+        panic!("one error expected: {report:?}");
+    };
+    assert_eq!(path, &root);
+    assert!(reason.contains("No such file"), "{reason}");
+    assert_eq!(ingress_keys(&dir), ["default/a"]);
+    assert_eq!(dir.warnings().len(), 1);
+    for _ in 0..3 {
+        let again = dir.scan().expect("scan");
+        assert!(again.errors.is_empty() && !again.problems_changed && !again.changed);
+    }
+
+    put(&root, "a.yaml", &ingress("a2").yaml());
+    let back = dir.scan().expect("scan");
+    assert!(back.changed && back.resolved == [root.clone()], "{back:?}");
+    assert_eq!(ingress_keys(&dir), ["default/a2"]);
+    assert!(dir.warnings().is_empty());
+}
+
+#[test]
 fn missing_directory_is_an_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut dir = ManifestDir::new(tmp.path().join("nope"));
+    let mut dir = unsettled(tmp.path().join("nope"));
     assert!(dir.scan().is_err());
 }
 
@@ -293,7 +463,7 @@ fn a_changed_document_gets_a_new_object_and_the_others_keep_theirs() {
         ])
     };
     put(tmp.path(), "all.yaml", &one("a"));
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     dir.scan().expect("scan");
     let before = dir.objects().clone();
     put(tmp.path(), "all.yaml", &one("b"));
@@ -319,7 +489,7 @@ fn rewriting_a_file_with_the_same_objects_is_no_change() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let text = ingress("web").prefix("a.test", "/", svc("a", 80)).yaml();
     put(tmp.path(), "a.yaml", &text);
-    let mut dir = ManifestDir::new(tmp.path());
+    let mut dir = unsettled(tmp.path());
     assert!(dir.scan().expect("scan").changed);
     put(tmp.path(), "a.yaml", &format!("{text}---\n# a comment\n"));
     let report = dir.scan().expect("scan");
@@ -382,7 +552,7 @@ fn objects_kept_up_to_date_follow_the_file_order_rule_over_random_edits() {
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{v: {value}}}\n"
         )
     };
-    let mut dir = ManifestDir::new(&main).with_secrets_from(&overlay);
+    let mut dir = unsettled(&main).with_secrets_from(&overlay);
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = |n: u64| {
         state ^= state << 13;
