@@ -140,7 +140,7 @@ fn watch_manifests(
             std::thread::sleep(manifests.poll_interval());
             if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
                 tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
-                shared.metrics.config_reload_errors.inc();
+                shared.metrics.reload_failed();
             }
         }
     })?;
@@ -152,7 +152,7 @@ fn load_manifests(shared: &Shared, dir: &mut ManifestDir, config: &Config) -> st
     let report = dir.scan()?;
     for (file, reason) in &report.errors {
         tracing::error!(file = %file.display(), %reason, "manifest file not loaded; its last good objects stay in force");
-        shared.metrics.config_reload_errors.inc();
+        shared.metrics.reload_failed();
     }
     if report.changed || !shared.is_ready() {
         shared::rebuild(shared, dir.objects(), &config.translate);

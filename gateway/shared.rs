@@ -71,6 +71,7 @@ impl Shared {
     }
 
     pub fn set_leader(&self, leading: bool) {
+        self.metrics.leader.set(i64::from(leading));
         self.leader.send_if_modified(|current| {
             let changed = *current != leading;
             *current = leading;
@@ -86,7 +87,7 @@ impl Shared {
         self.metrics.warnings.set(snapshot.warnings.len() as i64);
         self.metrics.routes.set(snapshot.routes.host_count() as i64);
         self.metrics.set_certificate_expiry(&snapshot.tls);
-        self.metrics.config_reloads.inc();
+        self.metrics.publish(&snapshot);
         self.metrics
             .translate_duration
             .with_label_values::<&str>(&[])
