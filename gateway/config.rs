@@ -124,6 +124,17 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// Export a span per request over OTLP/HTTP (protobuf) to this URL, e.g.
+    /// http://otel-collector:4318 (`/v1/traces` is added to a URL without a path); requests
+    /// then carry W3C trace context to backends. [default: off]
+    #[arg(long, env = "GATEHOUSE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of new traces sampled (0 to 1); a request that continues a trace keeps its
+    /// parent's decision. [default: 1]
+    #[arg(long, env = "GATEHOUSE_TRACE_SAMPLE_RATIO", value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
+
     /// Log format. [default: text]
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -396,6 +407,8 @@ pub struct Config {
     pub https_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub log_format: LogFormat,
+    /// `--otlp-endpoint`: tracing on.
+    pub tracing: Option<crate::otel::Settings>,
     /// `--log-level`, checked; `None`: $RUST_LOG or `info`.
     pub log_level: Option<String>,
     pub access_log: bool,
@@ -508,6 +521,19 @@ impl Args {
                 .or(file.admin_listen)
                 .unwrap_or(([127, 0, 0, 1], 9090).into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            tracing: match self.otlp_endpoint.or(file.otlp_endpoint) {
+                Some(url) => Some(crate::otel::Settings {
+                    endpoint: crate::otel::parse_endpoint(&url)?,
+                    sample_ratio: match self.trace_sample_ratio.or(file.trace_sample_ratio) {
+                        Some(r) if (0.0..=1.0).contains(&r) => r,
+                        Some(r) => {
+                            return Err(format!("--trace-sample-ratio {r}: must be from 0 to 1"));
+                        }
+                        None => 1.0,
+                    },
+                }),
+                None => None,
+            },
             log_level: match self.log_level.or(file.log_level) {
                 Some(level) => {
                     tracing_subscriber::EnvFilter::try_new(&level)

@@ -11,6 +11,7 @@ pub mod config;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod otel;
 pub mod proxy;
 pub mod routing;
 pub mod shared;
@@ -36,6 +37,11 @@ use sources::manifests::ManifestDir;
 /// Runs Gatehouse until SIGTERM or SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shared = Shared::new(config.upstream.clone(), config.access_log);
+    if let Some(settings) = &config.tracing {
+        let (tracer, export) = otel::Tracer::new(settings);
+        tokio::spawn(export);
+        let _ = shared.tracer.set(tracer);
+    }
     let http = proxy::server::bind(config.http_listen)
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
     let admin = proxy::server::bind(config.admin_listen)

@@ -61,6 +61,23 @@ impl Prometheus {
         }
     }
 
+    /// Waits until Prometheus answers /-/ready (it takes a moment to open its storage).
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = client.get(format!("{}/-/ready", self.url)).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready after 20 s; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
     }
@@ -220,6 +237,7 @@ async fn every_dashboard_query_and_alert_finds_series_in_a_real_prometheus() {
     };
 
     let client = reqwest::Client::new();
+    prometheus.wait_ready(&client).await;
     // Rates need two scrapes with traffic between them; wait for a few.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -327,4 +345,158 @@ async fn promtool_finds_no_problem_in_the_metrics_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// === OpenTelemetry ===
+
+/// An OTLP/HTTP receiver: decodes each protobuf ExportTraceServiceRequest POSTed to
+/// /v1/traces and hands its spans on.
+async fn otlp_receiver() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::trace::v1::Span>,
+) {
+    use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = origin::serve(move |req: hyper::Request<hyper::body::Incoming>| {
+        let tx = tx.clone();
+        async move {
+            assert_eq!(req.uri().path(), "/v1/traces");
+            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+            let body = req.into_body().collect().await.expect("body").to_bytes();
+            let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+            for resource in export.resource_spans {
+                for scope in resource.scope_spans {
+                    for span in scope.spans {
+                        let _ = tx.send(span);
+                    }
+                }
+            }
+            hyper::Response::builder()
+                .header("content-type", "application/x-protobuf")
+                .body(origin::full(
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                ))
+                .expect("response")
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_receiver_with_the_trace_the_backend_saw() {
+    let (receiver, mut spans) = otlp_receiver().await;
+    let endpoint = format!("http://{receiver}");
+    let gh = Gatehouse::start_with(
+        &[(
+            "main.yaml",
+            &docs(&[
+                service_yaml("default", "web", &[origin::echo("a").await]),
+                ingress("web")
+                    .prefix("app.test", "/", svc("web", 80))
+                    .yaml(),
+            ]),
+        )],
+        &["--otlp-endpoint", &endpoint],
+    );
+    let client = gh.client_for(&["app.test"]);
+    let seen_traceparent = |echo: Value| {
+        echo["headers"]["traceparent"]
+            .as_str()
+            .expect("the backend got a traceparent")
+            .to_owned()
+    };
+
+    // A new trace: Gatehouse starts it.
+    let echo: Value = client
+        .get("http://app.test/new")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("echo");
+    let sent = seen_traceparent(echo);
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[3]), (4, "00", "01"), "{sent}");
+    let span = tokio::time::timeout(Duration::from_secs(10), spans.recv())
+        .await
+        .expect("a span within 10 s")
+        .expect("span");
+    assert_eq!(hex(&span.trace_id), parts[1], "trace id");
+    assert_eq!(
+        hex(&span.span_id),
+        parts[2],
+        "the backend's parent is Gatehouse's span"
+    );
+    assert!(span.parent_span_id.is_empty());
+    assert_eq!(span.name, "GET web");
+    assert!(span.end_time_unix_nano > span.start_time_unix_nano);
+
+    // A continued trace: same trace id, the client's span as parent.
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let echo: Value = client
+        .get("http://app.test/continued")
+        .header("traceparent", incoming)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("echo");
+    let sent = seen_traceparent(echo);
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert!(
+        !sent.contains("00f067aa0ba902b7"),
+        "not re-parented: {sent}"
+    );
+    let span = tokio::time::timeout(Duration::from_secs(10), spans.recv())
+        .await
+        .expect("a span within 10 s")
+        .expect("span");
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(hex(&span.span_id), sent.split('-').nth(2).expect("span id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_otlp_endpoint_trace_context_passes_through_untouched() {
+    let gh = Gatehouse::start(&docs(&[
+        service_yaml("default", "web", &[origin::echo("a").await]),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]));
+    let client = gh.client_for(&["app.test"]);
+    let echo: Value = client
+        .get("http://app.test/")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("echo");
+    assert!(echo["headers"]["traceparent"].is_null(), "{echo}");
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let echo: Value = client
+        .get("http://app.test/")
+        .header("traceparent", incoming)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("echo");
+    assert_eq!(echo["headers"]["traceparent"], incoming);
 }

@@ -41,6 +41,8 @@ pub struct Record {
     pub error: Option<ErrorKind>,
     /// Only when access lines are written.
     access: Option<Box<AccessFields>>,
+    /// Only when tracing is on and the trace sampled.
+    pub span: Option<Box<crate::otel::ActiveSpan>>,
     status: u16,
     written: bool,
 }
@@ -107,6 +109,7 @@ impl Record {
                 .flatten(),
             error: None,
             access,
+            span: None,
             status: 0,
             written: false,
         }
@@ -167,6 +170,20 @@ impl Record {
         }
         if let Some(access) = &self.access {
             self.log_access(access, host, bytes, elapsed);
+        }
+        if let Some(span) = self.span.take() {
+            let (namespace, ingress, service) = route_names(self.route.as_deref());
+            span.end(crate::otel::SpanEnd {
+                method: &self.method,
+                host,
+                status,
+                namespace,
+                ingress,
+                service: service.as_deref(),
+                upstream: self.upstream,
+                error: self.error.map(ErrorKind::label),
+                duration: elapsed,
+            });
         }
     }
 
