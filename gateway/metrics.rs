@@ -368,34 +368,34 @@ impl Metrics {
             }
         }
         // Methods and status codes are whatever requests brought: read the series back.
-        let vecs: [(&dyn Collector, &dyn Fn(&[&str])); 5] = [
-            (&self.requests, &|v| {
-                drop(self.requests.remove_label_values(v))
+        type Labels<'a> = HashMap<&'a str, &'a str>;
+        let vecs: [(&dyn Collector, &dyn Fn(&Labels)); 5] = [
+            (&self.requests, &|l| drop(self.requests.remove(l))),
+            (&self.request_duration, &|l| {
+                drop(self.request_duration.remove(l))
             }),
-            (&self.request_duration, &|v| {
-                drop(self.request_duration.remove_label_values(v))
+            (&self.upstream_duration, &|l| {
+                drop(self.upstream_duration.remove(l))
             }),
-            (&self.upstream_duration, &|v| {
-                drop(self.upstream_duration.remove_label_values(v))
-            }),
-            (&self.request_size, &|v| {
-                drop(self.request_size.remove_label_values(v))
-            }),
-            (&self.response_size, &|v| {
-                drop(self.response_size.remove_label_values(v))
-            }),
+            (&self.request_size, &|l| drop(self.request_size.remove(l))),
+            (&self.response_size, &|l| drop(self.response_size.remove(l))),
         ];
         for (vec, remove) in vecs {
             for family in vec.collect() {
                 for metric in family.get_metric() {
-                    let values: Vec<&str> = metric.get_label().iter().map(|l| l.value()).collect();
-                    let gone = match values[..] {
-                        [ns, ing, svc, host, _, _] => !hosts.contains(&[ns, ing, svc, host]),
-                        [ns, ing, svc] => !bases.contains(&[ns, ing, svc]),
-                        _ => false,
+                    let labels: Labels = metric
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    let get = |name| labels.get(name).copied().unwrap_or_default();
+                    let base = [get("namespace"), get("ingress"), get("service")];
+                    let gone = match labels.get("host") {
+                        Some(&host) => !hosts.contains(&[base[0], base[1], base[2], host]),
+                        None => !bases.contains(&base),
                     };
                     if gone {
-                        remove(&values);
+                        remove(&labels);
                     }
                 }
             }

@@ -500,3 +500,63 @@ async fn without_an_otlp_endpoint_trace_context_passes_through_untouched() {
         .expect("echo");
     assert_eq!(echo["headers"]["traceparent"], incoming);
 }
+
+// === series lifecycle and label bounds ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_of_a_deleted_ingress_go_and_undeclared_hosts_fold_into_one_value() {
+    let echo = origin::echo("a").await;
+    let web = docs(&[
+        service_yaml("default", "web", &[echo]),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    let gone = docs(&[
+        service_yaml("default", "old", &[echo]),
+        // A rule without a host: every host the client makes up lands here.
+        ingress("old").prefix("", "/", svc("old", 80)).yaml(),
+    ]);
+    let gh = Gatehouse::start_with(&[("web.yaml", &web), ("old.yaml", &gone)], &[]);
+    let client = gh.client_for(&["app.test", "made-up-1.test", "made-up-2.test"]);
+    for url in [
+        "http://app.test/",
+        "http://made-up-1.test/",
+        "http://made-up-2.test/",
+    ] {
+        assert_eq!(client.get(url).send().await.expect("request").status(), 200);
+    }
+    let old = ["ingress=\"old\"", "host=\"_other\"", "status=\"200\""];
+    assert_eq!(gh.metric("gatehouse_requests_total", &old), 2.0);
+    let metrics = gh.admin("/metrics").1;
+    assert!(
+        !metrics.contains("made-up"),
+        "a client-made host became a label"
+    );
+    assert!(metrics.contains("gatehouse_request_duration_seconds_count{ingress=\"old\""));
+
+    gh.remove("old.yaml");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gh.admin("/metrics").1.contains("ingress=\"old\"") {
+        assert!(
+            Instant::now() < deadline,
+            "series of the deleted Ingress stayed:\n{}",
+            gh.admin("/metrics").1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The Ingress still in service keeps its series and goes on counting.
+    let web = [
+        "ingress=\"web\"",
+        "host=\"app.test\"",
+        "method=\"GET\"",
+        "status=\"200\"",
+    ];
+    assert_eq!(gh.metric("gatehouse_requests_total", &web), 1.0);
+    client
+        .get("http://app.test/")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(gh.metric("gatehouse_requests_total", &web), 2.0);
+}
