@@ -369,7 +369,8 @@ impl Metrics {
         }
         // Methods and status codes are whatever requests brought: read the series back.
         type Labels<'a> = HashMap<&'a str, &'a str>;
-        let vecs: [(&dyn Collector, &dyn Fn(&Labels)); 5] = [
+        type Remove<'a> = &'a dyn Fn(&Labels);
+        let vecs: [(&dyn Collector, Remove); 5] = [
             (&self.requests, &|l| drop(self.requests.remove(l))),
             (&self.request_duration, &|l| {
                 drop(self.request_duration.remove(l))
@@ -538,13 +539,16 @@ impl RouteLabels {
     }
 }
 
+/// Counters by method and common status, one slot each.
+type Cells = Box<[OnceLock<IntCounter>]>;
+
 /// One route's metric handles, looked up in the registry once.
 pub struct RouteMetrics {
     metrics_requests: IntCounterVec,
     labels: RouteLabels,
     /// Per declared host (as in `labels.hosts`), then [`OTHER_HOST`]: counters by method and
     /// common status, made on first use.
-    requests: Box<[OnceLock<Box<[OnceLock<IntCounter>]>>]>,
+    requests: Box<[OnceLock<Cells>]>,
     pub duration: Histogram,
     pub upstream_duration: Histogram,
     pub request_size: Histogram,

@@ -105,7 +105,7 @@ impl Tracer {
 
 impl ActiveSpan {
     /// Ends the span and queues it for export.
-    pub fn end(self: Box<Self>, end: SpanEnd<'_>) {
+    pub fn end(&self, end: SpanEnd<'_>) {
         let unix_nanos = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
