@@ -92,16 +92,19 @@ pub struct Args {
     pub lease_renew: Option<Duration>,
 
     /// Address of the plain HTTP listener (HTTP/1.1 and h2c). [default: 0.0.0.0:8080]
-    #[arg(long, env = "GATEHOUSE_HTTP_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "GATEHOUSE_HTTP_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
+    #[serde(deserialize_with = "listen")]
     pub http_listen: Option<SocketAddr>,
 
     /// Address of the HTTPS listener. [default: 0.0.0.0:8443]
-    #[arg(long, env = "GATEHOUSE_HTTPS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "GATEHOUSE_HTTPS_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
+    #[serde(deserialize_with = "listen")]
     pub https_listen: Option<SocketAddr>,
 
     /// Address of the admin listener: /healthz, /readyz, /metrics, /routes. Loopback by default:
     /// /routes shows endpoint addresses and Secret names. [default: 127.0.0.1:9090]
-    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
+    #[serde(deserialize_with = "listen")]
     pub admin_listen: Option<SocketAddr>,
 
     /// IngressClass name this controller serves. [default: gatehouse]
@@ -116,6 +119,22 @@ pub struct Args {
     /// Also serve Ingresses that name no IngressClass.
     #[arg(long, env = "GATEHOUSE_WATCH_INGRESS_WITHOUT_CLASS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub watch_ingress_without_class: Option<bool>,
+
+    /// Log level: `error`, `warn`, `info`, `debug`, `trace`, or per module
+    /// (`info,gatehouse::acme=debug`). [default: $RUST_LOG, else info]
+    #[arg(long, env = "GATEHOUSE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Export a span per request over OTLP/HTTP (protobuf) to this URL, e.g.
+    /// http://otel-collector:4318 (`/v1/traces` is added to a URL without a path); requests
+    /// then carry W3C trace context to backends. [default: off]
+    #[arg(long, env = "GATEHOUSE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of new traces sampled (0 to 1); a request that continues a trace keeps its
+    /// parent's decision. [default: 1]
+    #[arg(long, env = "GATEHOUSE_TRACE_SAMPLE_RATIO", value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 
     /// Log format. [default: text]
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum)]
@@ -353,6 +372,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// A listen address; `:PORT` means every IPv4 address (`0.0.0.0:PORT`), as in Go programs.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let full;
+    let text = match text.strip_prefix(':') {
+        Some(port) if !port.contains(':') => {
+            full = format!("0.0.0.0:{port}");
+            &full
+        }
+        _ => text,
+    };
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an address (IP:PORT, [IPv6]:PORT or :PORT)"))
+}
+
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| parse_listen(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text: Option<String> = Option::deserialize(d)?;
     text.map(|t| {
@@ -369,6 +408,10 @@ pub struct Config {
     pub https_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub log_format: LogFormat,
+    /// `--otlp-endpoint`: tracing on.
+    pub tracing: Option<crate::otel::Settings>,
+    /// `--log-level`, checked; `None`: $RUST_LOG or `info`.
+    pub log_level: Option<String>,
     pub access_log: bool,
     pub translate: translate::Settings,
     pub upstream: UpstreamSettings,
@@ -479,6 +522,27 @@ impl Args {
                 .or(file.admin_listen)
                 .unwrap_or(([127, 0, 0, 1], 9090).into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            tracing: match self.otlp_endpoint.or(file.otlp_endpoint) {
+                Some(url) => Some(crate::otel::Settings {
+                    endpoint: crate::otel::parse_endpoint(&url)?,
+                    sample_ratio: match self.trace_sample_ratio.or(file.trace_sample_ratio) {
+                        Some(r) if (0.0..=1.0).contains(&r) => r,
+                        Some(r) => {
+                            return Err(format!("--trace-sample-ratio {r}: must be from 0 to 1"));
+                        }
+                        None => 1.0,
+                    },
+                }),
+                None => None,
+            },
+            log_level: match self.log_level.or(file.log_level) {
+                Some(level) => {
+                    tracing_subscriber::EnvFilter::try_new(&level)
+                        .map_err(|e| format!("--log-level {level:?}: {e}"))?;
+                    Some(level)
+                }
+                None => None,
+            },
             access_log: self.access_log.or(file.access_log).unwrap_or(true),
             translate: translate::Settings {
                 ingress_class: self

@@ -11,6 +11,7 @@ pub mod config;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod otel;
 pub mod proxy;
 pub mod routing;
 pub mod shared;
@@ -37,6 +38,11 @@ use sources::manifests::ManifestDir;
 /// Runs Gatehouse until SIGTERM or SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shared = Shared::new(config.upstream.clone(), config.access_log);
+    if let Some(settings) = &config.tracing {
+        let (tracer, export) = otel::Tracer::new(settings);
+        tokio::spawn(export);
+        let _ = shared.tracer.set(tracer);
+    }
     let http = proxy::server::bind(config.http_listen)
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
     let admin = proxy::server::bind(config.admin_listen)
@@ -143,6 +149,7 @@ fn watch_manifests(
             // problem of the scan, reported once, and every object stays.
             if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
                 tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
+                shared.metrics.reload_failed();
             }
         }
     })?;
@@ -157,7 +164,7 @@ fn load_manifests(shared: &Shared, dir: &mut ManifestDir, config: &Config) -> st
     let report = dir.scan()?;
     for (file, reason) in &report.errors {
         tracing::error!(path = %file.display(), %reason, "manifests not loaded; their last good objects stay in force");
-        shared.metrics.config_reload_errors.inc();
+        shared.metrics.reload_failed();
     }
     for file in &report.resolved {
         tracing::info!(path = %file.display(), "manifests loaded again");

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err),
     };
-    init_logging(config.log_format);
+    init_logging(config.log_format, config.log_level.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,9 +60,12 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// `--log-level` (checked when the settings were read), else $RUST_LOG, else `info`.
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    let filter = level
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| "info".into());
     // Colours only on a terminal: log files and `kubectl logs` get plain `key=value` text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,9 +1,19 @@
-//! Prometheus metrics, in Gatehouse's own registry.
+//! Prometheus metrics, in Gatehouse's own registry. Request metrics carry the labels
+//! ingress-nginx's do (`namespace`, `ingress`, `service`, `host`, `method`, `status`); each route
+//! keeps its handles in a [`RouteMetrics`] made when a snapshot is published, so a request
+//! hashes no labels, and series of routes that are gone are removed then.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use http::Method;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::snapshot::{Backend, Route, Snapshot};
 
 /// Why a request got an error answer from Gatehouse itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +38,24 @@ impl ProxyError {
 /// Every metric Gatehouse exports.
 pub struct Metrics {
     pub registry: Registry,
-    /// By `ingress`, `service` (or `static:NS/NAME`) and `status` class (`2xx`…).
+    /// By `namespace`, `ingress`, `service` (or `static:NS/NAME`), `host`, `method`, `status`.
     pub requests: IntCounterVec,
-    pub request_duration: Histogram,
-    pub upstream_duration: Histogram,
+    /// By `namespace`, `ingress`, `service` (as are the three below).
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub request_size: HistogramVec,
+    pub response_size: HistogramVec,
+    /// 1 after a configuration was read and put in service, 0 after a source failed to read.
+    pub last_reload_successful: IntGauge,
+    pub last_reload_success_timestamp: IntGauge,
+    /// 1 while this replica leads (always, reading manifests).
+    pub leader: IntGauge,
+    /// `process_*` (CPU, memory, file descriptors), without the `gatehouse_` prefix, as every
+    /// exporter names them.
+    process: Registry,
+    /// The handles of each route's label set in service, for reuse and removal on publish.
+    route_metrics: Mutex<HashMap<RouteLabels, Arc<RouteMetrics>>>,
+    unrouted: OnceLock<Arc<RouteMetrics>>,
     /// Answers Gatehouse gave itself, by `reason`.
     pub proxy_errors: IntCounterVec,
     pub active_connections: IntGaugeVec,
@@ -92,27 +116,65 @@ impl Metrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "requests_total",
-                    "Requests answered, by Ingress, backend Service and status class",
+                    "Requests answered, by Ingress, backend Service, host, method and status code",
                 ),
-                &["ingress", "service", "status"],
+                &[
+                    "namespace",
+                    "ingress",
+                    "service",
+                    "host",
+                    "method",
+                    "status",
+                ],
             )
             .expect("metric"),
-            request_duration: Histogram::with_opts(
+            request_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "request_duration_seconds",
-                    "Time from request to response headers",
+                    "Time from request to the end of its response",
                 )
                 .buckets(buckets.clone()),
+                &ROUTE_LABELS,
             )
             .expect("metric"),
-            upstream_duration: Histogram::with_opts(
+            upstream_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "upstream_response_seconds",
                     "Time an upstream took to send response headers",
                 )
                 .buckets(buckets.clone()),
+                &ROUTE_LABELS,
             )
             .expect("metric"),
+            request_size: HistogramVec::new(
+                HistogramOpts::new(
+                    "request_size_bytes",
+                    "Request sizes: request line, headers and declared body length",
+                )
+                .buckets(size_buckets()),
+                &ROUTE_LABELS,
+            )
+            .expect("metric"),
+            response_size: HistogramVec::new(
+                HistogramOpts::new("response_size_bytes", "Response body bytes really sent")
+                    .buckets(size_buckets()),
+                &ROUTE_LABELS,
+            )
+            .expect("metric"),
+            last_reload_successful: IntGauge::new(
+                "config_last_reload_successful",
+                "1 if the last configuration reload succeeded, 0 if a source failed to read",
+            )
+            .expect("metric"),
+            last_reload_success_timestamp: IntGauge::new(
+                "config_last_reload_success_timestamp_seconds",
+                "When a configuration was last put in service (Unix time)",
+            )
+            .expect("metric"),
+            leader: IntGauge::new("leader", "1 while this replica leads").expect("metric"),
+            process: Registry::new(),
+            route_metrics: Mutex::default(),
+            unrouted: OnceLock::new(),
             proxy_errors: IntCounterVec::new(
                 Opts::new(
                     "proxy_errors_total",
@@ -206,10 +268,24 @@ impl Metrics {
         for c in tls {
             m.registry.register(c).expect("metric registered once");
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1: the version of Gatehouse running"),
+            &["version"],
+        )
+        .expect("metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(build_info),
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.upstream_duration.clone()),
+            Box::new(m.request_size.clone()),
+            Box::new(m.response_size.clone()),
+            Box::new(m.last_reload_successful.clone()),
+            Box::new(m.last_reload_success_timestamp.clone()),
+            Box::new(m.leader.clone()),
             Box::new(m.proxy_errors.clone()),
             Box::new(m.active_connections.clone()),
             Box::new(m.config_reloads.clone()),
@@ -221,7 +297,128 @@ impl Metrics {
         for c in collectors {
             m.registry.register(c).expect("metric registered once");
         }
+        #[cfg(target_os = "linux")]
+        let _ = m.process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         m
+    }
+
+    /// A configuration source failed to read: the one in service stays.
+    pub fn reload_failed(&self) {
+        self.config_reload_errors.inc();
+        self.last_reload_successful.set(0);
+    }
+
+    /// Gives each route of a snapshot about to be published its metric handles (kept from the
+    /// snapshot before where the labels are the same), and removes the series of label sets no
+    /// route has any more.
+    pub fn publish(&self, snapshot: &Snapshot) {
+        self.config_reloads.inc();
+        self.last_reload_successful.set(1);
+        self.last_reload_success_timestamp.set(unix_now());
+        // The hosts each route is declared for, keyed by the route's address while the snapshot
+        // holds it.
+        let mut hosts: HashMap<*const Route, (&Arc<Route>, Vec<String>)> = HashMap::new();
+        for (host, table) in snapshot.routes.hosts() {
+            for route in table.values() {
+                let entry = hosts
+                    .entry(Arc::as_ptr(route))
+                    .or_insert_with(|| (route, Vec::new()));
+                if let crate::routing::HostMatch::Exact(_) = host {
+                    entry.1.push(host.display().into_owned());
+                }
+            }
+        }
+        if let Some(route) = snapshot.routes.default_route() {
+            hosts
+                .entry(Arc::as_ptr(route))
+                .or_insert_with(|| (route, Vec::new()));
+        }
+        let mut map = self.route_metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live: HashMap<RouteLabels, Arc<RouteMetrics>> = HashMap::new();
+        for (route, mut route_hosts) in hosts.into_values() {
+            route_hosts.sort();
+            route_hosts.dedup();
+            let labels = RouteLabels::of(route, route_hosts);
+            let handles = match live.get(&labels).or_else(|| map.get(&labels)) {
+                Some(handles) => handles.clone(),
+                None => Arc::new(RouteMetrics::new(self, labels.clone())),
+            };
+            // A route kept from the snapshot before already has its handles.
+            if route.counters.get::<Arc<RouteMetrics>>().is_none() {
+                route.counters.set(handles.clone());
+            }
+            live.insert(labels, handles);
+        }
+        self.remove_gone(&live);
+        *map = live;
+    }
+
+    /// Removes the series no route in service has.
+    fn remove_gone(&self, live: &HashMap<RouteLabels, Arc<RouteMetrics>>) {
+        let mut bases: HashSet<[&str; 3]> = HashSet::from([["", "", ""]]);
+        let mut hosts: HashSet<[&str; 4]> = HashSet::from([["", "", "", OTHER_HOST]]);
+        for labels in live.keys() {
+            let [ns, ing, svc] = labels.base();
+            bases.insert([ns, ing, svc]);
+            hosts.insert([ns, ing, svc, OTHER_HOST]);
+            for host in &labels.hosts {
+                hosts.insert([ns, ing, svc, host]);
+            }
+        }
+        // Methods and status codes are whatever requests brought: read the series back.
+        type Labels<'a> = HashMap<&'a str, &'a str>;
+        type Remove<'a> = &'a dyn Fn(&Labels);
+        let vecs: [(&dyn Collector, Remove); 5] = [
+            (&self.requests, &|l| drop(self.requests.remove(l))),
+            (&self.request_duration, &|l| {
+                drop(self.request_duration.remove(l))
+            }),
+            (&self.upstream_duration, &|l| {
+                drop(self.upstream_duration.remove(l))
+            }),
+            (&self.request_size, &|l| drop(self.request_size.remove(l))),
+            (&self.response_size, &|l| drop(self.response_size.remove(l))),
+        ];
+        for (vec, remove) in vecs {
+            for family in vec.collect() {
+                for metric in family.get_metric() {
+                    let labels: Labels = metric
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    let get = |name| labels.get(name).copied().unwrap_or_default();
+                    let base = [get("namespace"), get("ingress"), get("service")];
+                    let gone = match labels.get("host") {
+                        Some(&host) => !hosts.contains(&[base[0], base[1], base[2], host]),
+                        None => !bases.contains(&base),
+                    };
+                    if gone {
+                        remove(&labels);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The handles of a request's route, or of requests that matched none.
+    pub fn for_route<'a>(&'a self, route: Option<&'a Route>) -> &'a RouteMetrics {
+        if let Some(handles) = route.and_then(|r| r.counters.get::<Arc<RouteMetrics>>()) {
+            return handles;
+        }
+        self.unrouted.get_or_init(|| {
+            Arc::new(RouteMetrics::new(
+                self,
+                RouteLabels {
+                    namespace: String::new(),
+                    ingress: String::new(),
+                    service: String::new(),
+                    hosts: Vec::new(),
+                },
+            ))
+        })
     }
 
     /// Counts one TLS handshake.
@@ -246,16 +443,12 @@ impl Metrics {
         }
     }
 
-    /// `gatehouse_requests_total` of a request that matched no route.
-    pub fn unrouted(&self, status: u16) -> IntCounter {
-        self.requests
-            .with_label_values(&["", "", status_class(status)])
-    }
-
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
 }
@@ -266,15 +459,160 @@ impl Default for Metrics {
     }
 }
 
-/// The `status` label values, in [`status_class_index`] order.
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const ROUTE_LABELS: [&str; 3] = ["namespace", "ingress", "service"];
 
-/// Index into [`STATUS_CLASSES`] of a status code's class.
-pub fn status_class_index(status: u16) -> usize {
-    usize::from((status / 100).clamp(1, 5) - 1)
+/// The `host` of requests for hosts no Ingress names (wildcard and host-less rules, default
+/// backends, no route): one value, so clients cannot make series up.
+pub const OTHER_HOST: &str = "_other";
+
+/// `method` label values; any other method is `OTHER`.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER",
+];
+
+fn method_index(method: &Method) -> usize {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    KNOWN.iter().position(|m| m == method).unwrap_or(9)
 }
 
-/// `2xx`, `4xx`… for a status code.
-pub fn status_class(status: u16) -> &'static str {
-    STATUS_CLASSES[status_class_index(status)]
+/// Status codes whose counters a route keeps at hand; others are looked up by label.
+const COMMON_STATUSES: [u16; 22] = [
+    200, 201, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 413, 429, 499, 500,
+    502, 503, 504,
+];
+
+fn size_buckets() -> Vec<f64> {
+    vec![
+        100.0,
+        1_000.0,
+        10_000.0,
+        100_000.0,
+        1_000_000.0,
+        10_000_000.0,
+        100_000_000.0,
+    ]
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The labels of a route's series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteLabels {
+    namespace: String,
+    ingress: String,
+    service: String,
+    /// The exact hosts Ingresses declare for the route, sorted.
+    hosts: Vec<String>,
+}
+
+impl RouteLabels {
+    fn of(route: &Route, hosts: Vec<String>) -> Self {
+        let service = match &route.backend {
+            Backend::Service(s) => s.service.name.clone(),
+            Backend::Static(s) => format!("static:{}", s.site.key.name),
+            Backend::Unavailable { .. } => String::new(),
+        };
+        Self {
+            namespace: route.ingress.namespace.clone(),
+            ingress: route.ingress.name.clone(),
+            service,
+            hosts,
+        }
+    }
+
+    fn base(&self) -> [&str; 3] {
+        [&self.namespace, &self.ingress, &self.service]
+    }
+}
+
+/// Counters by method and common status, one slot each.
+type Cells = Box<[OnceLock<IntCounter>]>;
+
+/// One route's metric handles, looked up in the registry once.
+pub struct RouteMetrics {
+    metrics_requests: IntCounterVec,
+    labels: RouteLabels,
+    /// Per declared host (as in `labels.hosts`), then [`OTHER_HOST`]: counters by method and
+    /// common status, made on first use.
+    requests: Box<[OnceLock<Cells>]>,
+    pub duration: Histogram,
+    pub upstream_duration: Histogram,
+    pub request_size: Histogram,
+    pub response_size: Histogram,
+}
+
+impl RouteMetrics {
+    fn new(metrics: &Metrics, labels: RouteLabels) -> Self {
+        let base = labels.base();
+        Self {
+            metrics_requests: metrics.requests.clone(),
+            requests: (0..=labels.hosts.len()).map(|_| OnceLock::new()).collect(),
+            duration: metrics.request_duration.with_label_values(&base),
+            upstream_duration: metrics.upstream_duration.with_label_values(&base),
+            request_size: metrics.request_size.with_label_values(&base),
+            response_size: metrics.response_size.with_label_values(&base),
+            labels,
+        }
+    }
+
+    /// Counts one request for `host` (as the client wrote it).
+    pub fn count(&self, host: &str, method: &Method, status: u16) {
+        let host = strip_port(host);
+        let h = self
+            .labels
+            .hosts
+            .iter()
+            .position(|d| d.eq_ignore_ascii_case(host))
+            .unwrap_or(self.labels.hosts.len());
+        let m = method_index(method);
+        let host_label = self.labels.hosts.get(h).map_or(OTHER_HOST, String::as_str);
+        let Some(s) = COMMON_STATUSES.iter().position(|&c| c == status) else {
+            let [ns, ing, svc] = self.labels.base();
+            let status = status.to_string();
+            self.metrics_requests
+                .with_label_values(&[ns, ing, svc, host_label, METHODS[m], &status])
+                .inc();
+            return;
+        };
+        let cells = self.requests[h].get_or_init(|| {
+            (0..METHODS.len() * COMMON_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        cells[m * COMMON_STATUSES.len() + s]
+            .get_or_init(|| {
+                let [ns, ing, svc] = self.labels.base();
+                let status = COMMON_STATUSES[s].to_string();
+                self.metrics_requests
+                    .with_label_values(&[ns, ing, svc, host_label, METHODS[m], &status])
+            })
+            .inc();
+    }
+}
+
+/// A Host header's name without its port (`[::1]:8080` -> `[::1]`).
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
+    }
 }

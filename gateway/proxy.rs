@@ -139,9 +139,14 @@ impl ConnInfo {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<BoxBody> {
+    let span = match shared.tracer.get() {
+        Some(tracer) => tracer.start(req.headers_mut()),
+        None => None,
+    };
     let mut record = Record::start(&shared.metrics, &conn, &req, shared.access_log);
+    record.span = span;
     match serve(&shared, &conn, req, &mut record).await {
         Ok(resp) => resp.finish(record),
         Err(err) => {

@@ -18,6 +18,8 @@ pub struct Shared {
     pub upstreams: Upstreams,
     /// Whether every request gets an access log line.
     pub access_log: bool,
+    /// Set with `--otlp-endpoint`: requests then carry trace context and export spans.
+    pub tracer: std::sync::OnceLock<crate::otel::Tracer>,
     loaded: AtomicBool,
     draining: AtomicBool,
     /// Whether this replica leads: only the leader writes Ingress status and Events and places
@@ -40,6 +42,7 @@ impl Shared {
             metrics: Arc::new(Metrics::new()),
             upstreams: Upstreams::new(upstream),
             access_log,
+            tracer: std::sync::OnceLock::new(),
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             leader: tokio::sync::watch::Sender::new(false),
@@ -71,6 +74,7 @@ impl Shared {
     }
 
     pub fn set_leader(&self, leading: bool) {
+        self.metrics.leader.set(i64::from(leading));
         self.leader.send_if_modified(|current| {
             let changed = *current != leading;
             *current = leading;
@@ -86,7 +90,7 @@ impl Shared {
         self.metrics.warnings.set(snapshot.warnings.len() as i64);
         self.metrics.routes.set(snapshot.routes.host_count() as i64);
         self.metrics.set_certificate_expiry(&snapshot.tls);
-        self.metrics.config_reloads.inc();
+        self.metrics.publish(&snapshot);
         self.metrics
             .translate_duration
             .with_label_values::<&str>(&[])

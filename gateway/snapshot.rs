@@ -1,16 +1,16 @@
 //! The immutable result of [`crate::translate`]: what the data plane serves until the next change.
 
+use std::any::Any;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::uri::Authority;
-use prometheus::IntCounter;
 
 use serde::Serialize;
 
-use crate::metrics::{Metrics, STATUS_CLASSES, status_class_index};
 use crate::objects::ObjectKey;
 use crate::routing::{PathMatch, RouteTable};
 use crate::static_site::StaticRoute;
@@ -45,34 +45,36 @@ pub struct Route {
     /// Plain-HTTP requests get a 308 to HTTPS instead (the host has a certificate and the
     /// Ingress or `--ssl-redirect` asks for it); ACME HTTP-01 challenge paths never do.
     pub ssl_redirect: bool,
-    /// Its request counters, looked up in the registry once instead of per request.
-    pub counters: RouteCounters,
+    /// The data plane's state for this route (its metric handles), set when the snapshot is
+    /// published; the core does not know its type.
+    pub counters: RouteSlot,
 }
 
-/// `gatehouse_requests_total` for one route, one counter per status class, resolved on first
-/// use (translate stays free of the metrics registry).
-#[derive(Debug, Default)]
-pub struct RouteCounters(OnceLock<[IntCounter; 5]>);
+/// A place for one value of a type the core does not know, set once.
+#[derive(Default)]
+pub struct RouteSlot(OnceLock<Box<dyn Any + Send + Sync>>);
 
-// === impl RouteCounters ===
+// === impl RouteSlot ===
 
-impl RouteCounters {
-    /// The counter for a response status of a request this route served.
-    pub fn for_status(&self, route: &Route, metrics: &Metrics, status: u16) -> &IntCounter {
-        let counters = self.0.get_or_init(|| {
-            let service = match &route.backend {
-                Backend::Service(s) => s.service.to_string(),
-                Backend::Static(s) => format!("static:{}", s.site.key),
-                Backend::Unavailable { .. } => String::new(),
-            };
-            let ingress = route.ingress.to_string();
-            STATUS_CLASSES.map(|class| {
-                metrics
-                    .requests
-                    .with_label_values(&[&ingress, &service, class])
-            })
-        });
-        &counters[status_class_index(status)]
+impl RouteSlot {
+    /// The value, if one of type `T` was set.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get()?.downcast_ref()
+    }
+
+    /// Sets the value unless one is set already; returns whether it was.
+    pub fn set<T: Any + Send + Sync>(&self, value: T) -> bool {
+        self.0.set(Box::new(value)).is_ok()
+    }
+}
+
+impl fmt::Debug for RouteSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "RouteSlot(set)"
+        } else {
+            "RouteSlot(empty)"
+        })
     }
 }
 

@@ -69,25 +69,27 @@ async fn metrics_count_requests_connections_reloads_and_warnings() {
         404
     );
 
-    let web = ["ingress=\"default/web\"", "service=\"default/web\""];
+    let web = [
+        "namespace=\"default\"",
+        "ingress=\"web\"",
+        "service=\"web\"",
+        "host=\"app.test\"",
+        "method=\"GET\"",
+        "status=\"200\"",
+    ];
+    assert_eq!(gh.metric("gatehouse_requests_total", &web), 3.0);
     assert_eq!(
         gh.metric(
             "gatehouse_requests_total",
-            &[web[0], web[1], "status=\"2xx\""]
-        ),
-        3.0
-    );
-    assert_eq!(
-        gh.metric(
-            "gatehouse_requests_total",
-            &["ingress=\"default/broken\"", "status=\"5xx\""]
+            &["ingress=\"broken\"", "status=\"503\""]
         ),
         1.0
     );
+    // No route: empty Ingress labels, the host folded (clients cannot make series up).
     assert_eq!(
         gh.metric(
             "gatehouse_requests_total",
-            &["ingress=\"\"", "status=\"4xx\""]
+            &["ingress=\"\"", "host=\"_other\"", "status=\"404\""]
         ),
         1.0
     );
@@ -190,8 +192,10 @@ async fn json_log_format_writes_one_json_object_per_line() {
         &["--log-format=json"],
     );
     gh.client_for(&["app.test"])
-        .get("http://app.test/j")
+        .get("http://app.test/j?a=1&b=2")
         .header("x-request-id", "rid-json")
+        .header("user-agent", "probe/1.0")
+        .header("referer", "http://from.test/")
         .send()
         .await
         .unwrap();
@@ -210,6 +214,20 @@ async fn json_log_format_writes_one_json_object_per_line() {
     assert_eq!(access["path"], "/j");
     assert_eq!(access["status"], 200);
     assert_eq!(access["request_id"], "rid-json");
+    assert_eq!(access["query"], "a=1&b=2");
+    assert_eq!(access["protocol"], "HTTP/1.1");
+    assert_eq!(access["scheme"], "http");
+    assert_eq!(access["http_user_agent"], "probe/1.0");
+    assert_eq!(access["http_referer"], "http://from.test/");
+    assert_eq!(access["namespace"], "default");
+    assert_eq!(access["ingress"], "web");
+    assert_eq!(access["service"], "web");
+    assert_eq!(access["upstream_status"], 200);
+    // Durations are integers (microseconds), never float noise.
+    assert!(access["duration_us"].is_u64(), "{access}");
+    assert!(access["upstream_response_time_us"].is_u64(), "{access}");
+    assert!(access["request_length"].as_u64().unwrap() > 50, "{access}");
+    assert!(access["bytes"].as_u64().unwrap() > 0, "{access}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,4 +148,75 @@ async fn readme_demo_serves_its_site_and_proxies_to_the_admin_listener() {
     );
     let app = client.get(gh.url("/app/")).send().await.expect("GET /app/");
     assert_eq!(app.status(), 502);
+
+    // The README's app server, run as written (on a free port instead of 5000) from the
+    // repository root: /app/ now answers with the demo's page.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("python3 -m http.server 5000"))
+        .expect("the README's app server command");
+    let port = support::free_port().port().to_string();
+    let words: Vec<String> = command
+        .split_whitespace()
+        .map(|w| {
+            if w == "5000" {
+                port.clone()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    let server = AppServer(
+        std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    gh.write(
+        "apps.yaml",
+        &apps.replace(&format!("port: {closed}"), &format!("port: {port}")),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let app = loop {
+        let resp = client.get(gh.url("/app/")).send().await.expect("GET /app/");
+        if resp.status() == 200 || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(app.status(), 200, "/app/ through the README's app server");
+    assert!(
+        app.text()
+            .await
+            .expect("body")
+            .contains("Proxied to 127.0.0.1:5000")
+    );
+    drop(server);
+
+    // The README's run command keeps every listener on loopback.
+    let run = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- --manifests config/demo"))
+        .expect("the README's run command");
+    for flag in ["--http-listen", "--https-listen", "--admin-listen"] {
+        assert!(
+            run.contains(&format!("{flag} 127.0.0.1:")),
+            "{flag} not on loopback in: {run}"
+        );
+    }
+}
+
+/// Kills the README's app server when the test ends, however it ends.
+struct AppServer(std::process::Child);
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -2296,3 +2296,46 @@ fn chart_readme_documents_every_value() {
     );
     assert!(keys.len() > 80, "only {} values found", keys.len());
 }
+
+#[test]
+fn dashboard_and_alert_rules_are_shipped_when_asked() {
+    let docs = render_with(None, &[]).expect("defaults render");
+    let kinds = kinds(&docs);
+    assert!(!kinds.contains("PrometheusRule"), "{kinds:?}");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == format!("{FULLNAME}-dashboard")),
+        "dashboard rendered by default"
+    );
+
+    let docs = render_with(
+        None,
+        &[
+            "metrics.dashboard.enabled=true",
+            "metrics.dashboard.namespace=monitoring",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=kps",
+        ],
+    )
+    .expect("render");
+    let dashboard = find(&docs, "ConfigMap", &format!("{FULLNAME}-dashboard"));
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["gatehouse.json"]
+            .as_str()
+            .expect("dashboard text"),
+    )
+    .expect("dashboard JSON");
+    assert_eq!(json["uid"], "gatehouse");
+
+    // The PrometheusRule holds the plain rules file promtool checks, rule for rule.
+    let rule = find(&docs, "PrometheusRule", FULLNAME);
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    let file: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string("charts/gatehouse/files/alerts.yaml").expect("rules file"),
+    )
+    .expect("rules YAML");
+    assert_eq!(rule["spec"], file);
+}

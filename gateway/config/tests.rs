@@ -73,3 +73,25 @@ fn shutdown_delay_is_off_unless_set_by_flag_or_file() {
         .expect_err("not a duration");
     assert!(err.to_string().contains("--shutdown-delay"), "{err}");
 }
+
+#[test]
+fn a_listen_address_of_only_a_port_means_every_ipv4_address() {
+    let config = resolve(&["--http-listen", ":18080", "--https-listen=:18443"]);
+    assert_eq!(config.http_listen, ([0, 0, 0, 0], 18080).into());
+    assert_eq!(config.https_listen, ([0, 0, 0, 0], 18443).into());
+    let err = Args::try_parse_from(["gatehouse", "--admin-listen", ":nine"]).unwrap_err();
+    assert!(err.to_string().contains("not an address"), "{err}");
+}
+
+#[test]
+fn log_level_is_a_checked_filter() {
+    assert_eq!(resolve(&[]).log_level, None);
+    let config = resolve(&["--log-level", "info,gatehouse::acme=debug"]);
+    assert_eq!(
+        config.log_level.as_deref(),
+        Some("info,gatehouse::acme=debug")
+    );
+    let args = Args::try_parse_from(["gatehouse", "--log-level", "info,=[bad"]).unwrap();
+    let err = args.resolve().unwrap_err();
+    assert!(err.contains("--log-level"), "{err}");
+}

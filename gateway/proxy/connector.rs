@@ -144,6 +144,16 @@ impl Connector {
         addr: SocketAddr,
         mut req: Request<BoxBody>,
     ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
+        // An origin server gets the origin-form target (RFC 9112 §3.2.1): absolute-form is for
+        // proxies, and some servers (Python's http.server) answer it with 404.
+        if req.uri().scheme().is_some() {
+            let origin = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = http::Uri::from(origin);
+        }
         let pool = self.pool(addr);
         // A pooled connection may turn out closed before the request went out: then the
         // request comes back untouched and the next one (or a new one) is tried.

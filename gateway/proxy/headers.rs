@@ -139,7 +139,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 /// A 32-hex-digit id: a random per-process prefix and a counter, unique without a syscall.
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     const HEX: &[u8; 16] = b"0123456789abcdef";

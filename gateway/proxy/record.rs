@@ -8,7 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response};
+use std::borrow::Cow;
+
+use http::uri::Authority;
+use http::{HeaderValue, Method, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
@@ -17,13 +20,18 @@ use super::ConnInfo;
 use super::error::ErrorKind;
 use crate::body::{BoxBody, BoxError};
 use crate::metrics::Metrics;
-use crate::snapshot::Route;
+use crate::snapshot::{Backend, Route};
 
 /// The record of one request, filled in by the phases as they run.
 pub struct Record {
     metrics: Arc<Metrics>,
     conn: Arc<ConnInfo>,
     start: Instant,
+    method: Method,
+    /// The host as the client wrote it (a shared slice of the request, not a copy).
+    host: Option<HostRef>,
+    /// Request line, headers and declared body length, as ingress-nginx's `request_length`.
+    request_size: u64,
     pub route: Option<Arc<Route>>,
     pub upstream: Option<SocketAddr>,
     /// How long the upstream took to send its response headers.
@@ -33,15 +41,33 @@ pub struct Record {
     pub error: Option<ErrorKind>,
     /// Only when access lines are written.
     access: Option<Box<AccessFields>>,
+    /// Only when tracing is on and the trace sampled.
+    pub span: Option<Box<crate::otel::ActiveSpan>>,
     status: u16,
     written: bool,
 }
 
+enum HostRef {
+    Header(HeaderValue),
+    Authority(Authority),
+}
+
+impl HostRef {
+    fn as_str(&self) -> &str {
+        match self {
+            HostRef::Header(h) => h.to_str().unwrap_or_default(),
+            HostRef::Authority(a) => a.as_str(),
+        }
+    }
+}
+
 /// What an access line says of a request, copied before the request moves on.
 struct AccessFields {
-    method: Method,
-    host: String,
     path: String,
+    query: Option<String>,
+    protocol: Version,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
 }
 
 // === impl Record ===
@@ -53,26 +79,37 @@ impl Record {
         req: &http::Request<B>,
         access_log: bool,
     ) -> Self {
+        let headers = req.headers();
         let access = access_log.then(|| {
             Box::new(AccessFields {
-                method: req.method().clone(),
-                host: super::route::request_host(req)
-                    .unwrap_or_default()
-                    .to_owned(),
                 path: req.uri().path().to_owned(),
+                query: req.uri().query().map(str::to_owned),
+                protocol: req.version(),
+                user_agent: headers.get(header::USER_AGENT).cloned(),
+                referer: headers.get(header::REFERER).cloned(),
             })
         });
+        let host = match req.uri().authority() {
+            Some(authority) => Some(HostRef::Authority(authority.clone())),
+            None => headers.get(header::HOST).cloned().map(HostRef::Header),
+        };
         conn.request_started();
         Self {
             metrics: metrics.clone(),
             conn: conn.clone(),
             start: Instant::now(),
+            method: req.method().clone(),
+            host,
+            request_size: request_size(req),
             route: None,
             upstream: None,
             upstream_time: None,
-            request_id: None,
+            request_id: access_log
+                .then(|| headers.get(&super::headers::X_REQUEST_ID).cloned())
+                .flatten(),
             error: None,
             access,
+            span: None,
             status: 0,
             written: false,
         }
@@ -115,10 +152,9 @@ impl Record {
             .request_done(self.error != Some(ErrorKind::ClientGone));
         let metrics = &self.metrics;
         let status = self.status;
-        match &self.route {
-            Some(route) => route.counters.for_status(route, metrics, status).inc(),
-            None => metrics.unrouted(status).inc(),
-        }
+        let host = self.host.as_ref().map_or("", HostRef::as_str);
+        let route = metrics.for_route(self.route.as_deref());
+        route.count(host, &self.method, status);
         if let Some(kind) = self.error {
             metrics
                 .proxy_errors
@@ -126,22 +162,105 @@ impl Record {
                 .inc();
         }
         let elapsed = self.start.elapsed();
-        metrics.request_duration.observe(elapsed.as_secs_f64());
+        route.duration.observe(elapsed.as_secs_f64());
+        route.request_size.observe(self.request_size as f64);
+        route.response_size.observe(bytes as f64);
         if let Some(t) = self.upstream_time {
-            metrics.upstream_duration.observe(t.as_secs_f64());
+            route.upstream_duration.observe(t.as_secs_f64());
         }
         if let Some(access) = &self.access {
-            tracing::info!(
-                target: "access",
-                method = %access.method, host = %access.host, path = %access.path, status, bytes,
-                duration_us = elapsed.as_micros() as u64,
-                upstream = self.upstream.map(|a| a.to_string()),
-                request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()),
-                error = self.error.map(ErrorKind::label),
-                client = %self.conn.remote.ip(),
-            );
+            self.log_access(access, host, bytes, elapsed);
+        }
+        if let Some(span) = self.span.take() {
+            let (namespace, ingress, service) = route_names(self.route.as_deref());
+            span.end(crate::otel::SpanEnd {
+                method: &self.method,
+                host,
+                status,
+                namespace,
+                ingress,
+                service: service.as_deref(),
+                upstream: self.upstream,
+                error: self.error.map(ErrorKind::label),
+                duration: elapsed,
+            });
         }
     }
+
+    /// The access line (fields named as in README.md; ingress-nginx's names where a log
+    /// pipeline looks for them).
+    fn log_access(&self, access: &AccessFields, host: &str, bytes: u64, elapsed: Duration) {
+        let request_id = match &self.request_id {
+            Some(id) => id.to_str().ok().map(Cow::Borrowed),
+            // Answered without an upstream (static files, redirects, errors): an id of its own,
+            // so every line can be pointed at.
+            None => Some(Cow::Owned(
+                super::headers::new_request_id()
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )),
+        };
+        let (namespace, ingress, service) = route_names(self.route.as_deref());
+        let header = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        tracing::info!(
+            target: "access",
+            method = %self.method, host = %host, path = %access.path,
+            query = access.query.as_deref(),
+            protocol = ?access.protocol,
+            scheme = self.conn.scheme,
+            status = self.status,
+            bytes,
+            request_length = self.request_size,
+            duration_us = elapsed.as_micros() as u64,
+            namespace, ingress, service = service.as_deref(),
+            upstream = self.upstream.map(|a| a.to_string()),
+            upstream_status = self.upstream_time.map(|_| self.status),
+            upstream_response_time_us = self.upstream_time.map(|t| t.as_micros() as u64),
+            request_id = request_id.as_deref(),
+            error = self.error.map(ErrorKind::label),
+            client = %self.conn.remote.ip(),
+            http_user_agent = header(&access.user_agent),
+            http_referer = header(&access.referer),
+        );
+    }
+}
+
+/// The Ingress's namespace and name and the backend of a route, for the access line.
+fn route_names(route: Option<&Route>) -> (Option<&str>, Option<&str>, Option<Cow<'_, str>>) {
+    let Some(route) = route else {
+        return (None, None, None);
+    };
+    let service = match &route.backend {
+        Backend::Service(s) => Some(Cow::Borrowed(s.service.name.as_str())),
+        Backend::Static(s) => Some(Cow::Owned(format!("static:{}", s.site.key.name))),
+        Backend::Unavailable { .. } => None,
+    };
+    (
+        Some(&route.ingress.namespace),
+        Some(&route.ingress.name),
+        service,
+    )
+}
+
+/// ingress-nginx's `request_length`: request line, headers and body, the body by its declared
+/// length (a chunked body counts as 0).
+fn request_size<B>(req: &http::Request<B>) -> u64 {
+    let line = req.method().as_str().len() + req.uri().path().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (line + headers) as u64 + body
 }
 
 impl Drop for Record {
