@@ -583,7 +583,7 @@ fn end_to_end_kube(shape: &Shape) {
     let dir = tempfile::tempdir().expect("tempdir");
     // The fake API server answers on its own threads, as a real one would on its own machine.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");

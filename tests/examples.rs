@@ -122,8 +122,12 @@ async fn readme_demo_serves_its_site_and_proxies_to_the_admin_listener() {
         "the demo proxies to the admin port 9090"
     );
     gh.write("apps.yaml", &apps);
-    gh.wait_routes("the demo's app routes", |r| {
-        !r["hosts"]["*"]["Exact /routes"].is_null()
+    // Until apps.yaml is read, the route is there without its endpoint.
+    let admin_port = gh.admin.port().to_string();
+    gh.wait_routes("the demo's admin endpoint", |r| {
+        r["hosts"]["*"]["Exact /routes"]
+            .to_string()
+            .contains(&admin_port)
     });
 
     let client = support::client();

@@ -794,10 +794,12 @@ fn list(inner: &Inner, target: &Target, params: &BTreeMap<String, String>) -> Re
         .and_then(|(rv, offset)| Some((rv.parse::<u64>().ok()?, offset.parse::<usize>().ok()?)));
     let mut st = inner.lock();
     let (rv, offset) = from.unwrap_or((st.rv, 0));
+    let plural = target.res.plural;
     let keys: Vec<(&'static str, String, String)> = st
         .objects
-        .iter()
-        .filter(|((plural, ns, _), _)| *plural == target.res.plural && matches_scope(target, ns))
+        .range((plural, String::new(), String::new())..)
+        .take_while(|((p, _, _), _)| *p == plural)
+        .filter(|((_, ns, _), _)| matches_scope(target, ns))
         .filter(|(_, o)| selectors.matches(o))
         .skip(offset)
         .take(limit.saturating_add(1))
