@@ -997,7 +997,11 @@ fn random_ingress(rng: &mut Rng, name: &str) -> String {
         1 => Some("other"),
         _ => Some("gatehouse"),
     });
-    if let Some(created) = rng.pick(&[None, Some("2024-01-01T00:00:00Z"), Some("2024-01-02T00:00:00Z")]) {
+    if let Some(created) = rng.pick(&[
+        None,
+        Some("2024-01-01T00:00:00Z"),
+        Some("2024-01-02T00:00:00Z"),
+    ]) {
         ing = ing.created(created);
     }
     if rng.chance(30) {
@@ -1209,9 +1213,18 @@ fn incremental_translate_equals_translate_from_nothing_over_random_edits() {
             .reuse
             .ingresses
             .iter()
-            .filter(|(k, c)| served.reuse.ingresses.get(*k).is_some_and(|p| Arc::ptr_eq(p, c)))
+            .filter(|(k, c)| {
+                served
+                    .reuse
+                    .ingresses
+                    .get(*k)
+                    .is_some_and(|p| Arc::ptr_eq(p, c))
+            })
             .count();
         served = next;
     }
-    assert!(reused * 2 > steps, "only {reused} of {steps} Ingresses reused");
+    assert!(
+        reused * 2 > steps,
+        "only {reused} of {steps} Ingresses reused"
+    );
 }
