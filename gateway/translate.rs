@@ -800,10 +800,14 @@ impl<'a> Translation<'a> {
             if let Some((_, mine)) = classes.iter().find(|(n, _)| *n == name) {
                 return *mine;
             }
-            let mine = match self.objects.ingress_classes.get(&ObjectKey::new("", name)) {
-                Some(class) => ours(class.spec.as_ref().and_then(|s| s.controller.as_ref())),
-                None => name == self.settings.ingress_class,
-            };
+            // A compat class is served whatever controller its IngressClass object names (it
+            // is usually ingress-nginx's, left behind).
+            let compat = self.settings.ingress_class_compat.iter().any(|c| c == name);
+            let mine = compat
+                || match self.objects.ingress_classes.get(&ObjectKey::new("", name)) {
+                    Some(class) => ours(class.spec.as_ref().and_then(|s| s.controller.as_ref())),
+                    None => name == self.settings.ingress_class,
+                };
             classes.push((name, mine));
             mine
         };

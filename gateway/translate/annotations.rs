@@ -269,6 +269,34 @@ impl<'a> Parser<'a> {
             } else {
                 continue;
             };
+            let misplaced = spec(name).is_some_and(|s| {
+                matches!(
+                    (s.prefixes, ours),
+                    (Prefixes::Nginx, true) | (Prefixes::Gatehouse, false)
+                )
+            });
+            if misplaced {
+                let other = if ours { NGINX_PREFIX } else { GATEHOUSE_PREFIX };
+                let (outcome, reason) = if access_like(name) {
+                    (
+                        Status::Refused,
+                        format!(
+                            "unknown annotation that looks like an access rule (it exists as {other}{name}); not served open"
+                        ),
+                    )
+                } else {
+                    (
+                        Status::Ignored,
+                        format!("unknown annotation (it exists as {other}{name})"),
+                    )
+                };
+                out.reports.push(Report {
+                    annotation: key.clone(),
+                    outcome,
+                    reason,
+                });
+                continue;
+            }
             let this = Found {
                 key,
                 value,
@@ -1614,6 +1642,13 @@ impl<'a> Parser<'a> {
                     "unknown annotation that looks like an access rule; not served open",
                 ),
                 None => self.ignore(key, "unknown annotation"),
+            }
+        }
+        // Refusals reported before the rules ran (misplaced annotations).
+        for r in &self.out.reports {
+            let line = format!("{}: {}", r.annotation, r.reason);
+            if r.outcome == Status::Refused && !self.refusals.contains(&line) {
+                self.refusals.push(line);
             }
         }
         let mut out = self.out;
