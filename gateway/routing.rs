@@ -190,7 +190,7 @@ pub fn path_regex(path: &str) -> Result<Regex, String> {
 /// A regex-mode host's routes in ingress-nginx's order: paths sorted by length, longest first
 /// (stable: equal lengths keep their order, oldest Ingress first), each compiled with
 /// [`path_regex`]. Paths that do not compile are returned apart, with the reason.
-pub fn regex_routes<T>(paths: Vec<(&str, T)>) -> (Vec<(Regex, T)>, Vec<(T, String)>) {
+pub fn regex_routes<T>(paths: Vec<(&str, T)>) -> RegexRoutes<T> {
     let mut paths = paths;
     paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let mut ok = Vec::with_capacity(paths.len());
@@ -203,6 +203,9 @@ pub fn regex_routes<T>(paths: Vec<(&str, T)>) -> (Vec<(Regex, T)>, Vec<(T, Strin
     }
     (ok, bad)
 }
+
+/// [`regex_routes`]' result: the ordered routes, and the paths that did not compile with why.
+pub type RegexRoutes<T> = (Vec<(Regex, T)>, Vec<(T, String)>);
 
 /// The first route whose regex matches the request path.
 pub fn regex_first_match<'r, T>(routes: &'r [(Regex, T)], path: &str) -> Option<&'r T> {
@@ -265,12 +268,15 @@ impl HostMatch {
     }
 }
 
+/// One shard of a [`HostMap`].
+type Shard<T> = Map<Arc<str>, Arc<HostRoutes<T>>>;
+
 /// Host names to their routes, in shards: cloning copies the shards' handles, and a change
 /// then copies only the shards it touches.
 #[derive(Clone, Debug)]
 struct HostMap<T> {
     /// A power of two of them.
-    shards: Vec<Arc<Map<Arc<str>, Arc<HostRoutes<T>>>>>,
+    shards: Vec<Arc<Shard<T>>>,
     /// Picks a host's shard (seeded apart from the shards' own maps).
     pick: foldhash::fast::RandomState,
 }
@@ -299,7 +305,7 @@ impl<T> HostMap<T> {
         self.shards[self.shard(host)].get(host)
     }
 
-    fn shard_mut(&mut self, host: &str) -> &mut Map<Arc<str>, Arc<HostRoutes<T>>> {
+    fn shard_mut(&mut self, host: &str) -> &mut Shard<T> {
         let i = self.shard(host);
         Arc::make_mut(&mut self.shards[i])
     }

@@ -1451,13 +1451,72 @@ impl<'a> Translation<'a> {
     }
 }
 
+/// What a route's policy does, in a few words per part, for `/routes`.
+fn policy_summary(policy: &RoutePolicy) -> serde_json::Value {
+    use crate::snapshot::policy::Access;
+    let mut out = serde_json::Map::new();
+    match &policy.access {
+        Access::Open => {}
+        Access::Refused(reason) => {
+            out.insert("refused".into(), (**reason).into());
+        }
+        Access::Restricted(rules) => {
+            let mut parts = Vec::new();
+            if let Some(a) = &rules.allow {
+                parts.push(format!("allow {a}"));
+            }
+            if let Some(d) = &rules.deny {
+                parts.push(format!("deny {d}"));
+            }
+            if let Some(b) = &rules.basic {
+                parts.push(format!("basic auth ({} users)", b.users.len()));
+            }
+            if let Some(e) = &rules.external {
+                parts.push(format!("external auth {}", e.url));
+            }
+            out.insert("access".into(), parts.join(", ").into());
+        }
+    }
+    let l = &policy.limits;
+    let mut limits = Vec::new();
+    if let Some(r) = l.rps {
+        limits.push(format!("{} rps (burst {})", r.requests, r.burst));
+    }
+    if let Some(r) = l.rpm {
+        limits.push(format!("{} rpm (burst {})", r.requests, r.burst));
+    }
+    if let Some(c) = l.connections {
+        limits.push(format!("{c} connections"));
+    }
+    if let Some(b) = l.body_size {
+        limits.push(format!("body {b} bytes"));
+    }
+    if !limits.is_empty() {
+        out.insert("limits".into(), limits.join(", ").into());
+    }
+    if let Some(r) = &policy.redirect {
+        let to = match &r.to {
+            RedirectTo::Url(u) => u.to_str().unwrap_or("").to_owned(),
+            RedirectTo::Host(h) => format!("host {h}"),
+        };
+        out.insert(
+            "redirect".into(),
+            format!("{} {to}", r.code.as_u16()).into(),
+        );
+    }
+    if policy.cors.is_some() {
+        out.insert("cors".into(), true.into());
+    }
+    serde_json::Value::Object(out)
+}
+
 /// Routes of a snapshot flattened for `/routes` and tests: host → path → description.
 pub fn describe_routes(
     snapshot: &Snapshot,
 ) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
-    let mut out = BTreeMap::new();
-    let describe = |route: &Route| {
-        let backend = match &route.backend {
+    let mut out: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+    fn describe_backend(backend: &Backend) -> serde_json::Value {
+        match backend {
             Backend::Service(s) => {
                 let mut service = serde_json::json!({
                     "service": s.service.to_string(), "port": s.port, "protocol": s.protocol,
@@ -1472,16 +1531,41 @@ pub fn describe_routes(
                 serde_json::json!({"staticSite": s.site.key.to_string(), "root": s.site.root})
             }
             Backend::Unavailable { reason } => serde_json::json!({"unavailable": &**reason}),
-        };
-        let mut described =
-            serde_json::json!({"ingress": route.ingress.to_string(), "backend": backend});
+        }
+    }
+    let describe = |route: &Route| {
+        let mut described = serde_json::json!({
+            "ingress": route.ingress.to_string(),
+            "backend": describe_backend(&route.backend),
+        });
         if route.ssl_redirect {
             described["sslRedirect"] = true.into();
+        }
+        if let Some(policy) = &route.policy {
+            described["policy"] = policy_summary(policy);
+        }
+        if let Some(rewrite) = &route.rewrite {
+            described["rewrite"] = rewrite.target.to_string().into();
+        }
+        if let Some(canary) = &route.canary {
+            let rules = &canary.rules;
+            let mut c = serde_json::json!({
+                "ingress": canary.ingress.to_string(),
+                "backend": describe_backend(&canary.backend),
+                "weight": format!("{}/{}", rules.weight, rules.weight_total),
+            });
+            if let Some((header, _)) = &rules.header {
+                c["header"] = header.as_str().into();
+            }
+            if let Some(cookie) = &rules.cookie {
+                c["cookie"] = (**cookie).into();
+            }
+            described["canary"] = c;
         }
         described
     };
     for (host, routes) in snapshot.routes.hosts() {
-        let paths: BTreeMap<String, serde_json::Value> = routes
+        let mut paths: BTreeMap<String, serde_json::Value> = routes
             .iter()
             .map(|(path, route)| {
                 let kind = if matches!(path, PathMatch::Exact(_)) {
@@ -1492,6 +1576,10 @@ pub fn describe_routes(
                 (format!("{kind} {}", path.path()), describe(route))
             })
             .collect();
+        if routes.is_regex() {
+            let how = "ingress-nginx regex mode: case-insensitive regular expressions, longest path first";
+            paths.insert("(matching)".into(), how.into());
+        }
         out.insert(host.display().into_owned(), paths);
     }
     if let Some(route) = snapshot.routes.default_route() {

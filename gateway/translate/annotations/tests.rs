@@ -261,7 +261,7 @@ fn basic_auth_reads_the_htpasswd_secret_at_translate_time() {
             (&n("auth-secret"), "users"),
             (&n("auth-realm"), "Shop \"staff\""),
         ],
-        &[s.clone()],
+        std::slice::from_ref(&s),
         Defaults::default(),
     );
     let basic = rules(&p).basic.as_ref().unwrap();
