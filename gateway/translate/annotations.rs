@@ -91,6 +91,16 @@ pub fn spec(name: &str) -> Option<&'static AnnotationSpec> {
     ANNOTATIONS.iter().find(|s| s.name == name)
 }
 
+/// Why an annotation is not honoured, from the table: a row that says "See `other`." takes
+/// the other row's words.
+fn table_reason(s: &AnnotationSpec) -> &'static str {
+    s.meaning
+        .strip_prefix("See `")
+        .and_then(|rest| rest.split_once('`'))
+        .and_then(|(other, _)| spec(other))
+        .map_or(s.meaning, |other| other.meaning)
+}
+
 /// The annotation table as Markdown (the migration guide embeds exactly this).
 pub fn markdown_table() -> String {
     let mut out = String::from(
@@ -854,7 +864,7 @@ impl<'a> Parser<'a> {
             "auth-always-set-cookie",
         ] {
             if let Some((key, _)) = self.take(name) {
-                let why = spec(name).map_or("not supported", |s| s.meaning);
+                let why = spec(name).map_or("not supported", table_reason);
                 self.ignore(key, why);
             }
         }
@@ -1635,8 +1645,8 @@ impl<'a> Parser<'a> {
                 Prefixes::Gatehouse => key.starts_with(GATEHOUSE_PREFIX),
             };
             match spec(name).filter(|s| prefix_ok(s)) {
-                Some(s) if s.status == Status::Refused => self.refuse(key, s.meaning),
-                Some(s) => self.ignore(key, s.meaning),
+                Some(s) if s.status == Status::Refused => self.refuse(key, table_reason(s)),
+                Some(s) => self.ignore(key, table_reason(s)),
                 None if access_like(name) => self.refuse(
                     key,
                     "unknown annotation that looks like an access rule; not served open",

@@ -1442,6 +1442,21 @@ fn ingress_with_oversized_annotations_is_not_served() {
     assert_warning(&s, &["default/huge", "annotations take", "262144"]);
 }
 
+#[test]
+fn old_api_version_ingress_in_a_manifest_is_read_with_a_deprecation_warning() {
+    let old = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: legacy, namespace: default, annotations: {kubernetes.io/ingress.class: gatehouse}}\nspec:\n  rules:\n  - host: old.test\n    http:\n      paths:\n      - path: /\n        backend: {serviceName: a, servicePort: 80}\n";
+    let s = build(&with(abc(), [old.to_owned()]));
+    assert_eq!(target(&s, "old.test", "/"), "a");
+    assert_warning(
+        &s,
+        &[
+            "Ingress default/legacy",
+            "removed API version extensions/v1beta1",
+            "convert the manifest",
+        ],
+    );
+}
+
 /// One object parsed from YAML.
 fn object(yaml: &str) -> crate::objects::Object {
     parse_documents(yaml)
