@@ -496,3 +496,6 @@ fn parse_object_key(text: &str, flag: &str) -> Result<crate::objects::ObjectKey,
         _ => Err(format!("{flag} {text:?}: expected NAMESPACE/NAME")),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -819,3 +819,24 @@ fn markdown_table_has_a_row_per_annotation() {
     assert_eq!(table.lines().count(), ANNOTATIONS.len() + 2);
     assert!(table.contains("| `gatehouse.dev/whitelist-source-range`<br>`nginx.ingress.kubernetes.io/whitelist-source-range` |"));
 }
+
+/// The migration guide's annotation table is exactly [`markdown_table`]. After changing the
+/// table, `GATEHOUSE_BLESS=1 cargo test --lib migration_guide` writes it into the guide.
+#[test]
+fn migration_guide_table_is_the_table_in_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("MIGRATING.md");
+    let text = std::fs::read_to_string(&path).expect("MIGRATING.md");
+    let (begin, end) = ("<!-- annotations:begin -->\n", "<!-- annotations:end -->");
+    let start = text.find(begin).expect("begin marker") + begin.len();
+    let stop = text.find(end).expect("end marker");
+    let rendered = markdown_table();
+    if std::env::var_os("GATEHOUSE_BLESS").is_some() {
+        let updated = format!("{}{rendered}{}", &text[..start], &text[stop..]);
+        std::fs::write(&path, updated).expect("write MIGRATING.md");
+        return;
+    }
+    assert!(
+        text[start..stop] == rendered,
+        "MIGRATING.md's annotation table differs from the code: run GATEHOUSE_BLESS=1 cargo test --lib migration_guide"
+    );
+}
