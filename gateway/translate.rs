@@ -961,7 +961,17 @@ impl<'a> Translation<'a> {
         let policy = (!policy.is_empty()).then(|| Arc::new(policy));
         let regex = parsed.use_regex || parsed.rewrite_target.is_some();
         let service_upstream = parsed.service_upstream;
+        // A refused Ingress's routes answer 503 even where no phase reads the policy.
+        let refused = match policy.as_deref().map(|p| &p.access) {
+            Some(crate::snapshot::policy::Access::Refused(reason)) => Some(reason.clone()),
+            _ => None,
+        };
         let make_backend = |this: &mut Self, backend: &IngressBackend, strip: &str| -> Backend {
+            if let Some(reason) = &refused {
+                return Backend::Unavailable {
+                    reason: reason.clone(),
+                };
+            }
             match transport {
                 Err(p) => {
                     let reason = format!("backend-protocol {p:?} is not supported yet");
