@@ -242,6 +242,18 @@ pub fn parse(ingress: &Ingress, cx: &Context<'_>) -> Parsed {
             ..Parsed::default()
         };
     }
+    // The common case, no annotation of either prefix: nothing to look up.
+    if !all
+        .keys()
+        .any(|k| k.starts_with(GATEHOUSE_PREFIX) || k.starts_with(NGINX_PREFIX))
+    {
+        let mut parsed = Parsed {
+            ssl_redirect: cx.defaults.ssl_redirect.then_some(true),
+            ..Parsed::default()
+        };
+        parsed.policy.limits.body_size = cx.defaults.body_size;
+        return parsed;
+    }
     let mut p = Parser::new(all, cx);
     p.run();
     p.finish()
