@@ -140,19 +140,8 @@ fn file_yaml(shape: &Shape, f: usize, origin: &str) -> String {
     let mut out = String::with_capacity((last - first) * (600 + shape.hosts * 330));
     for i in first..last {
         let (ns, name) = (format!("ns-{}", i % 50), format!("svc-{i}"));
-        let ip = |k: usize| {
-            format!(
-                "10.{}.{}.{}",
-                i / 65_536 % 256,
-                i / 256 % 256,
-                (i + k) % 256
-            )
-        };
-        let endpoints = [
-            yaml::ready(&ip(0)),
-            yaml::ready(&ip(1)),
-            yaml::ready(&ip(2)),
-        ];
+        let ip = |k: usize| format!("10.{}.{}.{}", i / 65_536 % 256, i / 256 % 256, (i + k) % 256);
+        let endpoints = [yaml::ready(&ip(0)), yaml::ready(&ip(1)), yaml::ready(&ip(2))];
         let mut ingress = yaml::ingress(&format!("ing-{i}")).namespace(&ns);
         for j in 0..shape.hosts {
             let h = host(i, j);
@@ -168,13 +157,7 @@ fn file_yaml(shape: &Shape, f: usize, origin: &str) -> String {
         }
         out.push_str(&yaml::docs(&[
             yaml::service(&ns, &name, &[("http", 80)]),
-            yaml::endpoint_slice(
-                &ns,
-                &format!("{name}-1"),
-                &name,
-                &[("http", 8080)],
-                &endpoints,
-            ),
+            yaml::endpoint_slice(&ns, &format!("{name}-1"), &name, &[("http", 8080)], &endpoints),
             ingress.yaml(),
         ]));
         out.push_str("---\n");
@@ -482,9 +465,7 @@ impl Client {
         if self.conn.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).ok()?;
             stream.set_nodelay(true).ok()?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
             self.conn = Some(BufReader::new(stream));
         }
         let conn = self.conn.as_mut()?;
@@ -549,10 +530,7 @@ fn end_to_end(shape: &Shape) {
     std::fs::create_dir(&manifests).expect("mkdir");
     write_set(shape, &manifests, a, b);
     // Files written for the changes, prepared before the clock starts.
-    let changed = [
-        file_yaml(shape, 0, "origin-b"),
-        file_yaml(shape, 0, "origin-a"),
-    ];
+    let changed = [file_yaml(shape, 0, "origin-b"), file_yaml(shape, 0, "origin-a")];
     let (http, admin) = (free_port(), free_port());
     let log = std::fs::File::create(dir.path().join("gatehouse.log")).expect("log");
     let started = Instant::now();
@@ -588,10 +566,7 @@ fn end_to_end(shape: &Shape) {
     let mut client = Client::new(http);
     let host = host(0, 0);
     assert_eq!(
-        client
-            .get(&host, CHANGED_PATH)
-            .map(|(_, body)| body)
-            .as_deref(),
+        client.get(&host, CHANGED_PATH).map(|(_, body)| body).as_deref(),
         Some("origin-a"),
         "the first route is not served"
     );
@@ -606,12 +581,7 @@ fn end_to_end(shape: &Shape) {
         let written = Instant::now();
         std::fs::rename(&tmp, manifests.join(file_name(0))).expect("rename");
         loop {
-            if client
-                .get(&host, CHANGED_PATH)
-                .map(|(_, body)| body)
-                .as_deref()
-                == Some(want)
-            {
+            if client.get(&host, CHANGED_PATH).map(|(_, body)| body).as_deref() == Some(want) {
                 break;
             }
             assert!(

@@ -248,8 +248,7 @@ impl Metrics {
 
     /// `gatehouse_requests_total` of a request that matched no route.
     pub fn unrouted(&self, status: u16) -> IntCounter {
-        self.requests
-            .with_label_values(&["", "", status_class(status)])
+        self.requests.with_label_values(&["", "", status_class(status)])
     }
 
     /// The text exposition format of every metric.

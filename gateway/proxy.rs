@@ -58,21 +58,10 @@ pub struct ConnInfo {
 // === impl ConnInfo ===
 
 impl ConnInfo {
-    pub fn new(
-        remote: SocketAddr,
-        scheme: &'static str,
-        port: HeaderValue,
-        https_port: u16,
-    ) -> Self {
+    pub fn new(remote: SocketAddr, scheme: &'static str, port: HeaderValue, https_port: u16) -> Self {
         let client_ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self {
-            remote,
-            scheme,
-            port,
-            client_ip,
-            https_port,
-        }
+        Self { remote, scheme, port, client_ip, https_port }
     }
 }
 
@@ -105,10 +94,7 @@ pub async fn handle(
         Some(route)
             if route.ssl_redirect
                 && conn.scheme == "http"
-                && !req
-                    .uri()
-                    .path()
-                    .starts_with(crate::tls::ACME_CHALLENGE_PREFIX) =>
+                && !req.uri().path().starts_with(crate::tls::ACME_CHALLENGE_PREFIX) =>
         {
             let host = request_host(&req).unwrap_or_default();
             let resp = crate::tls::redirect_to_https(host, req.uri(), conn.https_port);
@@ -128,10 +114,7 @@ pub async fn handle(
 
     let status = resp.status().as_u16();
     match &route {
-        Some(route) => route
-            .counters
-            .for_status(route, &shared.metrics, status)
-            .inc(),
+        Some(route) => route.counters.for_status(route, &shared.metrics, status).inc(),
         None => shared.metrics.unrouted(status).inc(),
     }
     shared
@@ -262,10 +245,7 @@ async fn forward(
         uri.authority = Some(backend.authority(i).clone());
         uri.path_and_query = Some(path_and_query.clone());
         let Ok(uri) = Uri::from_parts(uri) else {
-            return (
-                short_response(StatusCode::BAD_REQUEST, "bad request target\n"),
-                None,
-            );
+            return (short_response(StatusCode::BAD_REQUEST, "bad request target\n"), None);
         };
         head.uri = uri;
         let upstream_req = Request::from_parts(head, body.take().unwrap_or_else(empty_body));

@@ -10,11 +10,11 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
-use tower::ServiceExt;
-use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend as FsBackend, DefaultServeDirFallback, File as FsFile};
 
 use crate::objects::{ObjectKey, StaticSiteSpec};
@@ -189,10 +189,7 @@ impl ConfinedBackend {
         // ServeDir joins the request path onto `./ROOT` (an absolute root replaces the `.`).
         let mut base = PathBuf::from(".");
         base.push(root);
-        Self {
-            base: Arc::new(base),
-            root: Arc::default(),
-        }
+        Self { base: Arc::new(base), root: Arc::default() }
     }
 
     fn root_fd(&self) -> io::Result<&OwnedFd> {
@@ -206,22 +203,10 @@ impl ConfinedBackend {
 
     /// Opens `path` (ServeDir's base joined with the request path) beneath the root.
     fn open_beneath(&self, path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
-        let relative = path
-            .strip_prefix(self.base.as_path())
-            .map_err(|_| outside(path))?;
-        let relative = if relative.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            relative
-        };
+        let relative = path.strip_prefix(self.base.as_path()).map_err(|_| outside(path))?;
+        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(
-            self.root_fd()?,
-            relative,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            resolve,
-        ) {
+        match rustix::fs::openat2(self.root_fd()?, relative, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
             Ok(fd) => Ok(std::fs::File::from(fd)),
             Err(Errno::XDEV) => Err(outside(path)),
             Err(Errno::NOSYS) => self.open_checked(path, flags),
@@ -252,17 +237,11 @@ impl FsBackend for ConfinedBackend {
     type MetadataFuture = Ready<io::Result<std::fs::Metadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        ready(
-            self.open_beneath(&path, OFlags::RDONLY)
-                .and_then(PageCacheFile::new),
-        )
+        ready(self.open_beneath(&path, OFlags::RDONLY).and_then(PageCacheFile::new))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        ready(
-            self.open_beneath(&path, OFlags::PATH)
-                .and_then(|f| f.metadata()),
-        )
+        ready(self.open_beneath(&path, OFlags::PATH).and_then(|f| f.metadata()))
     }
 }
 
@@ -283,19 +262,10 @@ impl PageCacheFile {
 }
 
 impl AsyncRead for PageCacheFile {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         // At least one byte, so a file that grew since it was opened still reads to its end.
-        let want = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .clamp(1, buf.remaining().max(1));
-        let n = std::io::Read::read(
-            &mut self.file,
-            buf.initialize_unfilled_to(want.min(buf.remaining())),
-        )?;
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).clamp(1, buf.remaining().max(1));
+        let n = std::io::Read::read(&mut self.file, buf.initialize_unfilled_to(want.min(buf.remaining())))?;
         buf.advance(n);
         self.remaining = self.remaining.saturating_sub(n as u64);
         Poll::Ready(Ok(()))

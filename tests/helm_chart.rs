@@ -1001,9 +1001,5 @@ fn readme_nta_example_values_mount_the_static_volume() {
         .find(|mount| mount["mountPath"] == "/srv/nta-static")
         .expect("nta-static mounted at the StaticSite's root");
     assert_eq!(mount["readOnly"], true);
-    assert!(
-        args(deployment)
-            .iter()
-            .any(|a| a == "--acme-directory=staging")
-    );
+    assert!(args(deployment).iter().any(|a| a == "--acme-directory=staging"));
 }

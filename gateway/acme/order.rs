@@ -131,10 +131,7 @@ pub async fn obtain(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Issued, O
         hosts: Vec::new(),
     };
     let chain_pem = validate_and_finalize(ctx, want, &mut order, &key_pem, &mut answers).await;
-    let (tokens, hosts) = (
-        std::mem::take(&mut answers.tokens),
-        std::mem::take(&mut answers.hosts),
-    );
+    let (tokens, hosts) = (std::mem::take(&mut answers.tokens), std::mem::take(&mut answers.hosts));
     drop(answers);
     if (!tokens.is_empty() || !hosts.is_empty())
         && let Err(err) = ctx.store.withdraw_answers(&tokens, &hosts).await
@@ -267,9 +264,7 @@ async fn authorize(
         let shared = match ctx.kind {
             ChallengeKind::Http01 => {
                 answers.http01(&challenge.token, key_authorization.as_str());
-                ctx.store
-                    .share_http01(&challenge.token, key_authorization.as_str())
-                    .await
+                ctx.store.share_http01(&challenge.token, key_authorization.as_str()).await
             }
             ChallengeKind::TlsAlpn01 => {
                 let digest = key_authorization.digest();
@@ -278,11 +273,7 @@ async fn authorize(
                 ctx.store.share_tls_alpn01(&name, digest.as_ref()).await
             }
         };
-        shared.map_err(|e| {
-            OrderError::transient(format!(
-                "cannot share the challenge answer for {name}: {e:#}"
-            ))
-        })?;
+        shared.map_err(|e| OrderError::transient(format!("cannot share the challenge answer for {name}: {e:#}")))?;
         // The CA's validator may reach any replica: let the answer reach them all first.
         tokio::time::sleep(ctx.store.answer_propagation()).await;
         if challenge.status == ChallengeStatus::Pending {

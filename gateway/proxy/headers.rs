@@ -41,11 +41,7 @@ fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
 /// keeps `Connection: upgrade` and `Upgrade` so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none: one pass over the names (cheap compares) decides.
-    if !upgrade
-        && !headers
-            .keys()
-            .any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name))
-    {
+    if !upgrade && !headers.keys().any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name)) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -126,12 +122,7 @@ fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut id = [0u8; 32];
-    for (i, byte) in PREFIX
-        .to_be_bytes()
-        .into_iter()
-        .chain(n.to_be_bytes())
-        .enumerate()
-    {
+    for (i, byte) in PREFIX.to_be_bytes().into_iter().chain(n.to_be_bytes()).enumerate() {
         id[2 * i] = HEX[usize::from(byte >> 4)];
         id[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }

@@ -515,10 +515,7 @@ impl ManifestDir {
     /// How long to wait before the next scan: [`POLL_INTERVAL`], or longer when listing the
     /// directory (and the Secrets one) takes more than 1% of that.
     pub fn poll_interval(&self) -> Duration {
-        let overlay = self
-            .secrets_from
-            .as_ref()
-            .map_or(Duration::ZERO, |o| o.listing);
+        let overlay = self.secrets_from.as_ref().map_or(Duration::ZERO, |o| o.listing);
         ((self.listing + overlay) * POLL_COST_RATIO).clamp(POLL_INTERVAL, MAX_POLL_INTERVAL)
     }
 

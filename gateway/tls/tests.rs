@@ -859,20 +859,12 @@ fn tls_table_covers_rule_hosts_through_wildcards() {
 
 #[test]
 fn secret_acme_has_yet_to_create_is_no_warning_but_other_missing_secrets_are() {
-    let acme = tls_ingress(
-        "pending",
-        &["new.test"],
-        "new-tls",
-        &[("kubernetes.io/tls-acme", "true")],
-    );
+    let acme = tls_ingress("pending", &["new.test"], "new-tls", &[("kubernetes.io/tls-acme", "true")]);
     let plain = tls_ingress("manual", &["manual.test"], "manual-tls", &[]);
     let snapshot = build(&[web(), acme, plain], &Snapshot::default());
     let warnings = warnings(&snapshot);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("Secret default/manual-tls")
-            && warnings[0].contains("Secret not found")
-    );
+    assert!(warnings[0].contains("Secret default/manual-tls") && warnings[0].contains("Secret not found"));
     // Until the certificate arrives, the host is served with the default one.
     assert_eq!(served_by(&snapshot, "new.test"), None);
 }

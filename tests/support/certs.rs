@@ -185,9 +185,7 @@ pub fn look_config(alpn: &[&[u8]]) -> ClientConfig {
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(gatehouse::tls::upstream::NoVerification(
-            provider,
-        )))
+        .with_custom_certificate_verifier(Arc::new(gatehouse::tls::upstream::NoVerification(provider)))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
@@ -318,3 +316,4 @@ pub async fn tls_origin(name: &str, leaf: &Leaf) -> SocketAddr {
     });
     addr
 }
+

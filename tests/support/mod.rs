@@ -141,10 +141,7 @@ impl Gatehouse {
                 return;
             }
             if self.exited() {
-                panic!(
-                    "gatehouse exited before it was ready; log:\n{}",
-                    self.log_text()
-                );
+                panic!("gatehouse exited before it was ready; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -154,14 +151,10 @@ impl Gatehouse {
     /// Whether the process has exited (a zombie not yet reaped, or gone): read from /proc, so a
     /// shared reference will do.
     fn exited(&self) -> bool {
-        let Some(child) = &self.child else {
-            return true;
-        };
+        let Some(child) = &self.child else { return true };
         match std::fs::read_to_string(format!("/proc/{}/stat", child.id())) {
             // The state follows the parenthesised command name: `PID (comm) S ...`.
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
             Err(_) => true,
         }
     }

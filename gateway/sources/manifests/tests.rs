@@ -286,9 +286,7 @@ fn a_changed_document_gets_a_new_object_and_the_others_keep_theirs() {
     let one = |backend: &str| {
         docs(&[
             service("default", "a", &[("http", 80)]),
-            ingress("web")
-                .prefix("a.test", "/", svc(backend, 80))
-                .yaml(),
+            ingress("web").prefix("a.test", "/", svc(backend, 80)).yaml(),
             ingress("other").prefix("b.test", "/", svc("a", 80)).yaml(),
         ])
     };
@@ -404,11 +402,7 @@ fn objects_kept_up_to_date_follow_the_file_order_rule_over_random_edits() {
             for _ in 0..1 + next(4) {
                 let n = next(3);
                 parts.push(match next(4) {
-                    0 => service(
-                        "default",
-                        &format!("s{n}"),
-                        &[("http", 80 + next(3) as u16)],
-                    ),
+                    0 => service("default", &format!("s{n}"), &[("http", 80 + next(3) as u16)]),
                     1 => secret(&format!("t{n}"), &format!("v{}", next(5))),
                     2 => endpoint_slice("default", &format!("e{n}"), "s0", &[("http", 80)], &[]),
                     _ => ingress(&format!("i{n}"))
@@ -431,11 +425,7 @@ fn objects_kept_up_to_date_follow_the_file_order_rule_over_random_edits() {
             })
         };
         if !broken(&main) && !broken(&overlay) {
-            assert_eq!(
-                dump(dir.objects()),
-                dump(&reference(&main, &overlay)),
-                "step {step}"
-            );
+            assert_eq!(dump(dir.objects()), dump(&reference(&main, &overlay)), "step {step}");
         }
     }
 }
