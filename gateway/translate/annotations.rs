@@ -1666,6 +1666,32 @@ impl<'a> Parser<'a> {
                 None => self.ignore(key, "unknown annotation"),
             }
         }
+        // The table has the last word: an annotation parsed into the policy but not applied by
+        // the request path yet is refused (access) or ignored, never reported honoured.
+        for i in 0..self.out.reports.len() {
+            let r = &self.out.reports[i];
+            if r.outcome != Status::Honoured {
+                continue;
+            }
+            let name = r
+                .annotation
+                .strip_prefix(GATEHOUSE_PREFIX)
+                .or_else(|| r.annotation.strip_prefix(NGINX_PREFIX))
+                .unwrap_or(&r.annotation);
+            match spec(name) {
+                Some(s) if s.status == Status::Refused => {
+                    let why = table_reason(s);
+                    self.refusals.push(format!("{}: {why}", r.annotation));
+                    self.out.reports[i].outcome = Status::Refused;
+                    self.out.reports[i].reason = why.to_owned();
+                }
+                Some(s) if s.status == Status::Ignored => {
+                    self.out.reports[i].outcome = Status::Ignored;
+                    self.out.reports[i].reason = table_reason(s).to_owned();
+                }
+                _ => {}
+            }
+        }
         // Refusals reported before the rules ran (misplaced annotations).
         for r in &self.out.reports {
             let line = format!("{}: {}", r.annotation, r.reason);
