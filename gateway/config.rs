@@ -545,7 +545,7 @@ impl Args {
                 } else {
                     self.ingress_class_compat
                 },
-                trusted_proxies,
+                trusted_proxies: trusted_proxies.clone(),
                 ..translate_defaults
             },
             upstream: UpstreamSettings {
@@ -616,6 +616,7 @@ impl Args {
                     .http2_max_streams
                     .or(file.http2_max_streams)
                     .unwrap_or(server_defaults.http2_max_streams),
+                trusted_proxies: std::sync::Arc::new(trusted_proxies.clone()),
             },
             shutdown_delay: self
                 .shutdown_delay

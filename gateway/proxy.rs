@@ -48,6 +48,8 @@ pub struct ConnInfo {
     pub https_port: u16,
     /// The peer is a proxy whose X-Forwarded-For is trusted.
     pub trusted_peer: bool,
+    /// `--trusted-proxies`, for finding the client address behind them.
+    pub trusted_proxies: Arc<crate::snapshot::policy::CidrSet>,
     /// Limits of request bodies on this listener.
     pub body_limits: request_body::BodyLimits,
     /// Requests the client gave up on before their response (HTTP/2 resets), and requests
@@ -85,7 +87,8 @@ impl ConnInfo {
             port,
             client_ip,
             https_port: settings.https_redirect_port,
-            trusted_peer: false,
+            trusted_peer: settings.trusted_proxies.contains(remote.ip()),
+            trusted_proxies: settings.trusted_proxies.clone(),
             body_limits: settings.body_limits,
             abandoned: AtomicU32::new(0),
             answered: AtomicU32::new(0),
@@ -148,7 +151,7 @@ pub async fn handle(
                 tracing::warn!(upstream = ?record.upstream, error = %err, "upstream request failed");
             }
             record.error = Some(err.kind);
-            record.respond(err.kind.response())
+            record.respond(err.response())
         }
     }
 }
@@ -187,7 +190,12 @@ async fn serve(
     }
     let route = route::route(&shared.snapshot.load(), &req)?;
     record.route = Some(route.clone());
-    policy::check(&route, conn, &req)?;
+    // A route without policy pays one pointer test.
+    if let Some(policy) = &route.policy
+        && let Some(answer) = policy::check(&shared.policy, policy, conn, &req).await?
+    {
+        return Ok(Answer::Done(answer));
+    }
     if route.ssl_redirect
         && conn.scheme == "http"
         && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
@@ -202,7 +210,10 @@ async fn serve(
     match &route.backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
-        Backend::Service(backend) => upstream::forward(shared, conn, backend, req, record).await,
+        Backend::Service(backend) => {
+            let limits = policy::body_limits(&route, conn);
+            upstream::forward(shared, conn, backend, &limits, req, record).await
+        }
     }
 }
 

@@ -1,13 +1,204 @@
-//! The policy phase: what a route's typed policy allows this request (access rules, limits,
-//! rewrites). Policies are parsed when the configuration changes; here they are only applied.
+//! The policy phase: what a route's typed policy allows this request (access rules, redirects,
+//! body limits). Policies are parsed when the configuration changes; here they are only
+//! applied, in ingress-nginx's order: refused, redirect, app-root, source rules (403),
+//! authentication (401).
+//!
+//! What the phase keeps between requests ([`State`]) lives beside the snapshot, never in it:
+//! a new snapshot's routes start with nothing cached.
 
-use http::Request;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
 
 use super::ConnInfo;
-use super::error::ProxyError;
+use super::error::{ErrorKind, ProxyError};
+use super::headers::X_FORWARDED_FOR;
+use super::request_body::BodyLimits;
+use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
+use crate::snapshot::policy::{
+    Access, AccessRules, BasicAuth, Redirect, RedirectTo, RoutePolicy, Satisfy, client_addr,
+};
 
-/// Lets the request on, or answers it.
-pub fn check<B>(_route: &Route, _conn: &ConnInfo, _req: &Request<B>) -> Result<(), ProxyError> {
+/// Successful basic-auth checks remembered at most (then forgotten all at once).
+const AUTH_CACHE_ENTRIES: usize = 4096;
+
+/// What the policy phase remembers between requests.
+#[derive(Default)]
+pub struct State {
+    /// `Authorization` values that passed a route's basic authentication, by the route's
+    /// [`BasicAuth`]: bcrypt costs milliseconds, so a client pays it once, not per request.
+    /// The entry holds the `BasicAuth`, so its address is never reused while cached.
+    auth_ok: Mutex<HashMap<(usize, HeaderValue), Arc<BasicAuth>>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+// === impl State ===
+
+impl State {
+    fn cached(&self, auth: &Arc<BasicAuth>, value: &HeaderValue) -> bool {
+        let key = (Arc::as_ptr(auth) as usize, value.clone());
+        self.auth_ok
+            .lock()
+            .is_ok_and(|cache| cache.get(&key).is_some_and(|a| Arc::ptr_eq(a, auth)))
+    }
+
+    fn remember(&self, auth: &Arc<BasicAuth>, value: &HeaderValue) {
+        // A copy: the request's value shares the buffer of its whole head.
+        let Ok(owned) = HeaderValue::from_bytes(value.as_bytes()) else {
+            return;
+        };
+        if let Ok(mut cache) = self.auth_ok.lock() {
+            if cache.len() >= AUTH_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert((Arc::as_ptr(auth) as usize, owned), auth.clone());
+        }
+    }
+}
+
+/// Lets the request on (`None`), answers it (`Some`: a redirect), or fails it (403, 401, 503).
+pub async fn check<B>(
+    state: &State,
+    policy: &RoutePolicy,
+    conn: &ConnInfo,
+    req: &Request<B>,
+) -> Result<Option<Response<BoxBody>>, ProxyError> {
+    if let Access::Refused(reason) = &policy.access {
+        return Err(ProxyError::with_body(
+            ErrorKind::PolicyRefused,
+            reason.clone(),
+        ));
+    }
+    if let Some(redirect) = &policy.redirect {
+        return Ok(Some(redirect_response(redirect, conn, req)));
+    }
+    if let Some(root) = &policy.app_root
+        && req.uri().path() == "/"
+    {
+        let host = super::route::request_host(req).unwrap_or_default();
+        let to = format!("{}://{host}{root}", conn.scheme);
+        return Ok(Some(redirect_to(StatusCode::FOUND, &to)));
+    }
+    if let Access::Restricted(rules) = &policy.access {
+        check_access(state, rules, conn, req).await?;
+    }
+    Ok(None)
+}
+
+/// The request body limits on a route: its `proxy-body-size` replaces the listener's limit.
+pub fn body_limits(route: &Route, conn: &ConnInfo) -> BodyLimits {
+    match route.policy.as_deref().and_then(|p| p.limits.body_size) {
+        Some(max) => BodyLimits {
+            max_bytes: Some(max),
+            ..conn.body_limits
+        },
+        None => conn.body_limits,
+    }
+}
+
+/// Source rules then authentication. `deny` always refuses; with `satisfy any`, a client
+/// outside `allow` may still pass by authenticating (ingress-nginx's office-or-password).
+async fn check_access<B>(
+    state: &State,
+    rules: &AccessRules,
+    conn: &ConnInfo,
+    req: &Request<B>,
+) -> Result<(), ProxyError> {
+    if rules.has_source_rules() {
+        let client = client(conn, req);
+        if rules.deny.as_ref().is_some_and(|d| d.contains(client)) {
+            return Err(ErrorKind::Forbidden.into());
+        }
+        let allowed = rules.allow.as_ref().is_none_or(|a| a.contains(client));
+        match (allowed, rules.satisfy) {
+            (true, Satisfy::Any) => return Ok(()),
+            (false, Satisfy::All) => return Err(ErrorKind::Forbidden.into()),
+            (false, Satisfy::Any) if !rules.has_auth() => {
+                return Err(ErrorKind::Forbidden.into());
+            }
+            _ => {}
+        }
+    }
+    if let Some(basic) = &rules.basic {
+        check_basic(state, basic, req).await?;
+    }
     Ok(())
 }
+
+/// The client address the source rules see.
+fn client<B>(conn: &ConnInfo, req: &Request<B>) -> IpAddr {
+    client_addr(
+        conn.remote.ip(),
+        req.headers().get_all(&X_FORWARDED_FOR),
+        &conn.trusted_proxies,
+    )
+}
+
+/// Basic authentication: a remembered success, or bcrypt off the async workers.
+async fn check_basic<B>(
+    state: &State,
+    basic: &Arc<BasicAuth>,
+    req: &Request<B>,
+) -> Result<(), ProxyError> {
+    let unauthorized = || {
+        ProxyError::with_header(
+            ErrorKind::Unauthorized,
+            header::WWW_AUTHENTICATE,
+            basic.challenge.clone(),
+        )
+    };
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(unauthorized());
+    };
+    if state.cached(basic, value) {
+        return Ok(());
+    }
+    let (auth, given) = (basic.clone(), value.clone());
+    let ok = tokio::task::spawn_blocking(move || auth.check_header(&given))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        return Err(unauthorized());
+    }
+    state.remember(basic, value);
+    Ok(())
+}
+
+fn redirect_response<B>(
+    redirect: &Redirect,
+    conn: &ConnInfo,
+    req: &Request<B>,
+) -> Response<BoxBody> {
+    match &redirect.to {
+        RedirectTo::Url(url) => redirect_value(redirect.code, url.clone()),
+        RedirectTo::Host(host) => {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            redirect_to(redirect.code, &format!("{}://{host}{path}", conn.scheme))
+        }
+    }
+}
+
+fn redirect_to(code: StatusCode, location: &str) -> Response<BoxBody> {
+    match HeaderValue::try_from(location) {
+        Ok(value) => redirect_value(code, value),
+        Err(_) => short_response(StatusCode::BAD_REQUEST, "bad host\n"),
+    }
+}
+
+fn redirect_value(code: StatusCode, location: HeaderValue) -> Response<BoxBody> {
+    let mut resp = short_response(code, "redirecting\n");
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp
+}
+
+#[cfg(test)]
+mod tests;

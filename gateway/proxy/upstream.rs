@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::{self, Forwarded};
 use super::record::Record;
-use super::request_body::{self, LimitedBody};
+use super::request_body::{self, BodyLimits, LimitedBody};
 use super::{Answer, ConnInfo};
 use crate::body::BoxError;
 use crate::shared::Shared;
@@ -274,6 +274,7 @@ pub async fn forward(
     shared: &Shared,
     conn: &ConnInfo,
     backend: &ServiceBackend,
+    body_limits: &BodyLimits,
     mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
@@ -284,13 +285,20 @@ pub async fn forward(
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    request_body::check_declared(req.headers(), &conn.body_limits)?;
+    request_body::check_declared(req.headers(), body_limits)?;
     let id = headers::ensure_request_id(req.headers_mut());
     if record.logs_access() {
         record.request_id = Some(id);
     }
     let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
-    let req = prepare(conn, backend, req, upgrade, body_outcome.as_ref());
+    let req = prepare(
+        conn,
+        backend,
+        body_limits,
+        req,
+        upgrade,
+        body_outcome.as_ref(),
+    );
     let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
     let result = if direct {
         send_direct(upstreams, backend, candidates, req, record).await
@@ -388,6 +396,7 @@ async fn send_direct(
 fn prepare(
     conn: &ConnInfo,
     backend: &ServiceBackend,
+    body_limits: &BodyLimits,
     req: Request<Incoming>,
     upgrade: bool,
     body_outcome: Option<&request_body::Outcome>,
@@ -418,7 +427,7 @@ fn prepare(
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
     let body = match body_outcome {
-        Some(outcome) => LimitedBody::new(body, &conn.body_limits, outcome.clone()).boxed_unsync(),
+        Some(outcome) => LimitedBody::new(body, body_limits, outcome.clone()).boxed_unsync(),
         None => crate::body::empty(),
     };
     Request::from_parts(parts, body)

@@ -1,0 +1,287 @@
+//! Route policies through the real binary, with real origins: refused routes name their
+//! reason, source ranges (from several loopback source addresses, and behind a trusted proxy),
+//! basic authentication, redirects, app-root and per-route body limits. Assertions follow
+//! ingress-nginx's e2e tests for the same annotations.
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+
+use support::yaml::{docs, ingress, svc};
+use support::{Gatehouse, origin, service_yaml};
+
+const NG: &str = "nginx.ingress.kubernetes.io/";
+
+fn ng(name: &str) -> String {
+    format!("{NG}{name}")
+}
+
+/// `correct horse`, bcrypt (made with Python's bcrypt).
+const BCRYPT: &str = "$2b$10$hsoaWJdLlQpAk1VfrJG7ueU8SGjzY3Fr99EH/jxZqlr8df9a35xvS";
+
+fn secret(name: &str, auth: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\nstringData:\n  auth: {auth:?}\n"
+    )
+}
+
+fn gateway(web: SocketAddr, parts: &[String], args: &[&str]) -> Gatehouse {
+    let mut all = vec![service_yaml("default", "web", &[web])];
+    all.extend(parts.iter().cloned());
+    Gatehouse::start_with(&[("main.yaml", &docs(&all))], args)
+}
+
+/// A client for `host` whose connections come from `source` (a loopback address).
+fn client_from(gh: &Gatehouse, host: &str, source: [u8; 4]) -> reqwest::Client {
+    gh.client_builder(&[host])
+        .local_address(IpAddr::from(source))
+        .http1_only()
+        .build()
+        .unwrap()
+}
+
+async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_route_answers_503_naming_the_ingress_and_the_reason() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[ingress("oauth")
+            .annotation(&ng("auth-url"), "http://127.0.0.1:1/auth")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml()],
+        &[],
+    );
+    let (status, body) = get(&gh.client_for(&["app.test"]), "http://app.test/x", &[]).await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("Ingress default/oauth is not served: nginx.ingress.kubernetes.io/auth-url"),
+        "{body}"
+    );
+    assert!(!body.contains("\"origin\""), "reached the backend: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ranges_allow_and_deny_by_the_client_address() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[
+            ingress("office")
+                .annotation(&ng("whitelist-source-range"), "127.0.0.2/32, 127.0.0.3")
+                .prefix("office.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("blocked")
+                .annotation(&ng("denylist-source-range"), "127.0.0.3")
+                .prefix("public.test", "/", svc("web", 80))
+                .yaml(),
+        ],
+        &[],
+    );
+    for (source, office, public) in [
+        ([127, 0, 0, 2], 200, 200),
+        ([127, 0, 0, 3], 200, 403),
+        ([127, 0, 0, 4], 403, 200),
+        ([127, 0, 0, 1], 403, 200),
+    ] {
+        let c = client_from(&gh, "office.test", source);
+        let (status, body) = get(&c, "http://office.test/", &[]).await;
+        assert_eq!(status, office, "office.test from {source:?}: {body}");
+        if status == 403 {
+            assert!(!body.contains("\"origin\""), "{body}");
+        }
+        let c = client_from(&gh, "public.test", source);
+        let (status, _) = get(&c, "http://public.test/", &[]).await;
+        assert_eq!(status, public, "public.test from {source:?}");
+    }
+    // An untrusted peer cannot choose its address with X-Forwarded-For.
+    let c = client_from(&gh, "office.test", [127, 0, 0, 4]);
+    let (status, _) = get(
+        &c,
+        "http://office.test/",
+        &[("x-forwarded-for", "127.0.0.2")],
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "X-Forwarded-For of an untrusted peer was believed"
+    );
+    assert!(gh.metric("gatehouse_proxy_errors_total", &["reason=\"forbidden\""]) >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_client_address_decides() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[ingress("office")
+            .annotation(&ng("whitelist-source-range"), "10.1.0.0/16")
+            .prefix("office.test", "/", svc("web", 80))
+            .yaml()],
+        &["--trusted-proxies=127.0.0.5/32"],
+    );
+    let proxy = client_from(&gh, "office.test", [127, 0, 0, 5]);
+    let (status, body) = get(
+        &proxy,
+        "http://office.test/",
+        &[("x-forwarded-for", "10.1.2.3")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"], "10.1.2.3, 127.0.0.5",
+        "a trusted proxy's X-Forwarded-For is appended to"
+    );
+    let (status, _) = get(
+        &proxy,
+        "http://office.test/",
+        &[("x-forwarded-for", "192.0.2.1")],
+    )
+    .await;
+    assert_eq!(status, 403, "the forwarded client is outside the range");
+    // The same header from a peer that is not a trusted proxy is not believed.
+    let other = client_from(&gh, "office.test", [127, 0, 0, 6]);
+    let (status, _) = get(
+        &other,
+        "http://office.test/",
+        &[("x-forwarded-for", "10.1.2.3")],
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_challenges_and_lets_the_right_password_through() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[
+            secret("users", &format!("editor:{BCRYPT}\n")),
+            ingress("staff")
+                .annotation(&ng("auth-type"), "basic")
+                .annotation(&ng("auth-secret"), "users")
+                .annotation(&ng("auth-realm"), "Staff only")
+                .prefix("app.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("either")
+                .annotation(&ng("auth-type"), "basic")
+                .annotation(&ng("auth-secret"), "users")
+                .annotation(&ng("whitelist-source-range"), "127.0.0.2")
+                .annotation(&ng("satisfy"), "any")
+                .prefix("either.test", "/", svc("web", 80))
+                .yaml(),
+        ],
+        &[],
+    );
+    let client = gh.client_for(&["app.test", "either.test"]);
+    let resp = client.get("http://app.test/").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Basic realm=\"Staff only\""
+    );
+    assert!(!resp.text().await.unwrap().contains("\"origin\""));
+    let wrong = client
+        .get("http://app.test/")
+        .basic_auth("editor", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unknown = client
+        .get("http://app.test/")
+        .basic_auth("nobody", Some("correct horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+    // Twice: the second is answered from the remembered success.
+    for _ in 0..2 {
+        let ok = client
+            .get("http://app.test/")
+            .basic_auth("editor", Some("correct horse"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    // satisfy any: the allowed address passes without a password, others need one.
+    let office = client_from(&gh, "either.test", [127, 0, 0, 2]);
+    assert_eq!(get(&office, "http://either.test/", &[]).await.0, 200);
+    let home = client_from(&gh, "either.test", [127, 0, 0, 3]);
+    assert_eq!(get(&home, "http://either.test/", &[]).await.0, 401);
+    let ok = home
+        .get("http://either.test/")
+        .basic_auth("editor", Some("correct horse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_app_root_www_twin_and_body_size() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[
+            ingress("moved")
+                .annotation(&ng("permanent-redirect"), "https://new.test/landing")
+                .annotation(&ng("permanent-redirect-code"), "308")
+                .prefix("old.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("temp")
+                .annotation(&ng("temporal-redirect"), "https://elsewhere.test/")
+                .prefix("temp.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("app")
+                .annotation(&ng("app-root"), "/app1")
+                .annotation(&ng("proxy-body-size"), "1k")
+                .prefix("app.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("www")
+                .annotation(&ng("from-to-www-redirect"), "true")
+                .prefix("www.shop.test", "/", svc("web", 80))
+                .yaml(),
+        ],
+        &[],
+    );
+    let c = gh.client_for(&["old.test", "temp.test", "app.test", "shop.test"]);
+    let r = c.get("http://old.test/a?b=1").send().await.unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "https://new.test/landing");
+    let r = c.get("http://temp.test/x").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "https://elsewhere.test/");
+    let r = c.get("http://app.test/").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://app.test/app1");
+    let r = c.get("http://app.test/other").send().await.unwrap();
+    assert_eq!(r.status(), 200, "only / goes to the app root");
+    let r = c
+        .post("http://app.test/upload")
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "proxy-body-size 1k");
+    let r = c
+        .post("http://app.test/upload")
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get("http://shop.test/cart?id=7").send().await.unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "http://www.shop.test/cart?id=7");
+}
