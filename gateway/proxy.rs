@@ -167,6 +167,13 @@ pub enum Answer {
 }
 
 impl Answer {
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        match self {
+            Answer::Done(resp) => resp.headers_mut(),
+            Answer::Upstream(resp) => resp.headers_mut(),
+        }
+    }
+
     fn finish(self, record: Record) -> Response<BoxBody> {
         match self {
             Answer::Done(resp) => record.respond(resp),
@@ -207,14 +214,23 @@ async fn serve(
             conn.https_port,
         )));
     }
-    match &route.backend {
+    let cors = route
+        .policy
+        .as_ref()
+        .and_then(|p| p.cors.as_ref())
+        .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
+    let mut answer = match &route.backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
         Backend::Service(backend) => {
             let limits = policy::body_limits(&route, conn);
             upstream::forward(shared, conn, backend, &limits, req, record).await
         }
+    }?;
+    if let Some((cors, origin)) = cors {
+        policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
     }
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -285,3 +285,63 @@ async fn redirects_app_root_www_twin_and_body_size() {
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], "http://www.shop.test/cart?id=7");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_is_answered_at_the_edge_and_responses_carry_the_headers() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[
+            ingress("api")
+                .annotation(&ng("enable-cors"), "true")
+                .annotation(&ng("cors-allow-origin"), "https://*.shop.test")
+                .annotation(&ng("cors-allow-methods"), "GET, POST")
+                .annotation(&ng("cors-max-age"), "600")
+                .prefix("api.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("open")
+                .annotation(&ng("enable-cors"), "true")
+                .prefix("open.test", "/", svc("web", 80))
+                .yaml(),
+        ],
+        &[],
+    );
+    let c = gh.client_for(&["api.test", "open.test"]);
+    let pre = c
+        .request(reqwest::Method::OPTIONS, "http://api.test/items")
+        .header("origin", "https://www.shop.test")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    let h = pre.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://www.shop.test");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "600");
+    let get = c
+        .get("http://api.test/items")
+        .header("origin", "https://www.shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    assert_eq!(
+        get.headers()["access-control-allow-origin"],
+        "https://www.shop.test"
+    );
+    assert!(get.text().await.unwrap().contains("\"origin\":\"web\""));
+    let other = c
+        .get("http://api.test/items")
+        .header("origin", "https://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !other.headers().contains_key("access-control-allow-origin"),
+        "an origin outside the list is not allowed"
+    );
+    let any = c.get("http://open.test/").send().await.unwrap();
+    assert_eq!(any.headers()["access-control-allow-origin"], "*");
+}

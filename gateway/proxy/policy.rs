@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 
 use super::ConnInfo;
 use super::error::{ErrorKind, ProxyError};
@@ -20,7 +20,8 @@ use super::request_body::BodyLimits;
 use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
 use crate::snapshot::policy::{
-    Access, AccessRules, BasicAuth, Redirect, RedirectTo, RoutePolicy, Satisfy, client_addr,
+    Access, AccessRules, BasicAuth, Cors, CorsOrigins, Redirect, RedirectTo, RoutePolicy, Satisfy,
+    client_addr,
 };
 
 /// Successful basic-auth checks remembered at most (then forgotten all at once).
@@ -88,10 +89,56 @@ pub async fn check<B>(
         let to = format!("{}://{host}{root}", conn.scheme);
         return Ok(Some(redirect_to(StatusCode::FOUND, &to)));
     }
+    // Preflights are answered before the access rules: browsers send them without
+    // credentials (ingress-nginx answers them in the same place).
+    if let Some(cors) = &policy.cors
+        && req.method() == Method::OPTIONS
+    {
+        let mut resp = Response::new(crate::body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        add_cors(cors, req.headers().get(header::ORIGIN), resp.headers_mut());
+        if resp
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        {
+            resp.headers_mut()
+                .insert(header::ACCESS_CONTROL_MAX_AGE, cors.max_age.clone());
+        }
+        return Ok(Some(resp));
+    }
     if let Access::Restricted(rules) = &policy.access {
         check_access(state, rules, conn, req).await?;
     }
     Ok(None)
+}
+
+/// The CORS headers of a response to a request from `origin`; nothing when the origin is not
+/// allowed.
+pub fn add_cors(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    let Some(allow) = cors.allow_origin.allow(origin) else {
+        return;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    if cors.allow_credentials {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        cors.allow_methods.clone(),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        cors.allow_headers.clone(),
+    );
+    if let Some(expose) = &cors.expose_headers {
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+    }
+    if matches!(cors.allow_origin, CorsOrigins::List(_)) {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
 }
 
 /// The request body limits on a route: its `proxy-body-size` replaces the listener's limit.
