@@ -223,8 +223,12 @@ async fn serve(
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
         Backend::Service(backend) => {
-            let limits = policy::body_limits(&route, conn);
-            upstream::forward(shared, conn, backend, &limits, req, record).await
+            let mut req = req;
+            if let Some(rewrite) = &route.rewrite {
+                policy::rewrite(rewrite, conn, &mut req)?;
+            }
+            let upstream_policy = policy::route_upstream(&route, conn);
+            upstream::forward(shared, conn, backend, &upstream_policy, req, record).await
         }
     }?;
     if let Some((cors, origin)) = cors {

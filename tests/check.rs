@@ -100,7 +100,7 @@ fn check_reports_every_ingress_of_a_directory_and_fails_when_anything_is_refused
         text.contains("warning   uses the removed API version extensions/v1beta1"),
         "{text}"
     );
-    assert!(text.ends_with("12 Ingresses: 8 served, 4 not served. Annotations: 14 honoured, 8 ignored, 8 refused.\n"), "{text}");
+    assert!(text.ends_with("12 Ingresses: 8 served, 4 not served. Annotations: 15 honoured, 7 ignored, 8 refused.\n"), "{text}");
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn check_json_has_verdicts_outcomes_values_and_a_summary() {
     assert_eq!(rewrite["verdict"], "served");
     assert_eq!(
         outcome(rewrite, "nginx.ingress.kubernetes.io/rewrite-target")["outcome"],
-        "ignored"
+        "honoured"
     );
     let oauth = ingress(&report, "tools/protected");
     assert_eq!(

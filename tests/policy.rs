@@ -345,3 +345,38 @@ async fn cors_preflight_is_answered_at_the_edge_and_responses_carry_the_headers(
     let any = c.get("http://open.test/").send().await.unwrap();
     assert_eq!(any.headers()["access-control-allow-origin"], "*");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_target_vhost_and_forwarded_prefix_reach_the_upstream() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[ingress("rewrite")
+            .annotation(&ng("rewrite-target"), "/$2")
+            .annotation(&ng("upstream-vhost"), "internal.svc")
+            .annotation(&ng("x-forwarded-prefix"), "/something")
+            .path(
+                "rewrite.test",
+                "/something(/|$)(.*)",
+                "ImplementationSpecific",
+                svc("web", 80),
+            )
+            .yaml()],
+        &[],
+    );
+    let c = gh.client_for(&["rewrite.test"]);
+    for (asked, sent) in [
+        ("/something", "/"),
+        ("/something/", "/"),
+        ("/something/new?q=1", "/new?q=1"),
+        ("/SOMETHING/a/b", "/a/b"),
+    ] {
+        let (status, body) = get(&c, &format!("http://rewrite.test{asked}"), &[]).await;
+        assert_eq!(status, 200, "{asked}: {body}");
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["path"], sent, "{asked}");
+        assert_eq!(seen["headers"]["host"], "internal.svc");
+        assert_eq!(seen["headers"]["x-forwarded-host"], "rewrite.test");
+        assert_eq!(seen["headers"]["x-forwarded-prefix"], "/something");
+    }
+}

@@ -11,17 +11,19 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 
 use super::ConnInfo;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::X_FORWARDED_FOR;
 use super::request_body::BodyLimits;
+use super::upstream::RouteUpstream;
 use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
 use crate::snapshot::policy::{
-    Access, AccessRules, BasicAuth, Cors, CorsOrigins, Redirect, RedirectTo, RoutePolicy, Satisfy,
-    client_addr,
+    Access, AccessRules, BasicAuth, Cors, CorsOrigins, PathRewrite, Redirect, RedirectTo,
+    RoutePolicy, Satisfy, Var, client_addr,
 };
 
 /// Successful basic-auth checks remembered at most (then forgotten all at once).
@@ -141,15 +143,68 @@ pub fn add_cors(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut HeaderM
     }
 }
 
-/// The request body limits on a route: its `proxy-body-size` replaces the listener's limit.
-pub fn body_limits(route: &Route, conn: &ConnInfo) -> BodyLimits {
-    match route.policy.as_deref().and_then(|p| p.limits.body_size) {
-        Some(max) => BodyLimits {
-            max_bytes: Some(max),
-            ..conn.body_limits
+/// What the route's policy changes on the way upstream. The request body limit: its
+/// `proxy-body-size` replaces the listener's limit.
+pub fn route_upstream<'r>(route: &'r Route, conn: &ConnInfo) -> RouteUpstream<'r> {
+    let Some(policy) = route.policy.as_deref() else {
+        return RouteUpstream {
+            body_limits: conn.body_limits,
+            vhost: None,
+            forwarded_prefix: None,
+        };
+    };
+    RouteUpstream {
+        body_limits: match policy.limits.body_size {
+            Some(max) => BodyLimits {
+                max_bytes: Some(max),
+                ..conn.body_limits
+            },
+            None => conn.body_limits,
         },
-        None => conn.body_limits,
+        vhost: policy.upstream.vhost.as_ref(),
+        forwarded_prefix: policy.upstream.forwarded_prefix.as_ref(),
     }
+}
+
+/// `rewrite-target`: the path (and query) sent upstream, as nginx's `rewrite … break` makes it.
+/// A request the route's regex does not match keeps its path.
+pub fn rewrite<B>(
+    rewrite: &PathRewrite,
+    conn: &ConnInfo,
+    req: &mut Request<B>,
+) -> Result<(), ProxyError> {
+    let uri = req.uri();
+    let host = super::route::request_host(req)
+        .map(|h| crate::routing::normalize_host(h).to_ascii_lowercase())
+        .unwrap_or_default();
+    let vars = |var: &Var| -> String {
+        match var {
+            Var::Host => host.clone(),
+            Var::Scheme => conn.scheme.to_owned(),
+            Var::RequestUri => uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            Var::Uri => uri.path().to_owned(),
+            Var::Args => uri.query().unwrap_or_default().to_owned(),
+            Var::Method => req.method().as_str().to_owned(),
+            Var::Header(name) => req
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        }
+    };
+    let Some(target) = rewrite.apply(uri.path(), uri.query(), vars) else {
+        return Ok(());
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(target)
+            .map_err(|e| ProxyError::with_cause(ErrorKind::BadRequest, e))?,
+    );
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| ProxyError::with_cause(ErrorKind::BadRequest, e))?;
+    Ok(())
 }
 
 /// Source rules then authentication. `deny` always refuses; with `satisfy any`, a client
