@@ -380,3 +380,37 @@ async fn rewrite_target_vhost_and_forwarded_prefix_reach_the_upstream() {
         assert_eq!(seen["headers"]["x-forwarded-prefix"], "/something");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_503_per_client_address_and_spare_the_allowlist() {
+    let web = origin::echo("web").await;
+    let gh = gateway(
+        web,
+        &[ingress("limited")
+            .annotation(&ng("limit-rpm"), "2")
+            .annotation(&ng("limit-burst-multiplier"), "1")
+            .annotation(&ng("limit-whitelist"), "127.0.0.2")
+            .prefix("limited.test", "/", svc("web", 80))
+            .yaml()],
+        &[],
+    );
+    let url = "http://limited.test/";
+    // burst 2 (2 × 1) + 1: three at once, then 503 until the bucket refills (30 s a request).
+    let busy = client_from(&gh, "limited.test", [127, 0, 0, 3]);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(&busy, url, &[]).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 503, 503]);
+    let other = client_from(&gh, "limited.test", [127, 0, 0, 4]);
+    assert_eq!(
+        get(&other, url, &[]).await.0,
+        200,
+        "each address has its own"
+    );
+    let exempt = client_from(&gh, "limited.test", [127, 0, 0, 2]);
+    for _ in 0..6 {
+        assert_eq!(get(&exempt, url, &[]).await.0, 200, "limit-whitelist");
+    }
+    assert!(gh.metric("gatehouse_proxy_errors_total", &["reason=\"rate_limited\""]) >= 2.0);
+}

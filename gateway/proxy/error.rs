@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Forbidden,
     /// The route asks for authentication the request does not carry (401, with the challenge).
     Unauthorized,
+    /// The client is over the route's request rate (503, ingress-nginx's default
+    /// `limit-req-status-code`).
+    TooManyRequests,
     /// The request body is larger than the route allows (413).
     BodyTooLarge,
     /// The client stopped sending its request body before it was complete (408).
@@ -54,13 +57,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metrics that show all of them from the start.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::NoEndpoint,
         ErrorKind::PolicyRefused,
         ErrorKind::Forbidden,
         ErrorKind::Unauthorized,
+        ErrorKind::TooManyRequests,
         ErrorKind::BodyTooLarge,
         ErrorKind::ClientBodyTimeout,
         ErrorKind::ConnectFailed,
@@ -79,6 +83,7 @@ impl ErrorKind {
             ErrorKind::PolicyRefused => "policy_refused",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::TooManyRequests => "rate_limited",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::ClientBodyTimeout => "client_body_timeout",
             ErrorKind::ConnectFailed => "connect_failed",
@@ -94,6 +99,7 @@ impl ErrorKind {
             ErrorKind::BadRequest
             | ErrorKind::Forbidden
             | ErrorKind::Unauthorized
+            | ErrorKind::TooManyRequests
             | ErrorKind::BodyTooLarge
             | ErrorKind::ClientBodyTimeout
             | ErrorKind::ClientGone => Side::Downstream,
@@ -110,7 +116,9 @@ impl ErrorKind {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::NoEndpoint | ErrorKind::PolicyRefused => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoint | ErrorKind::PolicyRefused | ErrorKind::TooManyRequests => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -134,6 +142,7 @@ impl ErrorKind {
             }
             ErrorKind::Forbidden => "forbidden\n",
             ErrorKind::Unauthorized => "authentication required\n",
+            ErrorKind::TooManyRequests => "too many requests from this address\n",
             ErrorKind::BodyTooLarge => "request body too large\n",
             ErrorKind::ClientBodyTimeout => "request body not received in time\n",
             ErrorKind::ConnectFailed | ErrorKind::UpstreamFailed | ErrorKind::UpstreamBodyCut => {

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -36,11 +37,40 @@ pub struct State {
     /// [`BasicAuth`]: bcrypt costs milliseconds, so a client pays it once, not per request.
     /// The entry holds the `BasicAuth`, so its address is never reused while cached.
     auth_ok: Mutex<HashMap<(usize, HeaderValue), Arc<BasicAuth>>>,
+    /// Rate-limit buckets by route policy, limit (rps or rpm) and client address. An entry
+    /// holds its policy, so the address is never reused while the bucket lives.
+    buckets: Mutex<HashMap<(usize, bool, IpAddr), Bucket>>,
+}
+
+/// Rate-limit buckets kept at most; beyond, the full (idle) ones are dropped, then all.
+const MAX_BUCKETS: usize = 65_536;
+
+/// A token bucket: `burst + 1` requests at once, refilled at the limit's rate (nginx's
+/// `limit_req … burst=N nodelay`).
+struct Bucket {
+    policy: Arc<RoutePolicy>,
+    tokens: f64,
+    last: Instant,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+// === impl Bucket ===
+
+impl Bucket {
+    /// Whether it would be full by `now`: forgetting it changes nothing.
+    fn full(&self, now: Instant) -> bool {
+        let limits = &self.policy.limits;
+        let slowest = [limits.rps, limits.rpm]
+            .into_iter()
+            .flatten()
+            .map(|l| l.per.as_secs_f64() * (f64::from(l.burst) + 1.0) / f64::from(l.requests.get()))
+            .fold(0.0, f64::max);
+        now.duration_since(self.last).as_secs_f64() >= slowest
     }
 }
 
@@ -52,6 +82,44 @@ impl State {
         self.auth_ok
             .lock()
             .is_ok_and(|cache| cache.get(&key).is_some_and(|a| Arc::ptr_eq(a, auth)))
+    }
+
+    /// Whether a request of `client` fits the route's rate limits (takes a token of each).
+    fn within_rate(&self, policy: &Arc<RoutePolicy>, client: IpAddr) -> bool {
+        let limits = &policy.limits;
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, b| !b.full(now));
+            if buckets.len() >= MAX_BUCKETS {
+                buckets.clear();
+            }
+        }
+        let ptr = Arc::as_ptr(policy) as usize;
+        let mut ok = true;
+        for (per_minute, limit) in [(false, &limits.rps), (true, &limits.rpm)] {
+            let Some(limit) = limit else { continue };
+            let rate = f64::from(limit.requests.get()) / limit.per.as_secs_f64();
+            let capacity = f64::from(limit.burst) + 1.0;
+            let bucket = buckets
+                .entry((ptr, per_minute, client))
+                .or_insert_with(|| Bucket {
+                    policy: policy.clone(),
+                    tokens: capacity,
+                    last: now,
+                });
+            let elapsed = now.duration_since(bucket.last).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
+            bucket.last = now;
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+            } else {
+                ok = false;
+            }
+        }
+        ok
     }
 
     fn remember(&self, auth: &Arc<BasicAuth>, value: &HeaderValue) {
@@ -71,7 +139,7 @@ impl State {
 /// Lets the request on (`None`), answers it (`Some`: a redirect), or fails it (403, 401, 503).
 pub async fn check<B>(
     state: &State,
-    policy: &RoutePolicy,
+    policy: &Arc<RoutePolicy>,
     conn: &ConnInfo,
     req: &Request<B>,
 ) -> Result<Option<Response<BoxBody>>, ProxyError> {
@@ -110,6 +178,15 @@ pub async fn check<B>(
     }
     if let Access::Restricted(rules) = &policy.access {
         check_access(state, rules, conn, req).await?;
+    }
+    let limits = &policy.limits;
+    if limits.rps.is_some() || limits.rpm.is_some() {
+        let client = client(conn, req);
+        if !limits.exempt.as_ref().is_some_and(|e| e.contains(client))
+            && !state.within_rate(policy, client)
+        {
+            return Err(ErrorKind::TooManyRequests.into());
+        }
     }
     Ok(None)
 }
