@@ -219,7 +219,11 @@ async fn serve(
         .as_ref()
         .and_then(|p| p.cors.as_ref())
         .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
-    let mut answer = match &route.backend {
+    let backend = match &route.canary {
+        Some(canary) if policy::to_canary(&canary.rules, &req) => &canary.backend,
+        _ => &route.backend,
+    };
+    let mut answer = match backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
         Backend::Service(backend) => {

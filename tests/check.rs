@@ -90,7 +90,7 @@ fn check_reports_every_ingress_of_a_directory_and_fails_when_anything_is_refused
         "{text}"
     );
     assert!(text.contains("  ignored   nginx.ingress.kubernetes.io/proxy-buffer-size   Responses are streamed: no buffers to size.\n"), "{text}");
-    assert!(text.contains("  ignored   nginx.ingress.kubernetes.io/canary-weight     Not yet applied by the request path"), "{text}");
+    assert!(text.contains("  honoured  nginx.ingress.kubernetes.io/canary-weight     10 of 100 requests go to the canary\n"), "{text}");
     // The kube-lego era Ingress is read, and told to convert.
     assert!(
         text.contains("Ingress default/dashboard (class nginx): served\n"),
@@ -100,7 +100,7 @@ fn check_reports_every_ingress_of_a_directory_and_fails_when_anything_is_refused
         text.contains("warning   uses the removed API version extensions/v1beta1"),
         "{text}"
     );
-    assert!(text.ends_with("12 Ingresses: 8 served, 4 not served. Annotations: 16 honoured, 6 ignored, 8 refused.\n"), "{text}");
+    assert!(text.ends_with("12 Ingresses: 8 served, 4 not served. Annotations: 19 honoured, 3 ignored, 8 refused.\n"), "{text}");
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn check_exits_zero_when_nothing_would_be_refused() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.ends_with(
-            "4 Ingresses: 4 served, 0 not served. Annotations: 5 honoured, 6 ignored, 0 refused.\n"
+            "4 Ingresses: 4 served, 0 not served. Annotations: 8 honoured, 3 ignored, 0 refused.\n"
         ),
         "{text}"
     );

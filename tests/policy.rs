@@ -414,3 +414,58 @@ async fn rate_limits_answer_503_per_client_address_and_spare_the_allowlist() {
     }
     assert!(gh.metric("gatehouse_proxy_errors_total", &["reason=\"rate_limited\""]) >= 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_by_header_cookie_and_weight() {
+    let (main, canary) = (origin::echo("main").await, origin::echo("canary").await);
+    let gh = gateway(
+        main,
+        &[
+            service_yaml("default", "canary", &[canary]),
+            ingress("main")
+                .prefix("shop.test", "/", svc("web", 80))
+                .yaml(),
+            ingress("canary")
+                .annotation(&ng("canary"), "true")
+                .annotation(&ng("canary-by-header"), "X-Canary")
+                .annotation(&ng("canary-by-cookie"), "canary")
+                .annotation(&ng("canary-weight"), "0")
+                .prefix("shop.test", "/", svc("canary", 80))
+                .yaml(),
+            ingress("all-canary")
+                .annotation(&ng("canary"), "true")
+                .annotation(&ng("canary-weight"), "100")
+                .prefix("shop.test", "/all", svc("canary", 80))
+                .yaml(),
+            ingress("main-all")
+                .prefix("shop.test", "/all", svc("web", 80))
+                .yaml(),
+        ],
+        &[],
+    );
+    let c = gh.client_for(&["shop.test"]);
+    let origin_of = |body: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["origin"].as_str().unwrap().to_owned()
+    };
+    let url = "http://shop.test/";
+    for (headers, want) in [
+        (vec![], "main"),
+        (vec![("x-canary", "always")], "canary"),
+        (
+            vec![("x-canary", "never"), ("cookie", "canary=always")],
+            "main",
+        ),
+        (vec![("cookie", "a=b; canary=always")], "canary"),
+        (vec![("cookie", "canary=never")], "main"),
+        (vec![("x-canary", "other")], "main"),
+    ] {
+        let (status, body) = get(&c, url, &headers).await;
+        assert_eq!(status, 200);
+        assert_eq!(origin_of(body), want, "{headers:?}");
+    }
+    for _ in 0..3 {
+        let (_, body) = get(&c, "http://shop.test/all", &[]).await;
+        assert_eq!(origin_of(body), "canary", "weight 100 of 100");
+    }
+}

@@ -23,8 +23,8 @@ use super::upstream::RouteUpstream;
 use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
 use crate::snapshot::policy::{
-    Access, AccessRules, BasicAuth, Cors, CorsOrigins, PathRewrite, Redirect, RedirectTo,
-    RoutePolicy, Satisfy, Var, client_addr,
+    Access, AccessRules, BasicAuth, CanaryRules, Cors, CorsOrigins, PathRewrite, Redirect,
+    RedirectTo, RoutePolicy, Satisfy, Var, client_addr,
 };
 
 /// Successful basic-auth checks remembered at most (then forgotten all at once).
@@ -218,6 +218,31 @@ pub fn add_cors(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut HeaderM
     if matches!(cors.allow_origin, CorsOrigins::List(_)) {
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
+}
+
+/// Whether a request goes to the route's canary: its header, then its cookie, then a roll
+/// against the weight.
+pub fn to_canary<B>(rules: &CanaryRules, req: &Request<B>) -> bool {
+    let header = rules
+        .header
+        .as_ref()
+        .and_then(|(name, _)| req.headers().get(name));
+    let cookie = rules.cookie.as_deref().and_then(|name| {
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    });
+    let roll = if rules.weight == 0 || rules.weight_total == 0 {
+        u32::MAX
+    } else {
+        rand::random_range(0..rules.weight_total)
+    };
+    rules.choose(header, cookie, roll)
 }
 
 /// What the route's policy changes on the way upstream. The request body limit: its
