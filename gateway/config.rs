@@ -136,6 +136,23 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_TRACE_SAMPLE_RATIO", value_name = "RATIO")]
     pub trace_sample_ratio: Option<f64>,
 
+    /// Serve the Ingresses of these IngressClass names (e.g. `nginx`) as they are, whatever
+    /// controller their IngressClass object names, with ingress-nginx's defaults (HTTPS redirect
+    /// for TLS hosts, 1 MiB request bodies). Repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "GATEHOUSE_INGRESS_CLASS_COMPAT",
+        value_delimiter = ',',
+        value_name = "CLASS"
+    )]
+    pub ingress_class_compat: Vec<String>,
+
+    /// Peers (CIDRs or addresses, comma-separated) whose X-Forwarded-For or PROXY protocol
+    /// header gives the client address that source ranges and limits apply to. [default: none:
+    /// the connection's peer is the client]
+    #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<String>,
+
     /// Log format. [default: text]
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -362,6 +379,29 @@ fn renew_before<'de, D: Deserializer<'de>>(
 pub enum Command {
     /// Print the StaticSite CustomResourceDefinition as YAML.
     Crd,
+    /// Report what Gatehouse would do with the annotations of Ingresses (honoured, ignored,
+    /// refused), before switching from ingress-nginx. Exits 1 when anything would be refused.
+    Check(CheckArgs),
+}
+
+/// `gatehouse check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Manifest files or directories (`.yaml`, `.yml`, `.json`, read recursively), or `-` for
+    /// standard input (e.g. `kubectl get ingress -A -o yaml | gatehouse check -`).
+    #[arg(value_name = "PATH", default_value = "-")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub format: LogFormat,
+    /// Classes whose Ingresses get ingress-nginx's defaults (see --ingress-class-compat).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "CLASS",
+        default_value = "nginx"
+    )]
+    pub ingress_class_compat: Vec<String>,
 }
 
 #[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -448,6 +488,11 @@ impl Args {
             None => Vec::new(),
         };
         let manifests = self.manifests.or(file.manifests);
+        let trusted_proxies = match self.trusted_proxies.or(file.trusted_proxies) {
+            Some(text) => crate::snapshot::policy::CidrSet::parse(&text)
+                .map_err(|e| format!("--trusted-proxies: {e}"))?,
+            None => Default::default(),
+        };
         let kube_defaults = kube_source::Settings::default();
         let kube = kube_source::Settings {
             kubeconfig: self.kubeconfig.or(file.kubeconfig),
@@ -560,6 +605,12 @@ impl Args {
                 base_dir: manifests.clone(),
                 default_certificate,
                 ssl_redirect: self.ssl_redirect.or(file.ssl_redirect).unwrap_or(false),
+                ingress_class_compat: if self.ingress_class_compat.is_empty() {
+                    file.ingress_class_compat
+                } else {
+                    self.ingress_class_compat
+                },
+                trusted_proxies: trusted_proxies.clone(),
                 ..translate_defaults
             },
             upstream: UpstreamSettings {
@@ -630,6 +681,7 @@ impl Args {
                     .http2_max_streams
                     .or(file.http2_max_streams)
                     .unwrap_or(server_defaults.http2_max_streams),
+                trusted_proxies: std::sync::Arc::new(trusted_proxies.clone()),
             },
             shutdown_delay: self
                 .shutdown_delay

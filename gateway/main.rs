@@ -1,5 +1,7 @@
 //! The `gatehouse` binary: parse settings, set up logging, run.
 
+mod check;
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,6 +15,9 @@ fn main() -> ExitCode {
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => return fail(&format!("{} (see --help)", one_line(&err))),
     };
+    if let Some(Command::Check(check)) = &args.command {
+        return check::run(check);
+    }
     if let Some(Command::Crd) = args.command {
         let crd = gatehouse::objects::StaticSite::crd();
         return match serde_saphyr::to_string(&crd) {

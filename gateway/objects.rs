@@ -228,3 +228,97 @@ impl Objects {
         self.len() == 0
     }
 }
+
+/// API versions of Ingress older than `networking.k8s.io/v1` that manifests may still use.
+pub const OLD_INGRESS_VERSIONS: &[&str] = &["extensions/v1beta1", "networking.k8s.io/v1beta1"];
+
+/// Converts an `extensions/v1beta1` or `networking.k8s.io/v1beta1` Ingress document into a
+/// `networking.k8s.io/v1` one, as the API server did: `serviceName`/`servicePort` become
+/// `service: {name, port: {number|name}}`, `spec.backend` becomes `spec.defaultBackend`, a path
+/// without `pathType` is `ImplementationSpecific`. The result carries the annotation
+/// `gatehouse.dev/converted-from: <old version>`, which makes translate() warn that the
+/// manifest should be converted. An error names the Ingress and what cannot be converted.
+pub fn ingress_from_v1beta1(doc: serde_json::Value) -> Result<serde_json::Value, String> {
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_owned();
+    convert_v1beta1(doc).map_err(|e| format!("Ingress {name:?}: {e}"))
+}
+
+fn convert_v1beta1(mut doc: serde_json::Value) -> Result<serde_json::Value, String> {
+    use serde_json::{Value, json};
+    let from = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    fn backend(old: &mut Value, at: &str) -> Result<(), String> {
+        let Some(map) = old.as_object_mut() else {
+            return Err(format!("{at} is not a mapping"));
+        };
+        let name = map.remove("serviceName");
+        let port = map.remove("servicePort");
+        match (name, port) {
+            (None, None) => Ok(()), // a `resource` backend, unchanged
+            (Some(Value::String(name)), Some(port)) => {
+                let port = match port {
+                    Value::Number(n) => json!({"number": n}),
+                    Value::String(s) => match s.parse::<u16>() {
+                        Ok(n) => json!({"number": n}),
+                        Err(_) => json!({"name": s}),
+                    },
+                    _ => return Err(format!("{at}.servicePort is not a number or a name")),
+                };
+                map.insert("service".into(), json!({"name": name, "port": port}));
+                Ok(())
+            }
+            _ => Err(format!("{at} needs both serviceName and servicePort")),
+        }
+    }
+    if let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) {
+        if let Some(mut default) = spec.remove("backend") {
+            backend(&mut default, "spec.backend")?;
+            spec.insert("defaultBackend".into(), default);
+        }
+        for (r, rule) in spec
+            .get_mut("rules")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let paths = rule
+                .get_mut("http")
+                .and_then(|h| h.get_mut("paths"))
+                .and_then(Value::as_array_mut);
+            for (p, path) in paths.into_iter().flatten().enumerate() {
+                let at = format!("spec.rules[{r}].http.paths[{p}]");
+                let Some(map) = path.as_object_mut() else {
+                    return Err(format!("{at} is not a mapping"));
+                };
+                map.entry("pathType")
+                    .or_insert_with(|| "ImplementationSpecific".into());
+                if let Some(b) = map.get_mut("backend") {
+                    backend(b, &format!("{at}.backend"))?;
+                }
+            }
+        }
+    }
+    doc["apiVersion"] = "networking.k8s.io/v1".into();
+    let meta = doc
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or("the Ingress has no metadata")?;
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert("gatehouse.dev/converted-from".into(), from.into());
+    }
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests;

@@ -49,6 +49,8 @@ pub struct ConnInfo {
     pub https_port: u16,
     /// The peer is a proxy whose X-Forwarded-For is trusted.
     pub trusted_peer: bool,
+    /// `--trusted-proxies`, for finding the client address behind them.
+    pub trusted_proxies: Arc<crate::snapshot::policy::CidrSet>,
     /// Limits of request bodies on this listener.
     pub body_limits: request_body::BodyLimits,
     /// Requests the client gave up on before their response (HTTP/2 resets), and requests
@@ -86,7 +88,8 @@ impl ConnInfo {
             port,
             client_ip,
             https_port: settings.https_redirect_port,
-            trusted_peer: false,
+            trusted_peer: settings.trusted_proxies.contains(remote.ip()),
+            trusted_proxies: settings.trusted_proxies.clone(),
             body_limits: settings.body_limits,
             abandoned: AtomicU32::new(0),
             answered: AtomicU32::new(0),
@@ -154,7 +157,7 @@ pub async fn handle(
                 tracing::warn!(upstream = ?record.upstream, error = %err, "upstream request failed");
             }
             record.error = Some(err.kind);
-            record.respond(err.kind.response())
+            record.respond(err.response())
         }
     }
 }
@@ -170,6 +173,13 @@ pub enum Answer {
 }
 
 impl Answer {
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        match self {
+            Answer::Done(resp) => resp.headers_mut(),
+            Answer::Upstream(resp) => resp.headers_mut(),
+        }
+    }
+
     fn finish(self, record: Record) -> Response<BoxBody> {
         match self {
             Answer::Done(resp) => record.respond(resp),
@@ -193,7 +203,12 @@ async fn serve(
     }
     let route = route::route(&shared.snapshot.load(), &req)?;
     record.route = Some(route.clone());
-    policy::check(&route, conn, &req)?;
+    // A route without policy pays one pointer test.
+    if let Some(policy) = &route.policy
+        && let Some(answer) = policy::check(&shared.policy, policy, conn, &req).await?
+    {
+        return Ok(Answer::Done(answer));
+    }
     if route.ssl_redirect
         && conn.scheme == "http"
         && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
@@ -205,13 +220,39 @@ async fn serve(
             conn.https_port,
         )));
     }
-    match &route.backend {
+    let cors = route
+        .policy
+        .as_ref()
+        .and_then(|p| p.cors.as_ref())
+        .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
+    let backend = match &route.canary {
+        Some(canary) if policy::to_canary(&canary.rules, &req) => &canary.backend,
+        _ => &route.backend,
+    };
+    let mut answer = match backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
         Backend::Service(backend) => {
-            upstream::forward(&shared.upstreams, conn, backend, req, record).await
+            let mut req = req;
+            if let Some(rewrite) = &route.rewrite {
+                policy::rewrite(rewrite, conn, &mut req)?;
+            }
+            let upstream_policy = policy::route_upstream(&route, conn);
+            upstream::forward(
+                &shared.upstreams,
+                conn,
+                backend,
+                &upstream_policy,
+                req,
+                record,
+            )
+            .await
         }
+    }?;
+    if let Some((cors, origin)) = cors {
+        policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
     }
+    Ok(answer)
 }
 
 #[cfg(test)]

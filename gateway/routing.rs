@@ -4,6 +4,11 @@
 //! is one hash lookup for the host, one for an exact path, then one per path segment for
 //! prefixes: its cost does not grow with the number of hosts or routes.
 //!
+//! A host where an Ingress uses ingress-nginx regex paths (`use-regex`, `rewrite-target`) is
+//! matched as ingress-nginx does it instead: every path of the host is a case-insensitive
+//! regular expression anchored at the start, tried longest path first; the first match wins
+//! ([`regex_routes`], [`HostRoutes::set_regex`]). Other hosts never run a regex.
+//!
 //! Hosts share their routes by `Arc`: hosts with the same routes (one Ingress's hosts usually)
 //! hold one [`HostRoutes`], and a table is cloned cheaply to build the next one from, changing
 //! only the hosts that changed.
@@ -12,6 +17,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use regex::{Regex, RegexBuilder};
 
 /// Hash maps of the route table: foldhash, several times faster than SipHash on short keys.
 /// Its seed is random per process, and a request only looks up keys the configuration put
@@ -63,6 +70,9 @@ impl PathMatch {
 pub struct HostRoutes<T> {
     exact: Map<Box<str>, T>,
     prefix: Map<Box<str>, T>,
+    /// Regex mode: the host's routes in the order they are tried (see [`regex_routes`]); the
+    /// maps above still hold every route, for dumps and conflicts, but are not looked up.
+    regex: Option<Box<[(Regex, T)]>>,
 }
 
 impl<T> Default for HostRoutes<T> {
@@ -70,6 +80,7 @@ impl<T> Default for HostRoutes<T> {
         Self {
             exact: Map::default(),
             prefix: Map::default(),
+            regex: None,
         }
     }
 }
@@ -93,9 +104,22 @@ impl<T> HostRoutes<T> {
         }
     }
 
+    /// Puts the host in regex mode: requests are matched against these, in order, only.
+    pub fn set_regex(&mut self, routes: Vec<(Regex, T)>) {
+        self.regex = Some(routes.into_boxed_slice());
+    }
+
+    /// Whether the host is in regex mode.
+    pub fn is_regex(&self) -> bool {
+        self.regex.is_some()
+    }
+
     /// The best route for a request path: an Exact match (always the longest possible), else the
-    /// longest Prefix match by whole path elements.
+    /// longest Prefix match by whole path elements; in regex mode, the first regex that matches.
     pub fn lookup(&self, path: &str) -> Option<&T> {
+        if let Some(routes) = &self.regex {
+            return regex_first_match(routes, path);
+        }
         if let Some(route) = self.exact.get(path) {
             return Some(route);
         }
@@ -141,6 +165,54 @@ impl<T> HostRoutes<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The regex of an ingress-nginx path in regex mode: `location ~* "^PATH"`, i.e. the path as a
+/// regular expression, case-insensitive, anchored at the start only. Errors say why the path is
+/// not a valid (RE2-style, as Kubernetes documents) regular expression. The compiled size is
+/// capped, so a hostile path cannot take much memory.
+pub fn path_regex(path: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^{path}"))
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            let e = e.to_string();
+            let last = e.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(&e);
+            format!(
+                "path {path:?} is not a valid regular expression: {}",
+                last.trim()
+            )
+        })
+}
+
+/// A regex-mode host's routes in ingress-nginx's order: paths sorted by length, longest first
+/// (stable: equal lengths keep their order, oldest Ingress first), each compiled with
+/// [`path_regex`]. Paths that do not compile are returned apart, with the reason.
+pub fn regex_routes<T>(paths: Vec<(&str, T)>) -> RegexRoutes<T> {
+    let mut paths = paths;
+    paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let mut ok = Vec::with_capacity(paths.len());
+    let mut bad = Vec::new();
+    for (path, value) in paths {
+        match path_regex(path) {
+            Ok(re) => ok.push((re, value)),
+            Err(reason) => bad.push((value, reason)),
+        }
+    }
+    (ok, bad)
+}
+
+/// [`regex_routes`]' result: the ordered routes, and the paths that did not compile with why.
+pub type RegexRoutes<T> = (Vec<(Regex, T)>, Vec<(T, String)>);
+
+/// The first route whose regex matches the request path.
+pub fn regex_first_match<'r, T>(routes: &'r [(Regex, T)], path: &str) -> Option<&'r T> {
+    routes
+        .iter()
+        .find(|(re, _)| re.is_match(path))
+        .map(|(_, v)| v)
 }
 
 /// Which hosts a set of rules applies to (Kubernetes `rules[].host`).
@@ -196,7 +268,7 @@ impl HostMatch {
     }
 }
 
-/// One shard of a [`HostMap`]: host name to its routes.
+/// One shard of a [`HostMap`].
 type Shard<T> = Map<Arc<str>, Arc<HostRoutes<T>>>;
 
 /// Host names to their routes, in shards: cloning copies the shards' handles, and a change
@@ -233,7 +305,7 @@ impl<T> HostMap<T> {
         self.shards[self.shard(host)].get(host)
     }
 
-    fn shard_mut(&mut self, host: &str) -> &mut Map<Arc<str>, Arc<HostRoutes<T>>> {
+    fn shard_mut(&mut self, host: &str) -> &mut Shard<T> {
         let i = self.shard(host);
         Arc::make_mut(&mut self.shards[i])
     }

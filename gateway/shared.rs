@@ -31,6 +31,8 @@ pub struct Shared {
     pub acme_challenges: crate::acme::Challenges,
     /// Counts published snapshots, so tasks (the ACME manager) can wait for the next one.
     published: tokio::sync::watch::Sender<u64>,
+    /// What the policy phase keeps between requests (authentication results).
+    pub policy: crate::proxy::policy::State,
 }
 
 // === impl Shared ===
@@ -49,6 +51,7 @@ impl Shared {
             alpn_challenges: crate::tls::AlpnChallenges::default(),
             acme_challenges: crate::acme::Challenges::default(),
             published: tokio::sync::watch::Sender::new(0),
+            policy: Default::default(),
         })
     }
 

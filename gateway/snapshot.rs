@@ -1,5 +1,7 @@
 //! The immutable result of [`crate::translate`]: what the data plane serves until the next change.
 
+pub mod policy;
+
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
@@ -43,11 +45,46 @@ pub struct Route {
     pub path: PathMatch,
     pub backend: Backend,
     /// Plain-HTTP requests get a 308 to HTTPS instead (the host has a certificate and the
-    /// Ingress or `--ssl-redirect` asks for it); ACME HTTP-01 challenge paths never do.
+    /// Ingress or `--ssl-redirect` asks for it, or the Ingress says `force-ssl-redirect`);
+    /// ACME HTTP-01 challenge paths never do.
     pub ssl_redirect: bool,
+    /// What the Ingress's annotations ask (access, limits, redirects, CORS, upstream changes),
+    /// shared by its routes; `None` when they ask nothing, so such a route costs nothing more.
+    pub policy: Option<Arc<policy::RoutePolicy>>,
+    /// `rewrite-target` on an ingress-nginx regex path: the path sent upstream.
+    pub rewrite: Option<Arc<policy::PathRewrite>>,
+    /// A canary Ingress for the same host and path, and when a request goes to it.
+    pub canary: Option<Arc<policy::Canary>>,
     /// The data plane's state for this route (its metric handles), set when the snapshot is
     /// published; the core does not know its type.
     pub counters: RouteSlot,
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The same route with `canary` attached (new counters; a static backend is bound again).
+    pub fn with_canary(&self, canary: Arc<policy::Canary>) -> Route {
+        Route {
+            ingress: self.ingress.clone(),
+            path: self.path.clone(),
+            backend: self.backend.duplicate(&self.path),
+            ssl_redirect: self.ssl_redirect,
+            policy: self.policy.clone(),
+            rewrite: self.rewrite.clone(),
+            canary: Some(canary),
+            counters: RouteSlot::default(),
+        }
+    }
+
+    /// Whether a request must be refused (503) with a reason: its Ingress has an annotation
+    /// that restricts access and is broken or not honoured.
+    pub fn refused(&self) -> Option<&str> {
+        match self.policy.as_deref().map(|p| &p.access) {
+            Some(policy::Access::Refused(reason)) => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// A place for one value of a type the core does not know, set once.
@@ -87,6 +124,24 @@ pub enum Backend {
     Static(StaticRoute),
     /// The Ingress points at something missing or unusable: answer 503 (the warning says why).
     Unavailable { reason: Arc<str> },
+}
+
+// === impl Backend ===
+
+impl Backend {
+    /// Another backend of the same target (a static site is bound again to `path`).
+    pub fn duplicate(&self, path: &PathMatch) -> Backend {
+        match self {
+            Backend::Service(s) => Backend::Service(s.clone()),
+            Backend::Static(s) => Backend::Static(s.site.route(match path {
+                PathMatch::Prefix(p) => p,
+                PathMatch::Exact(_) => "",
+            })),
+            Backend::Unavailable { reason } => Backend::Unavailable {
+                reason: reason.clone(),
+            },
+        }
+    }
 }
 
 /// How Gatehouse speaks to a Service's endpoints.

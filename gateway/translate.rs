@@ -13,13 +13,15 @@
 //! merges again only the hosts of the Ingresses that changed. The result is the snapshot a
 //! translate() from nothing gives (the tests compare the two over random edits).
 
+pub mod annotations;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressServiceBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,11 +32,13 @@ use crate::objects::{GROUP, ObjectKey, Objects, StaticSite};
 /// keys are the configuration's own, so collisions cannot be forced from outside).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use crate::routing::{HostMatch, HostRoutes, PathMatch, RouteTable};
+use crate::snapshot::policy::{
+    Canary, CidrSet, ErrorPolicy, PathRewrite, Redirect, RedirectTo, RoutePolicy,
+};
 use crate::snapshot::{Backend, Route, ServiceBackend, Snapshot, UpstreamProtocol, Warning};
 use crate::static_site::Site;
 use crate::tls::TlsTable;
 use crate::tls::table::TlsBuilder;
-use crate::tls::{BACKEND_TLS_SERVER_NAME_ANNOTATION, SSL_REDIRECT_ANNOTATION};
 
 /// Annotation kube-lego and older controllers used instead of `spec.ingressClassName`.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -60,6 +64,15 @@ pub struct Settings {
     /// `--ssl-redirect`: redirect plain HTTP to HTTPS for hosts with a certificate, unless an
     /// Ingress says otherwise (`gatehouse.dev/ssl-redirect`).
     pub ssl_redirect: bool,
+    /// `--ingress-class-compat`: IngressClass names (e.g. `nginx`) whose Ingresses Gatehouse
+    /// serves as they are, whatever controller their IngressClass object names, with
+    /// ingress-nginx's defaults where they differ from Gatehouse's (HTTPS redirect for TLS
+    /// hosts, 1 MiB body limit: [`annotations::NGINX_DEFAULTS`]).
+    pub ingress_class_compat: Vec<String>,
+    /// `--trusted-proxies`: peers whose `X-Forwarded-For` (or PROXY protocol) is believed when
+    /// the request path works out the client address ([`crate::snapshot::policy::client_addr`]).
+    /// Not used by translate() itself.
+    pub trusted_proxies: CidrSet,
     /// The time certificates' validity is checked at; `None` reads the clock (tests set it).
     pub now: Option<SystemTime>,
 }
@@ -73,6 +86,8 @@ impl Default for Settings {
             base_dir: None,
             default_certificate: None,
             ssl_redirect: false,
+            ingress_class_compat: Vec::new(),
+            trusted_proxies: CidrSet::default(),
             now: None,
         }
     }
@@ -318,8 +333,11 @@ struct Compiled {
     /// host's `covered` says whether it had one).
     redirect: bool,
     default: Option<Arc<Route>>,
-    /// Every host it has routes for, in the order its rules first name them.
+    /// Every host it has routes for, in the order its rules first name them (then the hosts
+    /// `from-to-www-redirect` adds).
     hosts: Vec<CompiledHost>,
+    /// It is a canary (`canary: "true"`): its routes attach to the main Ingress's.
+    canary: bool,
     /// Warnings about the Ingress itself (annotations, hosts, paths, backends).
     warnings: Vec<Warning>,
 }
@@ -338,6 +356,10 @@ struct CompiledHost {
     warnings: Vec<Warning>,
     /// Whether the host had a certificate (for `redirect`).
     covered: bool,
+    /// The Ingress uses ingress-nginx regex paths: the whole host is matched in regex mode.
+    regex: bool,
+    /// Only `from-to-www-redirect` redirects: left out if any Ingress has rules for the host.
+    alias: bool,
 }
 
 /// One path of an Ingress for one host: its route, and where the Ingress declares it (for
@@ -345,6 +367,8 @@ struct CompiledHost {
 #[derive(Clone, Debug)]
 struct Entry {
     route: Arc<Route>,
+    /// The path as written (a regular expression in regex mode).
+    text: Arc<str>,
     rule: usize,
     path: usize,
 }
@@ -354,6 +378,8 @@ struct Entry {
 enum Dependency {
     Service(ObjectKey, ServiceState),
     Site(ObjectKey, Option<Arc<StaticSite>>),
+    /// A Secret its annotations read (basic authentication).
+    Secret(ObjectKey, Option<Arc<Secret>>),
 }
 
 /// A Service as translate() saw it: the object and its EndpointSlices, by pointer.
@@ -378,31 +404,138 @@ fn order(ingress: &Ingress) -> (bool, Option<&Time>) {
     (created.is_none(), created)
 }
 
+/// Whether a host's routes must be merged rather than taken from its one owner's table: more
+/// than one Ingress has rules for it, or a canary does (a canary alone serves nothing).
+fn needs_merge(owners: &[&Arc<Compiled>]) -> bool {
+    owners.len() > 1 || owners.iter().any(|c| c.canary)
+}
+
 /// The table of a host several Ingresses have rules for (`owners` oldest first): each path goes
-/// to the first Ingress that declares it, the others get a warning.
+/// to the first Ingress that declares it, the others get a warning; `from-to-www-redirect`
+/// hosts give way to real rules; canaries attach to the main route of their path. If any owner
+/// uses regex paths, the whole host is in regex mode.
 fn merge_host(host: &HostMatch, owners: &[&Arc<Compiled>]) -> (HostRoutes<Arc<Route>>, SharedHost) {
-    let mut table = HostRoutes::default();
     let mut warnings = Vec::new();
-    for c in owners {
-        for mine in c.hosts.iter().filter(|h| h.host == *host) {
-            for entry in &mine.entries {
-                if let Err(existing) = table.insert(entry.route.path.clone(), entry.route.clone()) {
-                    warnings.push(path_conflict(
-                        &c.key,
-                        &c.ingress,
-                        host,
-                        entry,
-                        &existing.ingress,
-                    ));
+    fn mine<'c>(c: &'c Compiled, host: &HostMatch) -> Vec<&'c CompiledHost> {
+        c.hosts.iter().filter(|h| h.host == *host).collect()
+    }
+    let real = owners
+        .iter()
+        .find(|c| !c.canary && mine(c, host).iter().any(|h| !h.alias))
+        .map(|c| c.key.clone());
+    let regex = owners.iter().any(|c| mine(c, host).iter().any(|h| h.regex));
+    // The winning entry of each path match, in declaration order, with its Ingress.
+    let mut winners: Vec<(Entry, &Arc<Compiled>)> = Vec::new();
+    let mut index: Map<PathMatch, usize> = Map::default();
+    for c in owners.iter().filter(|c| !c.canary) {
+        for h in mine(c, host) {
+            if h.alias
+                && let Some(real) = &real
+            {
+                warnings.push(Warning {
+                    kind: "Ingress",
+                    object: (*c.key).clone(),
+                    reason: format!(
+                        "from-to-www-redirect for host {} left out: Ingress {real} has rules for it",
+                        host.display()
+                    ),
+                });
+                continue;
+            }
+            for entry in &h.entries {
+                match index.get(&entry.route.path) {
+                    Some(&i) => {
+                        let owner = &winners[i].1.key;
+                        warnings.push(path_conflict(&c.key, &c.ingress, host, entry, owner));
+                    }
+                    None => {
+                        index.insert(entry.route.path.clone(), winners.len());
+                        winners.push((entry.clone(), c));
+                    }
                 }
             }
         }
+    }
+    for c in owners.iter().filter(|c| c.canary) {
+        for h in mine(c, host) {
+            for entry in &h.entries {
+                let Some(canary) = entry.route.canary.clone() else {
+                    continue;
+                };
+                let text = &entry.text;
+                let reason = match index.get(&entry.route.path) {
+                    Some(&i) => match &winners[i].0.route.canary {
+                        None => {
+                            let main = &mut winners[i].0;
+                            main.route = Arc::new(main.route.with_canary(canary));
+                            continue;
+                        }
+                        Some(other) => format!(
+                            "canary path {text:?} on host {} ignored: Ingress {} is already its canary (one canary per path, as in ingress-nginx)",
+                            host.display(),
+                            other.ingress
+                        ),
+                    },
+                    None => format!(
+                        "canary path {text:?} on host {} not served: no main Ingress has this host and path",
+                        host.display()
+                    ),
+                };
+                warnings.push(Warning {
+                    kind: "Ingress",
+                    object: (*c.key).clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    let entries: Vec<&Entry> = winners.iter().map(|(e, _)| e).collect();
+    let (table, bad) = build_table(&entries, regex);
+    for (entry, reason) in bad {
+        let owner = winners
+            .iter()
+            .find(|(e, _)| Arc::ptr_eq(&e.route, &entry.route))
+            .map_or_else(|| entry.route.ingress.clone(), |(_, c)| c.key.clone());
+        warnings.push(Warning {
+            kind: "Ingress",
+            object: (*owner).clone(),
+            reason: format!(
+                "{reason}: not served, as host {} is in regex mode (an Ingress on it uses use-regex or rewrite-target)",
+                host.display()
+            ),
+        });
     }
     let shared = SharedHost {
         ingresses: owners.iter().map(|c| c.key.clone()).collect(),
         warnings,
     };
     (table, shared)
+}
+
+/// The routes of a host from its entries (each path match once). In regex mode they are also
+/// ordered as ingress-nginx does; entries whose path is not a valid regex are left out and
+/// returned with the reason.
+fn build_table<'e>(
+    entries: &[&'e Entry],
+    regex: bool,
+) -> (HostRoutes<Arc<Route>>, Vec<(&'e Entry, String)>) {
+    let mut table = HostRoutes::default();
+    if !regex {
+        for entry in entries {
+            // A later path with the same match loses (the caller warns).
+            let _ = table.insert(entry.route.path.clone(), entry.route.clone());
+        }
+        return (table, Vec::new());
+    }
+    let (ordered, bad) =
+        crate::routing::regex_routes(entries.iter().map(|e| (&*e.text, *e)).collect());
+    let mut list = Vec::with_capacity(ordered.len());
+    for (re, entry) in ordered {
+        let _ = table.insert(entry.route.path.clone(), entry.route.clone());
+        list.push((re, entry.route.clone()));
+    }
+    table.set_regex(list);
+    (table, bad)
 }
 
 /// The warning for a path of Ingress `key` that `owner` (an older Ingress, or `key` itself)
@@ -455,7 +588,8 @@ fn merge_all<'c>(
     compiled: &'c [Arc<Compiled>],
     current: impl Fn(&ObjectKey) -> Option<&'c Arc<Compiled>>,
 ) -> (RouteTable<Arc<Route>>, Map<HostMatch, SharedHost>) {
-    let mut routes = RouteTable::with_capacity(compiled.iter().map(|c| c.hosts.len()).sum());
+    let mut routes: RouteTable<Arc<Route>> =
+        RouteTable::with_capacity(compiled.iter().map(|c| c.hosts.len()).sum());
     // Hosts of more than one Ingress, with those Ingresses in order.
     let mut shared: Map<HostMatch, Vec<&Arc<Compiled>>> = Map::default();
     for c in compiled {
@@ -464,6 +598,15 @@ fn merge_all<'c>(
                 if !owners.last().is_some_and(|o| Arc::ptr_eq(o, c)) {
                     owners.push(c);
                 }
+                continue;
+            }
+            if c.canary {
+                // A canary is always merged: alone it serves nothing (and is warned about).
+                let first = routes
+                    .host(&host.host)
+                    .and_then(|t| t.values().next())
+                    .and_then(|r| current(&r.ingress));
+                shared.insert(host.host.clone(), first.into_iter().chain([c]).collect());
                 continue;
             }
             match routes.host(&host.host) {
@@ -484,7 +627,7 @@ fn merge_all<'c>(
     for (host, owners) in shared {
         let (table, info) = merge_host(&host, &owners);
         routes.set_host(&host, Some(Arc::new(table)));
-        if owners.len() > 1 {
+        if needs_merge(&owners) {
             shared_hosts.insert(host, info);
         }
     }
@@ -534,7 +677,7 @@ fn merge_changed<'c>(
         shared_hosts.remove(host);
         match owners.as_slice() {
             [] => routes.set_host(host, None),
-            [only] => {
+            [only] if !only.canary => {
                 let table = only
                     .hosts
                     .iter()
@@ -657,10 +800,14 @@ impl<'a> Translation<'a> {
             if let Some((_, mine)) = classes.iter().find(|(n, _)| *n == name) {
                 return *mine;
             }
-            let mine = match self.objects.ingress_classes.get(&ObjectKey::new("", name)) {
-                Some(class) => ours(class.spec.as_ref().and_then(|s| s.controller.as_ref())),
-                None => name == self.settings.ingress_class,
-            };
+            // A compat class is served whatever controller its IngressClass object names (it
+            // is usually ingress-nginx's, left behind).
+            let compat = self.settings.ingress_class_compat.iter().any(|c| c == name);
+            let mine = compat
+                || match self.objects.ingress_classes.get(&ObjectKey::new("", name)) {
+                    Some(class) => ours(class.spec.as_ref().and_then(|s| s.controller.as_ref())),
+                    None => name == self.settings.ingress_class,
+                };
             classes.push((name, mine));
             mine
         };
@@ -693,13 +840,19 @@ impl<'a> Translation<'a> {
     /// redirects.
     fn still_valid(&self, last: &Compiled, ingress: &Arc<Ingress>, tls: &TlsTable) -> bool {
         Arc::ptr_eq(&last.ingress, ingress)
-            && (self.backends_unchanged
-                || last.deps.iter().all(|dep| match dep {
-                    Dependency::Service(key, state) => self.service_unchanged(key, state),
-                    Dependency::Site(key, site) => {
-                        same(site.as_ref(), self.objects.static_sites.get(key))
-                    }
-                }))
+            && last.deps.iter().all(|dep| match dep {
+                Dependency::Service(key, state) => {
+                    self.backends_unchanged || self.service_unchanged(key, state)
+                }
+                Dependency::Site(key, site) => {
+                    self.backends_unchanged
+                        || same(site.as_ref(), self.objects.static_sites.get(key))
+                }
+                // Secrets are not among the backends: always compared.
+                Dependency::Secret(key, secret) => {
+                    same(secret.as_ref(), self.objects.secrets.get(key))
+                }
+            })
             && (!last.redirect || last.hosts.iter().all(|h| tls.covers(&h.host) == h.covered))
     }
 
@@ -721,39 +874,142 @@ impl<'a> Translation<'a> {
                 .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
+    /// Whether an Ingress is of a class served with ingress-nginx's defaults.
+    fn compat(&self, ingress: &Ingress) -> bool {
+        if self.settings.ingress_class_compat.is_empty() {
+            return false;
+        }
+        let class = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref())
+            .or_else(|| {
+                let annotations = ingress.metadata.annotations.as_ref();
+                annotations
+                    .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+                    .map(String::as_str)
+            });
+        class.is_some_and(|c| self.settings.ingress_class_compat.iter().any(|n| n == c))
+    }
+
     /// Compiles one owned Ingress.
     fn compile(&mut self, key: &ObjectKey, ingress: &Arc<Ingress>, tls: &TlsTable) -> Compiled {
         let first_warning = self.warnings.len();
         let shared_key = Arc::new(key.clone());
-        let protocol = self.backend_protocol(key, ingress);
-        let tls_name = self.backend_tls_server_name(key, ingress, protocol);
-        let redirect = self.ssl_redirect(key, ingress);
+        let defaults = if self.compat(ingress) {
+            annotations::NGINX_DEFAULTS
+        } else {
+            annotations::Defaults::default()
+        };
+        let parsed = annotations::parse(
+            ingress,
+            &annotations::Context {
+                key,
+                secrets: &self.objects.secrets,
+                defaults,
+            },
+        );
         let mut compiled = Compiled {
             key: shared_key.clone(),
             ingress: ingress.clone(),
             deps: Vec::new(),
-            redirect,
+            redirect: false,
             default: None,
             hosts: Vec::new(),
+            canary: parsed.canary.is_some(),
             warnings: Vec::new(),
         };
+        if let Some(reason) = &parsed.rejected {
+            self.warn(key, reason.clone());
+            compiled.warnings = self.warnings.split_off(first_warning);
+            return compiled;
+        }
+        for warning in &parsed.warnings {
+            self.warn(key, warning.clone());
+        }
+        for (secret, seen) in &parsed.secrets {
+            self.deps
+                .push(Dependency::Secret(secret.clone(), seen.clone()));
+        }
+        let transport = match parsed.protocol {
+            None => Ok(UpstreamProtocol::Http),
+            Some(p) => p.transport().ok_or(p),
+        };
+        let protocol = transport.unwrap_or_default();
+        let tls_name = parsed.tls_server_name.clone();
+        let redirect = parsed.ssl_redirect.unwrap_or(self.settings.ssl_redirect);
+        compiled.redirect = redirect;
         let Some(spec) = &ingress.spec else {
             self.warn(key, "has no spec".into());
             compiled.warnings = self.warnings.split_off(first_warning);
+            compiled.deps = std::mem::take(&mut self.deps);
             return compiled;
         };
-        if let Some(backend) = &spec.default_backend {
-            let backend = self.backend(key, backend, protocol, tls_name.as_ref(), "");
-            compiled.default = Some(Arc::new(Route {
-                ingress: shared_key.clone(),
-                path: PathMatch::prefix("/"),
-                backend,
-                ssl_redirect: false,
-                counters: Default::default(),
-            }));
+        // What every route of the Ingress shares: its policy (`None` when it asks nothing).
+        let mut policy = parsed.policy;
+        if let Some(name) = &parsed.default_backend {
+            let errors = policy.errors.get_or_insert_with(ErrorPolicy::default);
+            match self.first_port_backend(key, name, protocol, tls_name.as_ref()) {
+                Ok(backend) => errors.backend = Some(backend),
+                Err(reason) => self.warn(key, format!("default-backend ignored: {reason}")),
+            }
+            if errors.intercept.is_empty() && errors.backend.is_none() {
+                policy.errors = None;
+            }
         }
-        // One route per path match, backend and redirect, shared by the hosts that have it.
-        let mut routes: Map<(PathMatch, BackendSpec<'_>, bool), Arc<Route>> = Map::default();
+        let canary_rules = parsed.canary;
+        let policy = (!policy.is_empty()).then(|| Arc::new(policy));
+        let regex = parsed.use_regex || parsed.rewrite_target.is_some();
+        let service_upstream = parsed.service_upstream;
+        // A refused Ingress's routes answer 503 even where no phase reads the policy.
+        let refused = match policy.as_deref().map(|p| &p.access) {
+            Some(crate::snapshot::policy::Access::Refused(reason)) => Some(reason.clone()),
+            _ => None,
+        };
+        let make_backend = |this: &mut Self, backend: &IngressBackend, strip: &str| -> Backend {
+            if let Some(reason) = &refused {
+                return Backend::Unavailable {
+                    reason: reason.clone(),
+                };
+            }
+            match transport {
+                Err(p) => {
+                    let reason = format!("backend-protocol {p:?} is not supported yet");
+                    Backend::Unavailable {
+                        reason: reason.into(),
+                    }
+                }
+                Ok(_) => {
+                    let backend = this.backend(key, backend, protocol, tls_name.as_ref(), strip);
+                    if service_upstream {
+                        this.service_upstream(key, backend)
+                    } else {
+                        backend
+                    }
+                }
+            }
+        };
+        let new_route = |path: PathMatch, backend: Backend, ssl_redirect: bool, rewrite| Route {
+            ingress: shared_key.clone(),
+            path,
+            backend,
+            ssl_redirect,
+            policy: policy.clone(),
+            rewrite,
+            canary: None,
+            counters: Default::default(),
+        };
+        if let Some(backend) = &spec.default_backend {
+            let backend = make_backend(self, backend, "");
+            compiled.default = Some(Arc::new(new_route(
+                PathMatch::prefix("/"),
+                backend,
+                false,
+                None,
+            )));
+        }
+        // One route per path (as written), backend and redirect, shared by the hosts that have it.
+        let mut routes: Map<(PathMatch, &str, BackendSpec<'_>, bool), Arc<Route>> = Map::default();
         let mut host_index: Map<HostMatch, usize> = Map::default();
         let mut hosts: Vec<(HostMatch, Vec<Entry>, bool)> = Vec::new();
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -793,23 +1049,45 @@ impl<'a> Translation<'a> {
                         continue;
                     }
                 };
-                let spec_key = (path_match, BackendSpec::of(&path.backend), covered);
+                let spec_key = (path_match, text, BackendSpec::of(&path.backend), covered);
                 let route = match routes.get(&spec_key) {
                     Some(route) => route.clone(),
                     None => {
+                        // ingress-nginx rewrites when the target differs from the path.
+                        let rewrite = match (&parsed.rewrite_target, regex) {
+                            (_, false) => None,
+                            (target, true) => match crate::routing::path_regex(text) {
+                                Err(reason) => {
+                                    self.warn(key, format!("{reason} (use-regex or rewrite-target): path skipped on host {}", host.display()));
+                                    continue;
+                                }
+                                Ok(re) => {
+                                    target.as_ref().filter(|t| t.to_string() != text).map(|t| {
+                                        Arc::new(PathRewrite {
+                                            regex: re,
+                                            target: t.clone(),
+                                        })
+                                    })
+                                }
+                            },
+                        };
                         let strip = match &spec_key.0 {
                             PathMatch::Prefix(p) => &**p,
                             PathMatch::Exact(_) => "",
                         };
-                        let backend =
-                            self.backend(key, &path.backend, protocol, tls_name.as_ref(), strip);
-                        let route = Arc::new(Route {
-                            ingress: shared_key.clone(),
-                            path: spec_key.0.clone(),
-                            backend,
-                            ssl_redirect: covered,
-                            counters: Default::default(),
-                        });
+                        let backend = make_backend(self, &path.backend, strip);
+                        let ssl_redirect = covered || parsed.force_ssl_redirect;
+                        let mut route =
+                            new_route(spec_key.0.clone(), backend, ssl_redirect, rewrite);
+                        if let Some((rules, upstream)) = &canary_rules {
+                            route.canary = Some(Arc::new(Canary {
+                                ingress: shared_key.clone(),
+                                backend: route.backend.duplicate(&route.path),
+                                rules: rules.clone(),
+                                upstream: upstream.clone(),
+                            }));
+                        }
+                        let route = Arc::new(route);
                         routes.insert(spec_key, route.clone());
                         route
                     }
@@ -820,26 +1098,49 @@ impl<'a> Translation<'a> {
                 });
                 hosts[i].1.push(Entry {
                     route,
+                    text: text.into(),
                     rule: r,
                     path: p,
                 });
             }
         }
         drop(routes);
+        let aliases = if parsed.from_to_www {
+            self.www_aliases(key, &hosts, &shared_key)
+        } else {
+            Vec::new()
+        };
         // Each host's table on its own; hosts with the same routes share one.
         let mut tables: Map<Vec<*const Route>, Arc<HostRoutes<Arc<Route>>>> = Map::default();
-        for (host, entries, covered) in hosts {
+        let canary = compiled.canary;
+        for ((host, entries, covered), alias) in hosts
+            .into_iter()
+            .map(|h| (h, false))
+            .chain(aliases.into_iter().map(|h| (h, true)))
+        {
             let shape = entries.iter().map(|e| Arc::as_ptr(&e.route)).collect();
             let table = tables.entry(shape).or_insert_with(|| {
-                let mut table = HostRoutes::default();
-                for entry in &entries {
-                    // A later path with the same match loses (warned about below).
-                    let _ = table.insert(entry.route.path.clone(), entry.route.clone());
+                if canary {
+                    // Served only attached to a main route (see merge_host).
+                    return Arc::new(HostRoutes::default());
                 }
-                Arc::new(table)
+                let all: Vec<&Entry> = entries.iter().collect();
+                Arc::new(build_table(&all, regex && !alias).0)
             });
             let mut warnings = Vec::new();
-            if table.len() < entries.len() {
+            if canary {
+                for entry in &entries {
+                    warnings.push(Warning {
+                        kind: "Ingress",
+                        object: key.clone(),
+                        reason: format!(
+                            "canary path {:?} on host {} not served: no main Ingress has this host and path",
+                            entry.text,
+                            host.display()
+                        ),
+                    });
+                }
+            } else if table.len() < entries.len() {
                 let mut seen = HostRoutes::default();
                 for entry in &entries {
                     if seen.insert(entry.route.path.clone(), ()).is_err() {
@@ -853,6 +1154,8 @@ impl<'a> Translation<'a> {
                 table: table.clone(),
                 warnings,
                 covered,
+                regex: regex && !alias,
+                alias,
             });
         }
         compiled.warnings = self.warnings.split_off(first_warning);
@@ -860,77 +1163,132 @@ impl<'a> Translation<'a> {
         compiled
     }
 
-    /// The typed value of `gatehouse.dev/backend-protocol` (HTTP when absent or unusable).
-    fn backend_protocol(&mut self, key: &ObjectKey, ingress: &Ingress) -> UpstreamProtocol {
-        let value = ingress
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(BACKEND_PROTOCOL_ANNOTATION));
-        match value.map(|v| v.to_ascii_uppercase()).as_deref() {
-            None | Some("HTTP") => UpstreamProtocol::Http,
-            Some("H2C" | "GRPC") => UpstreamProtocol::H2c,
-            Some("HTTPS") => UpstreamProtocol::Https,
-            Some(_) => {
-                let value = value.cloned().unwrap_or_default();
-                self.warn(key, format!("annotation {BACKEND_PROTOCOL_ANNOTATION}={value:?} ignored: expected HTTP, HTTPS or H2C"));
-                UpstreamProtocol::Http
-            }
-        }
-    }
-
-    /// The typed value of `gatehouse.dev/ssl-redirect` (`--ssl-redirect` when absent or unusable).
-    fn ssl_redirect(&mut self, key: &ObjectKey, ingress: &Ingress) -> bool {
-        let value = ingress
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION));
-        match value.map(|v| v.trim()) {
-            None => self.settings.ssl_redirect,
-            Some("true") => true,
-            Some("false") => false,
-            Some(other) => {
-                let reason = format!(
-                    "annotation {SSL_REDIRECT_ANNOTATION}={other:?} ignored: expected \"true\" or \"false\""
-                );
-                self.warn(key, reason);
-                self.settings.ssl_redirect
-            }
-        }
-    }
-
-    /// The typed value of `gatehouse.dev/backend-tls-server-name`: a DNS name or IP address,
-    /// only meaningful with `backend-protocol: HTTPS`.
-    fn backend_tls_server_name(
+    /// The hosts `from-to-www-redirect` adds: for each exact host of the Ingress, its `www.`
+    /// twin (or the name without `www.`), unless the Ingress has rules for it itself; each with
+    /// one route that redirects (308) to the host, keeping scheme, path and query.
+    fn www_aliases(
         &mut self,
         key: &ObjectKey,
-        ingress: &Ingress,
-        protocol: UpstreamProtocol,
-    ) -> Option<Arc<str>> {
-        let value = ingress
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(BACKEND_TLS_SERVER_NAME_ANNOTATION))?;
-        let name = crate::tls::normalize_name(value.trim());
-        if protocol != UpstreamProtocol::Https {
-            let reason = format!(
-                "annotation {BACKEND_TLS_SERVER_NAME_ANNOTATION} ignored: {BACKEND_PROTOCOL_ANNOTATION} is not HTTPS"
-            );
-            self.warn(key, reason);
-            return None;
-        }
-        match rustls::pki_types::ServerName::try_from(&*name) {
-            Ok(_) => Some(name.into()),
-            Err(_) => {
-                let reason = format!(
-                    "annotation {BACKEND_TLS_SERVER_NAME_ANNOTATION}={value:?} ignored: not a DNS name or IP address"
+        hosts: &[(HostMatch, Vec<Entry>, bool)],
+        shared_key: &Arc<ObjectKey>,
+    ) -> Vec<(HostMatch, Vec<Entry>, bool)> {
+        let mut out = Vec::new();
+        for (host, _, _) in hosts {
+            let HostMatch::Exact(name) = host else {
+                self.warn(
+                    key,
+                    format!(
+                        "from-to-www-redirect does not apply to host {}",
+                        host.display()
+                    ),
                 );
-                self.warn(key, reason);
-                None
+                continue;
+            };
+            let twin = match name.strip_prefix("www.") {
+                Some(bare) if bare.contains('.') => bare.to_owned(),
+                Some(_) => continue,
+                None => format!("www.{name}"),
+            };
+            let Ok(twin) = HostMatch::parse(Some(&twin)) else {
+                continue;
+            };
+            if hosts.iter().any(|(h, _, _)| *h == twin) {
+                continue;
+            }
+            let policy = RoutePolicy {
+                redirect: Some(Redirect {
+                    to: RedirectTo::Host((**name).into()),
+                    code: http::StatusCode::PERMANENT_REDIRECT,
+                }),
+                ..RoutePolicy::default()
+            };
+            let route = Arc::new(Route {
+                ingress: shared_key.clone(),
+                path: PathMatch::prefix("/"),
+                backend: Backend::Unavailable {
+                    reason: format!("from-to-www-redirect to {name}").into(),
+                },
+                ssl_redirect: false,
+                policy: Some(Arc::new(policy)),
+                rewrite: None,
+                canary: None,
+                counters: Default::default(),
+            });
+            out.push((
+                twin,
+                vec![Entry {
+                    route,
+                    text: "/".into(),
+                    rule: usize::MAX,
+                    path: usize::MAX,
+                }],
+                false,
+            ));
+        }
+        out
+    }
+
+    /// `service-upstream`: a Service backend sent to the Service's cluster IP and port instead
+    /// of its endpoints.
+    fn service_upstream(&mut self, key: &ObjectKey, backend: Backend) -> Backend {
+        let Backend::Service(s) = &backend else {
+            return backend;
+        };
+        let service = self.objects.services.get(&s.service);
+        let spec = service.and_then(|svc| svc.spec.as_ref());
+        let ip = spec
+            .and_then(|sp| sp.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let by_number = s.port.parse::<i32>().ok();
+        let port = spec.and_then(|sp| {
+            sp.ports.iter().flatten().find(|p| match by_number {
+                Some(n) => p.port == n,
+                None => p.name.as_deref() == Some(&*s.port),
+            })
+        });
+        match (ip, port.and_then(|p| u16::try_from(p.port).ok())) {
+            (Some(ip), Some(port)) => Backend::Service(Arc::new(
+                ServiceBackend::new(
+                    s.service.clone(),
+                    s.port.clone(),
+                    s.protocol,
+                    vec![SocketAddr::new(ip, port)],
+                )
+                .with_tls_server_name(s.tls_server_name.clone()),
+            )),
+            _ => {
+                let reason = format!("service-upstream: Service {} has no cluster IP", s.service);
+                self.warn(key, reason.clone());
+                Backend::Unavailable {
+                    reason: reason.into(),
+                }
             }
         }
+    }
+
+    /// `default-backend`: the first port of a Service in the Ingress's namespace.
+    fn first_port_backend(
+        &mut self,
+        key: &ObjectKey,
+        name: &str,
+        protocol: UpstreamProtocol,
+        tls_name: Option<&Arc<str>>,
+    ) -> Result<Arc<ServiceBackend>, String> {
+        let service_key = ObjectKey::new(key.namespace.clone(), name);
+        let port = self
+            .objects
+            .services
+            .get(&service_key)
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port))
+            .ok_or_else(|| format!("Service {service_key} not found or has no port"))?;
+        let backend = IngressServiceBackend {
+            name: name.to_owned(),
+            port: Some(k8s_openapi::api::networking::v1::ServiceBackendPort {
+                number: Some(port),
+                name: None,
+            }),
+        };
+        self.service_backend(&key.namespace, &backend, protocol, tls_name)
     }
 
     /// Resolves an Ingress backend; anything unusable becomes a 503 backend plus a warning.
@@ -1103,13 +1461,72 @@ impl<'a> Translation<'a> {
     }
 }
 
+/// What a route's policy does, in a few words per part, for `/routes`.
+fn policy_summary(policy: &RoutePolicy) -> serde_json::Value {
+    use crate::snapshot::policy::Access;
+    let mut out = serde_json::Map::new();
+    match &policy.access {
+        Access::Open => {}
+        Access::Refused(reason) => {
+            out.insert("refused".into(), (**reason).into());
+        }
+        Access::Restricted(rules) => {
+            let mut parts = Vec::new();
+            if let Some(a) = &rules.allow {
+                parts.push(format!("allow {a}"));
+            }
+            if let Some(d) = &rules.deny {
+                parts.push(format!("deny {d}"));
+            }
+            if let Some(b) = &rules.basic {
+                parts.push(format!("basic auth ({} users)", b.users.len()));
+            }
+            if let Some(e) = &rules.external {
+                parts.push(format!("external auth {}", e.url));
+            }
+            out.insert("access".into(), parts.join(", ").into());
+        }
+    }
+    let l = &policy.limits;
+    let mut limits = Vec::new();
+    if let Some(r) = l.rps {
+        limits.push(format!("{} rps (burst {})", r.requests, r.burst));
+    }
+    if let Some(r) = l.rpm {
+        limits.push(format!("{} rpm (burst {})", r.requests, r.burst));
+    }
+    if let Some(c) = l.connections {
+        limits.push(format!("{c} connections"));
+    }
+    if let Some(b) = l.body_size {
+        limits.push(format!("body {b} bytes"));
+    }
+    if !limits.is_empty() {
+        out.insert("limits".into(), limits.join(", ").into());
+    }
+    if let Some(r) = &policy.redirect {
+        let to = match &r.to {
+            RedirectTo::Url(u) => u.to_str().unwrap_or("").to_owned(),
+            RedirectTo::Host(h) => format!("host {h}"),
+        };
+        out.insert(
+            "redirect".into(),
+            format!("{} {to}", r.code.as_u16()).into(),
+        );
+    }
+    if policy.cors.is_some() {
+        out.insert("cors".into(), true.into());
+    }
+    serde_json::Value::Object(out)
+}
+
 /// Routes of a snapshot flattened for `/routes` and tests: host → path → description.
 pub fn describe_routes(
     snapshot: &Snapshot,
 ) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
-    let mut out = BTreeMap::new();
-    let describe = |route: &Route| {
-        let backend = match &route.backend {
+    let mut out: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+    fn describe_backend(backend: &Backend) -> serde_json::Value {
+        match backend {
             Backend::Service(s) => {
                 let mut service = serde_json::json!({
                     "service": s.service.to_string(), "port": s.port, "protocol": s.protocol,
@@ -1124,16 +1541,41 @@ pub fn describe_routes(
                 serde_json::json!({"staticSite": s.site.key.to_string(), "root": s.site.root})
             }
             Backend::Unavailable { reason } => serde_json::json!({"unavailable": &**reason}),
-        };
-        let mut described =
-            serde_json::json!({"ingress": route.ingress.to_string(), "backend": backend});
+        }
+    }
+    let describe = |route: &Route| {
+        let mut described = serde_json::json!({
+            "ingress": route.ingress.to_string(),
+            "backend": describe_backend(&route.backend),
+        });
         if route.ssl_redirect {
             described["sslRedirect"] = true.into();
+        }
+        if let Some(policy) = &route.policy {
+            described["policy"] = policy_summary(policy);
+        }
+        if let Some(rewrite) = &route.rewrite {
+            described["rewrite"] = rewrite.target.to_string().into();
+        }
+        if let Some(canary) = &route.canary {
+            let rules = &canary.rules;
+            let mut c = serde_json::json!({
+                "ingress": canary.ingress.to_string(),
+                "backend": describe_backend(&canary.backend),
+                "weight": format!("{}/{}", rules.weight, rules.weight_total),
+            });
+            if let Some((header, _)) = &rules.header {
+                c["header"] = header.as_str().into();
+            }
+            if let Some(cookie) = &rules.cookie {
+                c["cookie"] = (**cookie).into();
+            }
+            described["canary"] = c;
         }
         described
     };
     for (host, routes) in snapshot.routes.hosts() {
-        let paths: BTreeMap<String, serde_json::Value> = routes
+        let mut paths: BTreeMap<String, serde_json::Value> = routes
             .iter()
             .map(|(path, route)| {
                 let kind = if matches!(path, PathMatch::Exact(_)) {
@@ -1144,6 +1586,10 @@ pub fn describe_routes(
                 (format!("{kind} {}", path.path()), describe(route))
             })
             .collect();
+        if routes.is_regex() {
+            let how = "ingress-nginx regex mode: case-insensitive regular expressions, longest path first";
+            paths.insert("(matching)".into(), how.into());
+        }
         out.insert(host.display().into_owned(), paths);
     }
     if let Some(route) = snapshot.routes.default_route() {

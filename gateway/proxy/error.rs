@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use http::{Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::{BoxBody, BoxError, short_response};
 
@@ -30,6 +30,13 @@ pub enum ErrorKind {
     /// The route's policy cannot be applied safely, so it is refused rather than served open
     /// (503).
     PolicyRefused,
+    /// The route's source rules refuse the client's address (403).
+    Forbidden,
+    /// The route asks for authentication the request does not carry (401, with the challenge).
+    Unauthorized,
+    /// The client is over the route's request rate (503, ingress-nginx's default
+    /// `limit-req-status-code`).
+    TooManyRequests,
     /// The request body is larger than the route allows (413).
     BodyTooLarge,
     /// The client stopped sending its request body before it was complete (408).
@@ -50,11 +57,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metrics that show all of them from the start.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::NoEndpoint,
         ErrorKind::PolicyRefused,
+        ErrorKind::Forbidden,
+        ErrorKind::Unauthorized,
+        ErrorKind::TooManyRequests,
         ErrorKind::BodyTooLarge,
         ErrorKind::ClientBodyTimeout,
         ErrorKind::ConnectFailed,
@@ -71,6 +81,9 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::NoEndpoint => "no_endpoint",
             ErrorKind::PolicyRefused => "policy_refused",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::TooManyRequests => "rate_limited",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::ClientBodyTimeout => "client_body_timeout",
             ErrorKind::ConnectFailed => "connect_failed",
@@ -84,6 +97,9 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         match self {
             ErrorKind::BadRequest
+            | ErrorKind::Forbidden
+            | ErrorKind::Unauthorized
+            | ErrorKind::TooManyRequests
             | ErrorKind::BodyTooLarge
             | ErrorKind::ClientBodyTimeout
             | ErrorKind::ClientGone => Side::Downstream,
@@ -100,7 +116,11 @@ impl ErrorKind {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::NoEndpoint | ErrorKind::PolicyRefused => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoint | ErrorKind::PolicyRefused | ErrorKind::TooManyRequests => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamFailed | ErrorKind::UpstreamBodyCut => {
@@ -120,6 +140,9 @@ impl ErrorKind {
             ErrorKind::PolicyRefused => {
                 "this route is refused until its configuration is fixed (see the controller's warnings)\n"
             }
+            ErrorKind::Forbidden => "forbidden\n",
+            ErrorKind::Unauthorized => "authentication required\n",
+            ErrorKind::TooManyRequests => "too many requests from this address\n",
             ErrorKind::BodyTooLarge => "request body too large\n",
             ErrorKind::ClientBodyTimeout => "request body not received in time\n",
             ErrorKind::ConnectFailed | ErrorKind::UpstreamFailed | ErrorKind::UpstreamBodyCut => {
@@ -150,6 +173,16 @@ pub struct ProxyError {
     /// endpoint may be tried.
     pub retry_safe: bool,
     pub cause: Option<BoxError>,
+    /// What the answer says beyond the kind's own text (boxed: only failures pay for it).
+    pub answer: Option<Box<AnswerDetail>>,
+}
+
+/// A failure's answer beyond its kind: a body naming the reason (a refused route's), a
+/// header (a 401's `WWW-Authenticate`).
+#[derive(Debug, Default)]
+pub struct AnswerDetail {
+    pub body: Option<std::sync::Arc<str>>,
+    pub header: Option<(HeaderName, HeaderValue)>,
 }
 
 // === impl ProxyError ===
@@ -160,6 +193,7 @@ impl ProxyError {
             kind,
             retry_safe: false,
             cause: None,
+            answer: None,
         }
     }
 
@@ -168,7 +202,43 @@ impl ProxyError {
             kind,
             retry_safe: false,
             cause: Some(cause.into()),
+            answer: None,
         }
+    }
+
+    /// A failure answered with `reason` as its body (a refused route names why).
+    pub fn with_body(kind: ErrorKind, reason: std::sync::Arc<str>) -> Self {
+        let mut err = Self::new(kind);
+        err.answer = Some(Box::new(AnswerDetail {
+            body: Some(reason),
+            header: None,
+        }));
+        err
+    }
+
+    /// A failure answered with one more header (a 401's challenge).
+    pub fn with_header(kind: ErrorKind, name: HeaderName, value: HeaderValue) -> Self {
+        let mut err = Self::new(kind);
+        err.answer = Some(Box::new(AnswerDetail {
+            body: None,
+            header: Some((name, value)),
+        }));
+        err
+    }
+
+    /// Gatehouse's answer to the client for this failure.
+    pub fn response(&self) -> Response<BoxBody> {
+        let Some(detail) = &self.answer else {
+            return self.kind.response();
+        };
+        let mut resp = self.kind.response();
+        if let Some(body) = &detail.body {
+            *resp.body_mut() = crate::body::full(format!("{body}\n"));
+        }
+        if let Some((name, value)) = &detail.header {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        resp
     }
 
     pub fn retry_safe(mut self, safe: bool) -> Self {

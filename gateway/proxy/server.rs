@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
+    /// Peers whose X-Forwarded-For is believed (`--trusted-proxies`).
+    pub trusted_proxies: std::sync::Arc<crate::snapshot::policy::CidrSet>,
 }
 
 impl Default for ServerSettings {
@@ -47,6 +49,7 @@ impl Default for ServerSettings {
             body_limits: Default::default(),
             idle_timeout: Duration::from_secs(60),
             http2_max_streams: 256,
+            trusted_proxies: Default::default(),
         }
     }
 }

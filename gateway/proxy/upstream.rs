@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::{self, Forwarded};
 use super::record::Record;
-use super::request_body::{self, LimitedBody};
+use super::request_body::{self, BodyLimits, LimitedBody};
 use super::{Answer, ConnInfo};
 use crate::body::BoxError;
 
@@ -273,6 +273,7 @@ pub async fn forward(
     upstreams: &Upstreams,
     conn: &ConnInfo,
     backend: &ServiceBackend,
+    route: &RouteUpstream<'_>,
     mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
@@ -282,13 +283,13 @@ pub async fn forward(
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    request_body::check_declared(req.headers(), &conn.body_limits)?;
+    request_body::check_declared(req.headers(), &route.body_limits)?;
     let id = headers::ensure_request_id(req.headers_mut());
     if record.logs_access() {
         record.request_id = Some(id);
     }
     let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
-    let req = prepare(conn, backend, req, upgrade, body_outcome.as_ref());
+    let req = prepare(conn, backend, route, req, upgrade, body_outcome.as_ref());
     let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
     let result = if direct {
         send_direct(upstreams, backend, candidates, req, record).await
@@ -381,11 +382,25 @@ async fn send_direct(
     }
 }
 
+/// What a route's policy changes in the request to its upstream.
+#[derive(Debug)]
+pub struct RouteUpstream<'a> {
+    /// The request body limits (`proxy-body-size` replaces the listener's).
+    pub body_limits: BodyLimits,
+    /// `upstream-vhost`: the Host sent upstream.
+    pub vhost: Option<&'a HeaderValue>,
+    /// `x-forwarded-prefix`.
+    pub forwarded_prefix: Option<&'a HeaderValue>,
+}
+
+static X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
+
 /// The request as the upstream gets it: hop-by-hop headers out, forwarding headers in, the
 /// version the backend speaks; its target is filled in per endpoint.
 fn prepare(
     conn: &ConnInfo,
     backend: &ServiceBackend,
+    route: &RouteUpstream<'_>,
     req: Request<Incoming>,
     upgrade: bool,
     body_outcome: Option<&request_body::Outcome>,
@@ -411,12 +426,21 @@ fn prepare(
         trusted_peer: conn.trusted_peer,
     };
     headers::set_forwarded(&mut parts.headers, fwd);
+    // After the forwarding headers: X-Forwarded-Host keeps the host the client asked for.
+    if let Some(vhost) = route.vhost {
+        parts.headers.insert(header::HOST, vhost.clone());
+    }
+    if let Some(prefix) = route.forwarded_prefix {
+        parts
+            .headers
+            .insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
+    }
     parts.version = match backend.protocol {
         UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,
         UpstreamProtocol::H2c => Version::HTTP_2,
     };
     let body = match body_outcome {
-        Some(outcome) => LimitedBody::new(body, &conn.body_limits, outcome.clone()).boxed_unsync(),
+        Some(outcome) => LimitedBody::new(body, &route.body_limits, outcome.clone()).boxed_unsync(),
         None => crate::body::empty(),
     };
     Request::from_parts(parts, body)

@@ -154,3 +154,79 @@ fn invalid_hosts_are_rejected_with_reason() {
     );
     assert_eq!(HostMatch::parse(None).unwrap(), HostMatch::Any);
 }
+
+// === ingress-nginx regex mode ===
+
+fn regex_host(paths: &[(&str, &'static str)]) -> HostRoutes<&'static str> {
+    let (ordered, bad) = regex_routes(paths.to_vec());
+    assert!(bad.is_empty());
+    let mut h = HostRoutes::default();
+    h.set_regex(ordered);
+    h
+}
+
+#[test]
+fn regex_paths_are_tried_longest_first_as_ingress_nginx_orders_them() {
+    // ingress-nginx's path-priority example: /foo/bar, /foo/bar/ and /foo/bar/(.+).
+    let h = regex_host(&[
+        ("/foo/bar", "service1"),
+        ("/foo/bar/", "service2"),
+        ("/foo/bar/(.+)", "service3"),
+    ]);
+    assert_eq!(h.lookup("/foo/bar/1"), Some(&"service3"));
+    assert_eq!(h.lookup("/foo/bar/"), Some(&"service2"));
+    assert_eq!(h.lookup("/foo/bar"), Some(&"service1"));
+    assert!(h.is_regex());
+}
+
+#[test]
+fn regex_first_match_wins_even_over_a_more_exact_path() {
+    // ingress-nginx's warning example: /foo/bar/[A-Z0-9]{3} is longer, so it is tried first.
+    let h = regex_host(&[
+        ("/foo/bar/bar", "exact-looking"),
+        ("/foo/bar/[A-Z0-9]{3}", "pattern"),
+    ]);
+    assert_eq!(h.lookup("/foo/bar/bar"), Some(&"pattern"));
+}
+
+#[test]
+fn regex_paths_are_case_insensitive_prefixes_anchored_at_the_start() {
+    let h = regex_host(&[("/api", "api")]);
+    assert_eq!(h.lookup("/API/v1"), Some(&"api"));
+    assert_eq!(
+        h.lookup("/apiary"),
+        Some(&"api"),
+        "a string prefix, not whole elements"
+    );
+    assert_eq!(h.lookup("/x/api"), None, "anchored at the start");
+}
+
+#[test]
+fn equal_length_regex_paths_keep_their_order() {
+    let h = regex_host(&[("/a.", "first"), ("/ab", "second")]);
+    assert_eq!(h.lookup("/ab"), Some(&"first"));
+}
+
+#[test]
+fn invalid_regex_paths_are_returned_with_the_reason() {
+    let (ok, bad) = regex_routes(vec![("/ok", 1), ("/broken(", 2)]);
+    assert_eq!(ok.len(), 1);
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].0, 2);
+    assert!(
+        bad[0]
+            .1
+            .contains("\"/broken(\" is not a valid regular expression"),
+        "{}",
+        bad[0].1
+    );
+    // A regex too big to compile is refused, not built.
+    assert!(path_regex("(a{1000}){1000}").is_err());
+}
+
+#[test]
+fn a_host_without_regex_mode_never_runs_a_regex() {
+    let t = table(&[("a.test", PathMatch::prefix("/api.*"), "literal")]);
+    assert_eq!(t.lookup("a.test", "/api.*/x"), Some(&"literal"));
+    assert_eq!(t.lookup("a.test", "/apix"), None);
+}

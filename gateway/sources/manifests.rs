@@ -285,6 +285,9 @@ fn collect(doc: Value, out: &mut Vec<Object>) -> Result<(), String> {
             Object::IngressClass(typed(&doc, &kind, &name)?)
         }
         ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(&doc, &kind, &name)?),
+        (v, "Ingress") if crate::objects::OLD_INGRESS_VERSIONS.contains(&v) => Object::Ingress(
+            typed(&crate::objects::ingress_from_v1beta1(doc)?, &kind, &name)?,
+        ),
         ("v1", "Service") => Object::Service(typed(&doc, &kind, &name)?),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             Object::EndpointSlice(typed(&doc, &kind, &name)?)

@@ -953,6 +953,510 @@ impl Rng {
     }
 }
 
+// === annotations: policy, refusal, canaries, regex hosts ===
+
+const NG: &str = "nginx.ingress.kubernetes.io/";
+
+fn ng(name: &str) -> String {
+    format!("{NG}{name}")
+}
+
+fn route<'s>(snapshot: &'s Snapshot, host: &str, path: &str) -> &'s Arc<Route> {
+    snapshot
+        .routes
+        .lookup(host, path)
+        .unwrap_or_else(|| panic!("no route for {host}{path}"))
+}
+
+/// An Opaque Secret with string data.
+fn opaque_secret(name: &str, data: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: Opaque\nstringData:\n"
+    );
+    for (k, v) in data {
+        out.push_str(&format!("  {k:?}: {v:?}\n"));
+    }
+    out
+}
+
+#[test]
+fn a_route_without_annotations_carries_no_policy() {
+    let s = build(&with(
+        abc(),
+        [ingress("web").prefix("app.test", "/", svc("a", 80)).yaml()],
+    ));
+    let r = route(&s, "app.test", "/");
+    assert!(r.policy.is_none() && r.rewrite.is_none() && r.canary.is_none());
+}
+
+#[test]
+fn nginx_and_gatehouse_source_ranges_restrict_the_routes_alike() {
+    use crate::snapshot::policy::Access;
+    let s = build(&with(
+        abc(),
+        [
+            ingress("n")
+                .annotation(&ng("whitelist-source-range"), "10.0.0.0/8")
+                .prefix("n.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("g")
+                .annotation("gatehouse.dev/whitelist-source-range", "10.0.0.0/8")
+                .prefix("g.test", "/", svc("a", 80))
+                .yaml(),
+        ],
+    ));
+    for host in ["n.test", "g.test"] {
+        let policy = route(&s, host, "/").policy.as_ref().expect("policy");
+        let Access::Restricted(rules) = &policy.access else {
+            panic!("{:?}", policy.access)
+        };
+        assert!(rules.source_allowed("10.1.2.3".parse().unwrap()));
+        assert!(!rules.source_allowed("127.0.0.1".parse().unwrap()));
+    }
+    assert!(s.warnings.is_empty(), "{:?}", warnings(&s));
+}
+
+#[test]
+fn a_broken_access_annotation_refuses_every_route_of_its_ingress_only() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("locked")
+                .annotation(&ng("auth-type"), "basic")
+                .annotation(&ng("auth-secret"), "missing-users")
+                .prefix("app.test", "/admin", svc("a", 80))
+                .prefix("other.test", "/", svc("a", 80))
+                .default_backend(svc("a", 80))
+                .yaml(),
+            ingress("open").prefix("app.test", "/", svc("b", 80)).yaml(),
+        ],
+    ));
+    let reason = route(&s, "app.test", "/admin").refused().expect("refused");
+    assert_eq!(
+        reason,
+        "Ingress default/locked is not served: nginx.ingress.kubernetes.io/auth-secret: Secret default/missing-users not found"
+    );
+    assert!(route(&s, "other.test", "/").refused().is_some());
+    assert!(
+        s.routes
+            .lookup("nowhere.test", "/")
+            .unwrap()
+            .refused()
+            .is_some(),
+        "its default backend too"
+    );
+    assert!(
+        route(&s, "app.test", "/").refused().is_none(),
+        "another Ingress of the host is served"
+    );
+    assert_warning(
+        &s,
+        &[
+            "Ingress default/locked",
+            "auth-secret",
+            "refused",
+            "Secret default/missing-users not found",
+        ],
+    );
+    assert_eq!(
+        describe_routes(&s)["app.test"]["Prefix /admin"]["policy"]["refused"],
+        reason
+    );
+}
+
+#[test]
+fn basic_auth_secret_changes_are_picked_up_by_an_incremental_translate() {
+    let apr1 = "alice:$apr1$hTQb2xg1$PoZngGx9aPMxyg/6qNUCm0\n";
+    let mut objects = objects(&with(
+        abc(),
+        [
+            ingress("web")
+                .annotation(&ng("auth-type"), "basic")
+                .annotation(&ng("auth-secret"), "users")
+                .prefix("app.test", "/", svc("a", 80))
+                .yaml(),
+            opaque_secret("users", &[("auth", apr1)]),
+        ],
+    ));
+    let settings = Settings::default();
+    let first = translate(&objects, &settings, &Snapshot::default());
+    let basic = |s: &Snapshot| {
+        use crate::snapshot::policy::Access;
+        match &route(s, "app.test", "/").policy.as_ref().unwrap().access {
+            Access::Restricted(r) => r.basic.as_ref().unwrap().users.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(basic(&first), 1);
+    objects.insert(object(&opaque_secret(
+        "users",
+        &[("auth", &format!("{apr1}bob:{{PLAIN}}x\n"))],
+    )));
+    let second = translate(&objects, &settings, &first);
+    assert_eq!(basic(&second), 2, "the changed Secret is read again");
+    objects.secrets.remove(&ObjectKey::new("default", "users"));
+    let third = translate(&objects, &settings, &second);
+    assert!(
+        route(&third, "app.test", "/").refused().is_some(),
+        "a removed Secret refuses the routes"
+    );
+}
+
+#[test]
+fn a_canary_ingress_attaches_to_the_main_route_instead_of_conflicting() {
+    let s = build(&with(
+        abc(),
+        [
+            ingress("main")
+                .created("2024-01-01T00:00:00Z")
+                .prefix("shop.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("canary")
+                .created("2024-01-02T00:00:00Z")
+                .annotation(&ng("canary"), "true")
+                .annotation(&ng("canary-weight"), "10")
+                .annotation(&ng("canary-by-header"), "X-Canary")
+                .prefix("shop.test", "/", svc("b", 80))
+                .prefix("shop.test", "/new", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    let r = route(&s, "shop.test", "/");
+    assert_eq!(
+        target(&s, "shop.test", "/"),
+        "a",
+        "the main Ingress keeps the route"
+    );
+    let canary = r.canary.as_ref().expect("canary attached");
+    assert_eq!(canary.ingress.to_string(), "default/canary");
+    assert!(matches!(&canary.backend, Backend::Service(b) if b.service.name == "b"));
+    assert_eq!((canary.rules.weight, canary.rules.weight_total), (10, 100));
+    assert_eq!(
+        target(&s, "shop.test", "/new"),
+        "a",
+        "the canary's own path is not served"
+    );
+    assert_eq!(
+        warnings(&s),
+        [
+            "Ingress default/canary: canary path \"/new\" on host shop.test not served: no main Ingress has this host and path"
+        ]
+    );
+    let described = &describe_routes(&s)["shop.test"]["Prefix /"]["canary"];
+    assert_eq!(described["weight"], "10/100");
+    assert_eq!(described["header"], "x-canary");
+}
+
+#[test]
+fn a_canary_without_main_ingress_serves_nothing_and_says_so() {
+    let s = build(&with(
+        abc(),
+        [ingress("canary")
+            .annotation(&ng("canary"), "true")
+            .prefix("shop.test", "/", svc("b", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "shop.test", "/"), "404");
+    assert_warning(&s, &["default/canary", "no main Ingress"]);
+}
+
+#[test]
+fn a_second_canary_for_a_path_is_ignored_with_a_warning() {
+    let canary = |name: &str, created: &str| {
+        ingress(name)
+            .created(created)
+            .annotation(&ng("canary"), "true")
+            .annotation(&ng("canary-weight"), "50")
+            .prefix("shop.test", "/", svc("b", 80))
+            .yaml()
+    };
+    let s = build(&with(
+        abc(),
+        [
+            ingress("main")
+                .created("2024-01-01T00:00:00Z")
+                .prefix("shop.test", "/", svc("a", 80))
+                .yaml(),
+            canary("c1", "2024-01-02T00:00:00Z"),
+            canary("c2", "2024-01-03T00:00:00Z"),
+        ],
+    ));
+    assert_eq!(
+        route(&s, "shop.test", "/")
+            .canary
+            .as_ref()
+            .unwrap()
+            .ingress
+            .to_string(),
+        "default/c1"
+    );
+    assert_warning(
+        &s,
+        &["default/c2", "Ingress default/c1 is already its canary"],
+    );
+}
+
+#[test]
+fn rewrite_target_puts_the_whole_host_in_regex_mode_longest_path_first() {
+    // ingress-nginx's path-priority example: two Ingresses for one host, one with rewrite-target.
+    let s = build(&with(
+        abc(),
+        [
+            ingress("test-ingress-1")
+                .created("2024-01-01T00:00:00Z")
+                .path(
+                    "test.com",
+                    "/foo/bar",
+                    "ImplementationSpecific",
+                    svc("a", 80),
+                )
+                .path(
+                    "test.com",
+                    "/foo/bar/",
+                    "ImplementationSpecific",
+                    svc("b", 80),
+                )
+                .yaml(),
+            ingress("test-ingress-2")
+                .created("2024-01-02T00:00:00Z")
+                .annotation(&ng("rewrite-target"), "/$1")
+                .path(
+                    "test.com",
+                    "/foo/bar/(.+)",
+                    "ImplementationSpecific",
+                    svc("c", 80),
+                )
+                .yaml(),
+            ingress("elsewhere")
+                .prefix("plain.test", "/foo", svc("a", 80))
+                .yaml(),
+        ],
+    ));
+    // "/foo/bar" and "/foo/bar/" are one Prefix match: the second is a conflict as before.
+    assert_warning(
+        &s,
+        &["default/test-ingress-1", "\"/foo/bar/\"", "earlier path"],
+    );
+    assert_eq!(target(&s, "test.com", "/foo/bar/1"), "c");
+    assert_eq!(target(&s, "test.com", "/FOO/BAR"), "a", "case-insensitive");
+    assert_eq!(
+        target(&s, "test.com", "/foo/barn"),
+        "a",
+        "a regex prefix, not whole elements"
+    );
+    let r = route(&s, "test.com", "/foo/bar/1");
+    let rewritten = r
+        .rewrite
+        .as_ref()
+        .expect("rewrite")
+        .apply("/foo/bar/1", None, |_| String::new());
+    assert_eq!(rewritten.as_deref(), Some("/1"));
+    assert!(
+        route(&s, "test.com", "/foo/bar").rewrite.is_none(),
+        "test-ingress-1 does not rewrite"
+    );
+    // Other hosts are untouched.
+    assert_eq!(target(&s, "plain.test", "/FOO"), "404");
+    assert!(describe_routes(&s)["test.com"].contains_key("(matching)"));
+}
+
+#[test]
+fn use_regex_paths_that_do_not_compile_are_skipped_with_a_warning() {
+    let s = build(&with(
+        abc(),
+        [ingress("re")
+            .annotation(&ng("use-regex"), "true")
+            .path(
+                "re.test",
+                "/ok/[0-9]+",
+                "ImplementationSpecific",
+                svc("a", 80),
+            )
+            .path(
+                "re.test",
+                "/broken(",
+                "ImplementationSpecific",
+                svc("b", 80),
+            )
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "re.test", "/ok/42"), "a");
+    assert_eq!(target(&s, "re.test", "/ok/x"), "404");
+    assert_warning(
+        &s,
+        &[
+            "default/re",
+            "\"/broken(\" is not a valid regular expression",
+        ],
+    );
+}
+
+#[test]
+fn from_to_www_redirect_adds_the_twin_host_unless_an_ingress_has_it() {
+    use crate::snapshot::policy::RedirectTo;
+    let s = build(&with(
+        abc(),
+        [
+            ingress("www")
+                .annotation(&ng("from-to-www-redirect"), "true")
+                .prefix("www.shop.test", "/", svc("a", 80))
+                .prefix("blog.test", "/", svc("a", 80))
+                .yaml(),
+            ingress("blog-bare")
+                .prefix("www.blog.test", "/", svc("b", 80))
+                .yaml(),
+        ],
+    ));
+    let twin = route(&s, "shop.test", "/any/path");
+    let redirect = twin.policy.as_ref().unwrap().redirect.as_ref().unwrap();
+    assert_eq!(redirect.code, 308);
+    assert!(matches!(&redirect.to, RedirectTo::Host(h) if &**h == "www.shop.test"));
+    assert_eq!(
+        target(&s, "www.blog.test", "/"),
+        "b",
+        "a real Ingress beats the twin"
+    );
+    assert_warning(
+        &s,
+        &[
+            "default/www",
+            "from-to-www-redirect for host www.blog.test left out",
+            "default/blog-bare",
+        ],
+    );
+}
+
+#[test]
+fn compat_class_is_served_whatever_its_controller_with_ingress_nginx_defaults() {
+    let secret = tls_secret("shop-tls", &["shop.test"]);
+    let mut nginx_ingress = ingress("legacy")
+        .class(Some("nginx"))
+        .prefix("shop.test", "/", svc("a", 80))
+        .yaml();
+    nginx_ingress.push_str("  tls:\n  - hosts: [shop.test]\n    secretName: shop-tls\n");
+    let parts = with(
+        abc(),
+        [
+            ingress_class("nginx", "k8s.io/ingress-nginx", false),
+            nginx_ingress,
+            secret,
+        ],
+    );
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_000);
+    let plain = Settings {
+        now: Some(now),
+        ..Settings::default()
+    };
+    assert!(
+        owned(&build_with(&parts, &plain)).is_empty(),
+        "without the flag, nginx's class is not ours"
+    );
+    let compat = Settings {
+        ingress_class_compat: vec!["nginx".into()],
+        now: Some(now),
+        ..Settings::default()
+    };
+    let s = build_with(&parts, &compat);
+    assert_eq!(owned(&s), ["default/legacy"]);
+    let r = route(&s, "shop.test", "/");
+    assert!(
+        r.ssl_redirect,
+        "ingress-nginx redirects TLS hosts to HTTPS by default"
+    );
+    assert_eq!(
+        r.policy.as_ref().unwrap().limits.body_size,
+        Some(1 << 20),
+        "and limits bodies to 1m"
+    );
+}
+
+#[test]
+fn force_ssl_redirect_redirects_a_host_without_certificate() {
+    let s = build(&with(
+        abc(),
+        [ingress("web")
+            .annotation(&ng("force-ssl-redirect"), "true")
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert!(route(&s, "app.test", "/").ssl_redirect);
+}
+
+#[test]
+fn default_backend_annotation_and_service_upstream_resolve_services() {
+    let mut cluster_ip = service("default", "a", &[("http", 80)]);
+    cluster_ip = cluster_ip.replace("spec:\n", "spec:\n  clusterIP: 10.96.0.10\n");
+    let s = build(&[
+        cluster_ip,
+        endpoint_slice("default", "a", "a", &[("http", 8080)], &[ready("10.0.0.1")]),
+        backend_service("errors", "10.0.0.9"),
+        ingress("web")
+            .annotation(&ng("service-upstream"), "true")
+            .annotation(&ng("default-backend"), "errors")
+            .annotation(&ng("custom-http-errors"), "404,503")
+            .prefix("app.test", "/", svc("a", 80))
+            .yaml(),
+    ]);
+    assert_eq!(endpoints(&s, "app.test", "/"), ["10.96.0.10:80"]);
+    let errors = route(&s, "app.test", "/")
+        .policy
+        .as_ref()
+        .unwrap()
+        .errors
+        .as_ref()
+        .unwrap();
+    assert_eq!(errors.intercept, [404, 503]);
+    assert_eq!(
+        errors.backend.as_ref().unwrap().endpoints.as_ref(),
+        ["10.0.0.9:8080".parse().unwrap()]
+    );
+}
+
+#[test]
+fn unsupported_backend_protocol_answers_503_with_a_warning() {
+    let s = build(&with(
+        abc(),
+        [ingress("grpcs")
+            .annotation(&ng("backend-protocol"), "GRPCS")
+            .prefix("g.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "g.test", "/"), "503");
+    assert_warning(
+        &s,
+        &["default/grpcs", "backend-protocol", "not supported yet"],
+    );
+}
+
+#[test]
+fn ingress_with_oversized_annotations_is_not_served() {
+    let blob = "x".repeat(300 * 1024);
+    let s = build(&with(
+        abc(),
+        [ingress("huge")
+            .annotation("example.com/blob", &blob)
+            .prefix("h.test", "/", svc("a", 80))
+            .yaml()],
+    ));
+    assert_eq!(target(&s, "h.test", "/"), "404");
+    assert_warning(&s, &["default/huge", "annotations take", "262144"]);
+}
+
+#[test]
+fn old_api_version_ingress_in_a_manifest_is_read_with_a_deprecation_warning() {
+    let old = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: legacy, namespace: default, annotations: {kubernetes.io/ingress.class: gatehouse}}\nspec:\n  rules:\n  - host: old.test\n    http:\n      paths:\n      - path: /\n        backend: {serviceName: a, servicePort: 80}\n";
+    let s = build(&with(abc(), [old.to_owned()]));
+    assert_eq!(target(&s, "old.test", "/"), "a");
+    assert_warning(
+        &s,
+        &[
+            "Ingress default/legacy",
+            "removed API version extensions/v1beta1",
+            "convert the manifest",
+        ],
+    );
+}
+
 /// One object parsed from YAML.
 fn object(yaml: &str) -> crate::objects::Object {
     parse_documents(yaml)
@@ -970,6 +1474,7 @@ fn random_ingress(rng: &mut Rng, name: &str) -> String {
         "H1.T.test",
         "h2.t.test",
         "*.t.test",
+        "www.h0.t.test",
         "",
         "bad_host!",
     ];
@@ -981,6 +1486,8 @@ fn random_ingress(rng: &mut Rng, name: &str) -> String {
         ("/a/b", "ImplementationSpecific"),
         ("x", "Prefix"),
         ("/r", "Regex"),
+        ("/re/(.*)", "ImplementationSpecific"),
+        ("/bad(", "ImplementationSpecific"),
     ];
     let backends = [
         svc("s0", 80),
@@ -1018,6 +1525,37 @@ fn random_ingress(rng: &mut Rng, name: &str) -> String {
     }
     if rng.chance(10) {
         ing = ing.annotation("kubernetes.io/tls-acme", "true");
+    }
+    // ingress-nginx annotations that change how routes merge or what they carry.
+    const NG: &str = "nginx.ingress.kubernetes.io/";
+    if rng.chance(20) {
+        ing = ing.annotation(&format!("{NG}canary"), "true").annotation(
+            &format!("{NG}canary-weight"),
+            rng.pick::<&str>(&["10", "x"]),
+        );
+    }
+    if rng.chance(10) {
+        ing = ing.annotation(&format!("{NG}use-regex"), "true");
+    }
+    if rng.chance(10) {
+        ing = ing.annotation(
+            &format!("{NG}rewrite-target"),
+            rng.pick::<&str>(&["/$1", "/"]),
+        );
+    }
+    if rng.chance(10) {
+        ing = ing.annotation(&format!("{NG}from-to-www-redirect"), "true");
+    }
+    if rng.chance(10) {
+        ing = ing.annotation(
+            &format!("{NG}whitelist-source-range"),
+            rng.pick::<&str>(&["10.0.0.0/8", "nope"]),
+        );
+    }
+    if rng.chance(10) {
+        ing = ing
+            .annotation(&format!("{NG}auth-type"), "basic")
+            .annotation(&format!("{NG}auth-secret"), "users");
     }
     if rng.chance(15) {
         ing = ing.default_backend(rng.pick(&backends).clone());
@@ -1170,6 +1708,16 @@ fn incremental_translate_equals_translate_from_nothing_over_random_edits() {
                     objects.insert(object(&static_site("default", "st0", "/srv/st0", extra)));
                 }
                 "StaticSite".into()
+            }
+            14 if rng.chance(30) => {
+                let users = "alice:$apr1$hTQb2xg1$PoZngGx9aPMxyg/6qNUCm0\n";
+                if rng.chance(40) {
+                    objects.secrets.remove(&key("users"));
+                } else {
+                    let data = *rng.pick(&[users, "broken"]);
+                    objects.insert(object(&opaque_secret("users", &[("auth", data)])));
+                }
+                "Secret users".into()
             }
             14 => {
                 let i = rng.below(2);
