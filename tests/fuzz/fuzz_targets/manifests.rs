@@ -39,12 +39,12 @@ fn describe(objects: &[Object]) -> Vec<String> {
         .iter()
         .map(|object| {
             let json = match object {
-                Object::IngressClass(o) => serde_json::to_string(o),
-                Object::Ingress(o) => serde_json::to_string(o),
-                Object::Service(o) => serde_json::to_string(o),
-                Object::EndpointSlice(o) => serde_json::to_string(o),
-                Object::Secret(o) => serde_json::to_string(o),
-                Object::StaticSite(o) => serde_json::to_string(o),
+                Object::IngressClass(o) => serde_json::to_string(&**o),
+                Object::Ingress(o) => serde_json::to_string(&**o),
+                Object::Service(o) => serde_json::to_string(&**o),
+                Object::EndpointSlice(o) => serde_json::to_string(&**o),
+                Object::Secret(o) => serde_json::to_string(&**o),
+                Object::StaticSite(o) => serde_json::to_string(&**o),
             };
             format!(
                 "{} {}",

@@ -354,7 +354,11 @@ fuzz_target!(|input: Input| {
                     PathVariant::TrailingSlash => format!("{p}/"),
                     PathVariant::Child(s) => format!("{}/{}", p.trim_end_matches('/'), s.text()),
                     PathVariant::Longer(s) => format!("{p}{s}"),
-                    PathVariant::Shorter => p[..p.len().saturating_sub(1)].to_owned(),
+                    PathVariant::Shorter => {
+                        let mut p = p.to_owned();
+                        p.pop();
+                        p
+                    }
                 };
                 (name, p)
             }
