@@ -434,8 +434,10 @@ impl<T> RouteTable<T> {
         if let Some(routes) = self.exact.get(host) {
             return Some(&**routes);
         }
+        // A wildcard covers one more label, which is not empty (`.example.com` has none).
         if !self.wildcard.is_empty()
-            && let Some((_, parent)) = host.split_once('.')
+            && let Some((label, parent)) = host.split_once('.')
+            && !label.is_empty()
             && let Some(routes) = self.wildcard.get(parent)
         {
             return Some(&**routes);

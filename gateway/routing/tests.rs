@@ -82,6 +82,20 @@ fn wildcard_covers_exactly_one_label() {
     assert_eq!(t.lookup("example.com", "/"), None);
 }
 
+/// Found writing the `routing` fuzz target's reference: `.example.com` has an empty first
+/// label, not one label more than `example.com`, so the wildcard must not take it (the rules
+/// with no host do).
+#[test]
+fn wildcard_does_not_cover_an_empty_label() {
+    let mut t = table(&[("*.example.com", PathMatch::prefix("/"), "wild")]);
+    t.host_mut(&HostMatch::Any)
+        .insert(PathMatch::prefix("/"), "any")
+        .unwrap();
+    assert_eq!(t.lookup(".example.com", "/"), Some(&"any"));
+    assert_eq!(t.lookup(".example.com:8080", "/"), Some(&"any"));
+    assert_eq!(t.lookup("a.example.com", "/"), Some(&"wild"));
+}
+
 #[test]
 fn exact_host_beats_wildcard() {
     let t = table(&[

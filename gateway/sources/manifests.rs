@@ -50,8 +50,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, String> {
 }
 
 /// The whole text through serde-saphyr, as a stream: the reference for every result and the
-/// source of every error message.
-fn parse_stream(text: &str) -> Result<Vec<Object>, String> {
+/// source of every error message. Public for the fuzz targets (tests/fuzz), which hold
+/// [`parse_documents`] and [`reparse`] to it.
+#[doc(hidden)]
+pub fn parse_stream(text: &str) -> Result<Vec<Object>, String> {
     // Read as a stream: the YAML limits against hostile input (nodes, depth, aliases) then hold
     // per document, not for the whole file (which parsed at once may hold only 1,024 documents).
     let mut reader = text.as_bytes();
@@ -61,6 +63,21 @@ fn parse_stream(text: &str) -> Result<Vec<Object>, String> {
         collect(doc, &mut objects).map_err(|e| format!("document {}: {e}", i + 1))?;
     }
     Ok(objects)
+}
+
+/// Parses `new` as a rescan does when the file held `old` before (documents whose text did not
+/// change keep their objects). Public for the fuzz targets, which compare it with a parse from
+/// nothing.
+#[doc(hidden)]
+pub fn reparse(old: &str, new: &str) -> Result<Vec<Object>, String> {
+    let previous = parse_files(&[(old, &[])])
+        .pop()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let parsed = parse_files(&[(new, &previous)])
+        .pop()
+        .unwrap_or_else(|| Ok(Vec::new()))?;
+    Ok(parsed.into_iter().flat_map(|d| d.objects).collect())
 }
 
 /// One document of a file: a fingerprint of its text and its objects.
