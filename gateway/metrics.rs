@@ -58,6 +58,11 @@ pub struct Metrics {
     unrouted: OnceLock<Arc<RouteMetrics>>,
     /// Answers Gatehouse gave itself, by `reason`.
     pub proxy_errors: IntCounterVec,
+    /// Connects to upstream endpoints that failed (or pooled connections found closed) before
+    /// a request went out on them.
+    pub upstream_connect_errors: IntCounter,
+    /// Requests sent to another endpoint (or a new connection) after such a failure.
+    pub upstream_retries: IntCounter,
     pub active_connections: IntGaugeVec,
     pub config_reloads: IntCounter,
     pub config_reload_errors: IntCounter,
@@ -243,6 +248,16 @@ impl Metrics {
                 &["challenge"],
             )
             .expect("metric"),
+            upstream_connect_errors: IntCounter::new(
+                "upstream_connect_errors_total",
+                "Upstream connects that failed before a request went out on them",
+            )
+            .expect("metric"),
+            upstream_retries: IntCounter::new(
+                "upstream_retries_total",
+                "Requests sent to another endpoint after a failed connect",
+            )
+            .expect("metric"),
             acme_problems: IntCounterVec::new(
                 Opts::new(
                     "acme_problems_total",
@@ -276,8 +291,10 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(build_info),
+            Box::new(m.upstream_connect_errors.clone()),
+            Box::new(m.upstream_retries.clone()),
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.upstream_duration.clone()),

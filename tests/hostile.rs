@@ -207,6 +207,9 @@ async fn a_body_is_retried_on_the_next_endpoint_when_a_connect_fails() {
         let echo: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(echo["body_len"], 7);
     }
+    // The refused connect is counted, and so is the retry on the next endpoint.
+    assert!(gh.metric("gatehouse_upstream_connect_errors_total", &[]) >= 1.0);
+    assert!(gh.metric("gatehouse_upstream_retries_total", &[]) >= 1.0);
 }
 
 // === connections ===

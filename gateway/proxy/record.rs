@@ -36,6 +36,10 @@ pub struct Record {
     pub upstream: Option<SocketAddr>,
     /// How long the upstream took to send its response headers.
     pub upstream_time: Option<Duration>,
+    /// Connects that failed (or pooled connections found closed) before the request went out.
+    pub connect_failures: u32,
+    /// Further endpoints the request was sent to after such a failure.
+    pub retries: u32,
     pub request_id: Option<HeaderValue>,
     /// The failure that decided the answer (or broke it off).
     pub error: Option<ErrorKind>,
@@ -104,6 +108,8 @@ impl Record {
             route: None,
             upstream: None,
             upstream_time: None,
+            connect_failures: 0,
+            retries: 0,
             request_id: access_log
                 .then(|| headers.get(&super::headers::X_REQUEST_ID).cloned())
                 .flatten(),
@@ -155,6 +161,14 @@ impl Record {
         let host = self.host.as_ref().map_or("", HostRef::as_str);
         let route = metrics.for_route(self.route.as_deref());
         route.count(host, &self.method, status);
+        if self.connect_failures > 0 {
+            metrics
+                .upstream_connect_errors
+                .inc_by(u64::from(self.connect_failures));
+        }
+        if self.retries > 0 {
+            metrics.upstream_retries.inc_by(u64::from(self.retries));
+        }
         if let Some(kind) = self.error {
             metrics
                 .proxy_errors

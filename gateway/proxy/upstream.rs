@@ -348,14 +348,17 @@ async fn send_direct(
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     let started = Instant::now();
+    let (mut tries, mut failed_connects) = (0u32, 0u32);
     let attempts = async {
         let mut last = ProxyError::new(ErrorKind::NoEndpoint);
         for i in candidates {
+            tries += 1;
             let addr = backend.endpoints[i];
             *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
             match upstreams.connector.send(addr, req).await {
                 Ok(resp) => return Ok((resp, addr)),
                 Err((err, Some(unsent))) => {
+                    failed_connects += 1;
                     tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
                     upstreams.mark_down(addr);
                     req = unsent;
@@ -366,7 +369,10 @@ async fn send_direct(
         }
         Err((last, None))
     };
-    match tokio::time::timeout(upstreams.settings.response_timeout, attempts).await {
+    let result = tokio::time::timeout(upstreams.settings.response_timeout, attempts).await;
+    record.connect_failures = failed_connects;
+    record.retries = tries.saturating_sub(1);
+    match result {
         Ok(Ok((resp, addr))) => {
             record.upstream = Some(addr);
             record.upstream_time = Some(started.elapsed());

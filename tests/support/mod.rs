@@ -37,10 +37,34 @@ impl Gatehouse {
     }
 
     /// Starts Gatehouse with the given manifest files and extra command-line arguments.
+    /// Free ports are picked before Gatehouse binds them, so another test may take one in
+    /// between: a start that fails to listen is tried again on new ports.
     pub fn start_with(files: &[(&str, &str)], extra_args: &[&str]) -> Self {
+        for _ in 0..3 {
+            let gh = Self::spawn_with(files, extra_args);
+            if gh.wait_listening() {
+                gh.wait_ready();
+                return gh;
+            }
+        }
         let gh = Self::spawn_with(files, extra_args);
         gh.wait_ready();
         gh
+    }
+
+    /// False when the process exited because a listen address was taken.
+    fn wait_listening(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = admin_get(self.admin, "/readyz") {
+                return true;
+            }
+            if self.exited() {
+                return !self.log_text().contains("cannot listen on");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Like [`Gatehouse::start_with`] without waiting for readiness. With a `--kubeconfig`
