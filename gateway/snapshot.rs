@@ -31,10 +31,9 @@ pub struct Snapshot {
     pub warnings: Vec<Warning>,
     /// Certificates the ACME manager is asked to keep, one per Secret.
     pub acme: Vec<AcmeWant>,
-    /// Which certificate serves which host (parsed and checked), by SNI.
-    pub tls: TlsTable,
-    /// What the next translate() starts from (each Ingress compiled).
-    pub(crate) reuse: crate::translate::Reuse,
+    /// Which certificate serves which host (parsed and checked), by SNI. Shared with the
+    /// config loop's memo, which reuses its parsed Secrets.
+    pub tls: Arc<TlsTable>,
 }
 
 /// One routing decision: where requests matching a host and path go.
