@@ -15,6 +15,7 @@ pub mod otel;
 pub mod proxy;
 pub mod routing;
 pub mod shared;
+pub mod slot;
 pub mod snapshot;
 pub mod sources;
 pub mod static_site;

@@ -18,6 +18,7 @@ pub mod request_body;
 pub mod route;
 pub mod server;
 pub mod sni;
+pub mod static_files;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -231,7 +232,7 @@ async fn serve(
     };
     let mut answer = match backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
-        Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
+        Backend::Static(site) => Ok(Answer::Done(static_files::serve(site, req).await)),
         Backend::Service(backend) => {
             let mut req = req;
             if let Some(rewrite) = &route.rewrite {
