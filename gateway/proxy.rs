@@ -33,7 +33,7 @@ pub use crate::body::{BoxBody, BoxError, short_response};
 pub use error::{ErrorKind, ProxyError};
 use record::Record;
 
-use crate::shared::Shared;
+use crate::shared::DataPlane;
 use crate::snapshot::Backend;
 
 /// What a connection knows about itself, for every request on it.
@@ -141,17 +141,17 @@ impl ConnInfo {
 
 /// Handles one request from a client.
 pub async fn handle(
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    let span = match shared.tracer.get() {
+    let span = match plane.tracer.get() {
         Some(tracer) => tracer.start(req.headers_mut()),
         None => None,
     };
-    let mut record = Record::start(&shared.metrics, &conn, &req, shared.access_log);
+    let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
     record.span = span;
-    match serve(&shared, &conn, req, &mut record).await {
+    match serve(&plane, &conn, req, &mut record).await {
         Ok(resp) => resp.finish(record),
         Err(err) => {
             if err.kind.side() == error::Side::Upstream {
@@ -191,22 +191,22 @@ impl Answer {
 
 /// The phases, in order.
 async fn serve(
-    shared: &Shared,
+    plane: &DataPlane,
     conn: &ConnInfo,
     req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
     if let Some(resp) =
-        challenge::answer_http01(&shared.acme_challenges, &shared.metrics, req.uri().path())
+        challenge::answer_http01(&plane.challenges.http01, &plane.metrics, req.uri().path())
     {
         return Ok(Answer::Done(resp));
     }
-    let route = route::route(&shared.snapshot.load(), &req)?;
+    let route = route::route(&plane.snapshot.load(), &req)?;
     record.route = Some(route.clone());
     // A route without policy pays one pointer test.
     if let Some(policy) = &route.policy
-        && let Some(answer) = policy::check(&shared.policy, policy, conn, &req).await?
+        && let Some(answer) = policy::check(&plane.policy, policy, conn, &req).await?
     {
         return Ok(Answer::Done(answer));
     }
@@ -240,7 +240,7 @@ async fn serve(
             }
             let upstream_policy = policy::route_upstream(&route, conn);
             upstream::forward(
-                &shared.upstreams,
+                &plane.upstreams,
                 conn,
                 backend,
                 &upstream_policy,
