@@ -11,6 +11,7 @@
 pub mod challenge;
 pub mod connector;
 pub mod error;
+pub mod external_auth;
 pub mod headers;
 pub mod policy;
 pub mod record;
@@ -180,6 +181,13 @@ impl Answer {
         }
     }
 
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Done(resp) => resp.status(),
+            Answer::Upstream(resp) => resp.status(),
+        }
+    }
+
     fn finish(self, record: Record) -> Response<BoxBody> {
         match self {
             Answer::Done(resp) => record.respond(resp),
@@ -192,7 +200,7 @@ impl Answer {
 async fn serve(
     shared: &Shared,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
@@ -204,10 +212,14 @@ async fn serve(
     let route = route::route(&shared.snapshot.load(), &req)?;
     record.route = Some(route.clone());
     // A route without policy pays one pointer test.
-    if let Some(policy) = &route.policy
-        && let Some(answer) = policy::check(&shared.policy, policy, conn, &req).await?
-    {
-        return Ok(Answer::Done(answer));
+    let mut auth_cookies = None;
+    if let Some(policy) = &route.policy {
+        if let Some(answer) =
+            policy::check(&shared.policy, &shared.upstreams, policy, conn, &mut req).await?
+        {
+            return Ok(Answer::Done(answer));
+        }
+        auth_cookies = req.extensions_mut().remove::<external_auth::AuthCookies>();
     }
     if route.ssl_redirect
         && conn.scheme == "http"
@@ -251,6 +263,10 @@ async fn serve(
     }?;
     if let Some((cors, origin)) = cors {
         policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
+    }
+    if let Some(cookies) = auth_cookies {
+        let status = answer.status();
+        cookies.add_to(status, answer.headers_mut());
     }
     Ok(answer)
 }

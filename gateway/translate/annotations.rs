@@ -813,7 +813,7 @@ impl<'a> Parser<'a> {
                 Err(_) => self.refuse(key, "not an HTTP method"),
             }
         }
-        let param = match self.take("auth-signin-redirect-param") {
+        let param: Option<Box<str>> = match self.take("auth-signin-redirect-param") {
             Some((key, p)) if valid_token(p.trim()) => {
                 self.honour(key, "carries the original URL");
                 Some(p.trim().into())
@@ -828,9 +828,11 @@ impl<'a> Parser<'a> {
             match http_template(s.trim()) {
                 Ok(url) => {
                     self.honour(key, "a 401 redirects here");
+                    // A URL that carries the parameter itself keeps it (ingress-nginx's rule).
+                    let redirect_param = param.filter(|p| !has_query_param(s.trim(), p));
                     auth.signin = Some(SignIn {
                         url,
-                        redirect_param: param,
+                        redirect_param,
                     });
                 }
                 Err(e) => self.refuse(key, e),
@@ -1789,6 +1791,16 @@ fn http_template(text: &str) -> Result<Template, String> {
         return Err("a URL cannot contain spaces".into());
     }
     Template::parse(text, false)
+}
+
+/// Whether a URL's query has `param` with a non-empty value.
+fn has_query_param(url: &str, param: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .any(|(k, v)| k == param && !v.is_empty())
 }
 
 /// An nginx size: bytes, or with `k`, `m` or `g` (either case; binary units).
