@@ -159,6 +159,7 @@ fn subrequest<B>(
     for name in [header::HOST, header::CONTENT_LENGTH, header::EXPECT] {
         headers.remove(name);
     }
+    join_cookies(&mut headers);
     let host = super::route::request_host(req).unwrap_or_default();
     let host_value = HeaderValue::from_str(host).ok();
     headers::set_forwarded(
@@ -201,6 +202,24 @@ fn subrequest<B>(
     *sub.version_mut() = Version::HTTP_11;
     *sub.headers_mut() = headers;
     Ok(sub)
+}
+
+/// HTTP/2 clients split cookies into several fields; an HTTP/1.1 request carries them in one
+/// (RFC 9113 §8.2.3), which is what auth services parse.
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// A 401 with `auth-signin`: 302 to the sign-in URL, with `?rd=` (the redirect parameter) the

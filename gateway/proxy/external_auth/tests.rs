@@ -172,3 +172,19 @@ fn auth_cookies_go_with_successes_and_redirects_only() {
         assert_eq!(headers.contains_key(header::SET_COOKIE), added, "{status}");
     }
 }
+
+#[test]
+fn cookies_split_by_http2_reach_the_auth_service_in_one_header() {
+    let mut req = request("/");
+    req.headers_mut()
+        .append(header::COOKIE, HeaderValue::from_static("b=2"));
+    let sub = subrequest(
+        &auth("http://auth.test/"),
+        &conn(),
+        "http://auth.test/",
+        &req,
+    )
+    .unwrap();
+    let cookies: Vec<_> = sub.headers().get_all(header::COOKIE).iter().collect();
+    assert_eq!(cookies, ["a=1; session=s3cret; b=2"]);
+}
