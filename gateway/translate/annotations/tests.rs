@@ -444,6 +444,38 @@ fn a_signin_url_carrying_the_redirect_parameter_keeps_it() {
 }
 
 #[test]
+fn an_auth_url_host_from_the_request_refuses_on_a_rule_for_any_host() {
+    use k8s_openapi::api::networking::v1::{IngressRule, IngressSpec};
+    let key = ObjectKey::new("shop", "web");
+    let secrets = BTreeMap::new();
+    let cx = Context {
+        key: &key,
+        secrets: &secrets,
+        defaults: Defaults::default(),
+    };
+    for (host, url, refused) in [
+        (None, "https://$host/oauth2/auth", true),
+        (Some(""), "http://${http_x_auth}:4180/", true),
+        (None, "https://auth.test/check?for=$host", false),
+        (Some("app.test"), "https://$host/oauth2/auth", false),
+    ] {
+        let mut ing = ingress(&[(&n("auth-url"), url)]);
+        ing.spec = Some(IngressSpec {
+            rules: Some(vec![IngressRule {
+                host: host.map(str::to_owned),
+                http: None,
+            }]),
+            ..IngressSpec::default()
+        });
+        let p = super::parse(&ing, &cx);
+        assert_eq!(p.refused().is_some(), refused, "{host:?} {url}");
+        if refused {
+            assert!(refusal(&p).contains("a client could choose the auth service"));
+        }
+    }
+}
+
+#[test]
 fn broken_external_auth_refuses() {
     for annotations in [
         vec![(n("auth-url"), "ftp://auth.test/")],
