@@ -11,6 +11,7 @@
 pub mod challenge;
 pub mod connector;
 pub mod error;
+pub mod external_auth;
 pub mod headers;
 pub mod policy;
 pub mod record;
@@ -181,6 +182,13 @@ impl Answer {
         }
     }
 
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Done(resp) => resp.status(),
+            Answer::Upstream(resp) => resp.status(),
+        }
+    }
+
     fn finish(self, record: Record) -> Response<BoxBody> {
         match self {
             Answer::Done(resp) => record.respond(resp),
@@ -193,7 +201,7 @@ impl Answer {
 async fn serve(
     plane: &DataPlane,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
@@ -204,12 +212,7 @@ async fn serve(
     }
     let route = route::route(&plane.snapshot.load(), &req)?;
     record.route = Some(route.clone());
-    // A route without policy pays one pointer test.
-    if let Some(policy) = &route.policy
-        && let Some(answer) = policy::check(&plane.policy, policy, conn, &req).await?
-    {
-        return Ok(Answer::Done(answer));
-    }
+    // HTTPS first, as ingress-nginx does: credentials and auth cookies never go over plain HTTP.
     if route.ssl_redirect
         && conn.scheme == "http"
         && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
@@ -220,6 +223,16 @@ async fn serve(
             req.uri(),
             conn.https_port,
         )));
+    }
+    // A route without policy pays one pointer test.
+    let mut auth_cookies = None;
+    if let Some(policy) = &route.policy {
+        if let Some(answer) =
+            policy::check(&plane.policy, &plane.upstreams, policy, conn, &mut req).await?
+        {
+            return Ok(Answer::Done(answer));
+        }
+        auth_cookies = req.extensions_mut().remove::<external_auth::AuthCookies>();
     }
     let cors = route
         .policy
@@ -252,6 +265,10 @@ async fn serve(
     }?;
     if let Some((cors, origin)) = cors {
         policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
+    }
+    if let Some(cookies) = auth_cookies {
+        let status = answer.status();
+        cookies.add_to(status, answer.headers_mut());
     }
     Ok(answer)
 }
