@@ -9,8 +9,10 @@
 //! the response is over.
 
 pub mod challenge;
+pub mod conn_limit;
 pub mod connector;
 pub mod error;
+pub mod error_pages;
 pub mod headers;
 pub mod policy;
 pub mod record;
@@ -18,6 +20,7 @@ pub mod request_body;
 pub mod route;
 pub mod server;
 pub mod sni;
+pub mod timeouts;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -192,7 +195,7 @@ impl Answer {
 async fn serve(
     shared: &Shared,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
@@ -220,6 +223,10 @@ async fn serve(
             conn.https_port,
         )));
     }
+    // After redirects, as nginx's limit_conn (preaccess) comes after its rewrites.
+    if let Some(policy) = &route.policy {
+        record.slot = conn_limit::take(&shared.policy.in_progress, policy, conn, &req)?;
+    }
     let cors = route
         .policy
         .as_ref()
@@ -229,11 +236,21 @@ async fn serve(
         Some(canary) if policy::to_canary(&canary.rules, &req) => &canary.backend,
         _ => &route.backend,
     };
-    let mut answer = match backend {
-        Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
-        Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
-        Backend::Service(backend) => {
-            let mut req = req;
+    // `default-backend` / `custom-http-errors` (nothing to do for routes without them).
+    let errors = route.policy.as_ref().and_then(|p| p.errors.as_ref());
+    let fallback = error_pages::fallback(errors, backend);
+    let capture = match fallback {
+        None => error_pages::Capture::new(errors, backend, &mut req),
+        Some(_) => None,
+    };
+    let service = match backend {
+        Backend::Service(service) => Some(&**service),
+        _ => None,
+    };
+    let answer = match (fallback.or(service), backend) {
+        (None, Backend::Static(site)) => Ok(Answer::Done(site.serve(req).await)),
+        (None, _) => Err(ErrorKind::NoEndpoint.into()),
+        (Some(backend), _) => {
             if let Some(rewrite) = &route.rewrite {
                 policy::rewrite(rewrite, conn, &mut req)?;
             }
@@ -248,7 +265,13 @@ async fn serve(
             )
             .await
         }
-    }?;
+    };
+    let mut answer = match capture {
+        Some(capture) => {
+            error_pages::intercept(&shared.upstreams, capture, &route, answer, record).await?
+        }
+        None => answer?,
+    };
     if let Some((cors, origin)) = cors {
         policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
     }
