@@ -337,12 +337,10 @@ mod tests {
         drop(tx);
     }
 
-    fn channel_body() -> (
-        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
-        http_body_util::StreamBody<
-            futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, BoxError>>,
-        >,
-    ) {
+    type Chunk = Result<Frame<Bytes>, BoxError>;
+    type ChannelBody = http_body_util::StreamBody<futures_util::stream::BoxStream<'static, Chunk>>;
+
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Chunk>, ChannelBody) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         (tx, http_body_util::StreamBody::new(Box::pin(stream) as _))
