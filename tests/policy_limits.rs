@@ -431,3 +431,50 @@ async fn custom_errors_are_answered_by_the_default_backend_with_the_original_sta
         (503, "app says 503".to_owned())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_get_the_page_and_a_failing_default_backend_gets_the_short_answer() {
+    let (slow, _started) = origin::slow("slow", Duration::from_secs(3)).await;
+    let app = app_origin().await;
+    let errors = origin::echo("errors").await;
+    let gh = start(
+        &[
+            service_yaml("default", "slow", &[slow]),
+            service_yaml("default", "app", &[app]),
+            service_yaml("default", "errors", &[errors]),
+            service_yaml("default", "dead", &[origin::refused_addr()]),
+        ],
+        &[
+            ingress("maintenance")
+                .annotation(&ng("custom-http-errors"), "502,504")
+                .annotation(&ng("default-backend"), "errors")
+                .annotation(&ng("proxy-read-timeout"), "1")
+                .prefix("slow.test", "/", svc("slow", 80))
+                .yaml(),
+            ingress("broken")
+                .annotation(&ng("custom-http-errors"), "404")
+                .annotation(&ng("default-backend"), "dead")
+                .prefix("broken.test", "/", svc("app", 80))
+                .yaml(),
+        ],
+        &[],
+    );
+    let client = gh.client_for(&["slow.test", "broken.test"]);
+    // A read timeout (504) is intercepted like an upstream answer, and still counted.
+    let (status, body) = get(&client, "http://slow.test/report").await;
+    assert_eq!(status, 504, "{body}");
+    let seen: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not the page: {body}"));
+    assert_eq!(seen["origin"], "errors");
+    assert_eq!(seen["headers"]["x-code"], "504");
+    assert_eq!(seen["headers"]["x-original-uri"], "/report");
+    assert!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"upstream_timeout\""]
+        ) >= 1.0
+    );
+    // A default backend that cannot be reached: Gatehouse answers the status itself.
+    let (status, body) = get(&client, "http://broken.test/missing").await;
+    assert_eq!((status, body.as_str()), (404, "404 Not Found\n"));
+}
