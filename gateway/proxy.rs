@@ -9,8 +9,10 @@
 //! the response is over.
 
 pub mod challenge;
+pub mod conn_limit;
 pub mod connector;
 pub mod error;
+pub mod error_pages;
 pub mod external_auth;
 pub mod headers;
 pub mod policy;
@@ -20,6 +22,7 @@ pub mod route;
 pub mod server;
 pub mod sni;
 pub mod static_files;
+pub mod timeouts;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -233,6 +236,8 @@ async fn serve(
             return Ok(Answer::Done(answer));
         }
         auth_cookies = req.extensions_mut().remove::<external_auth::AuthCookies>();
+        // After redirects, as nginx's limit_conn (preaccess) comes after its rewrites.
+        record.slot = conn_limit::take(&plane.policy.in_progress, policy, conn, &req)?;
     }
     let cors = route
         .policy
@@ -243,11 +248,21 @@ async fn serve(
         Some(canary) if policy::to_canary(&canary.rules, &req) => &canary.backend,
         _ => &route.backend,
     };
-    let mut answer = match backend {
-        Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
-        Backend::Static(site) => Ok(Answer::Done(static_files::serve(site, req).await)),
-        Backend::Service(backend) => {
-            let mut req = req;
+    // `default-backend` / `custom-http-errors` (nothing to do for routes without them).
+    let errors = route.policy.as_ref().and_then(|p| p.errors.as_ref());
+    let fallback = error_pages::fallback(errors, backend);
+    let capture = match fallback {
+        None => error_pages::Capture::new(errors, backend, &mut req),
+        Some(_) => None,
+    };
+    let service = match backend {
+        Backend::Service(service) => Some(&**service),
+        _ => None,
+    };
+    let answer = match (fallback.or(service), backend) {
+        (None, Backend::Static(site)) => Ok(Answer::Done(static_files::serve(site, req).await)),
+        (None, _) => Err(ErrorKind::NoEndpoint.into()),
+        (Some(backend), _) => {
             if let Some(rewrite) = &route.rewrite {
                 policy::rewrite(rewrite, conn, &mut req)?;
             }
@@ -262,7 +277,13 @@ async fn serve(
             )
             .await
         }
-    }?;
+    };
+    let mut answer = match capture {
+        Some(capture) => {
+            error_pages::intercept(&plane.upstreams, capture, &route, answer, record).await?
+        }
+        None => answer?,
+    };
     if let Some((cors, origin)) = cors {
         policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
     }

@@ -100,7 +100,7 @@ fn check_reports_every_ingress_of_a_directory_and_fails_when_anything_is_refused
         text.contains("warning   uses the removed API version extensions/v1beta1"),
         "{text}"
     );
-    assert!(text.ends_with("12 Ingresses: 9 served, 3 not served. Annotations: 22 honoured, 3 ignored, 5 refused.\n"), "{text}");
+    assert!(text.ends_with("12 Ingresses: 9 served, 3 not served. Annotations: 24 honoured, 1 ignored, 5 refused.\n"), "{text}");
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn check_exits_zero_when_nothing_would_be_refused() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.ends_with(
-            "4 Ingresses: 4 served, 0 not served. Annotations: 8 honoured, 3 ignored, 0 refused.\n"
+            "4 Ingresses: 4 served, 0 not served. Annotations: 10 honoured, 1 ignored, 0 refused.\n"
         ),
         "{text}"
     );

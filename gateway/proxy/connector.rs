@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::error::{ErrorKind, ProxyError};
+use super::timeouts::Progress;
 use crate::body::{BoxBody, BoxError};
 
 type Io = TokioIo<TcpStream>;
@@ -142,7 +143,20 @@ impl Connector {
     pub async fn send(
         &self,
         addr: SocketAddr,
+        req: Request<BoxBody>,
+    ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
+        self.send_timed(addr, req, self.settings.connect_timeout, None)
+            .await
+    }
+
+    /// [`Connector::send`] with a route's connect timeout; `progress` learns when the request
+    /// has a connection (its send and read clocks start then).
+    pub async fn send_timed(
+        &self,
+        addr: SocketAddr,
         mut req: Request<BoxBody>,
+        connect_timeout: Duration,
+        progress: Option<&Progress>,
     ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
         // An origin server gets the origin-form target (RFC 9112 §3.2.1): absolute-form is for
         // proxies, and some servers (Python's http.server) answer it with 404.
@@ -160,11 +174,14 @@ impl Connector {
         loop {
             let conn = match pool.checkout() {
                 Some(conn) => conn,
-                None => match self.connect(&pool).await {
+                None => match self.connect(&pool, connect_timeout).await {
                     Ok(conn) => conn,
                     Err(err) => return Err((err, Some(req))),
                 },
             };
+            if let Some(progress) = progress {
+                progress.connected();
+            }
             match exchange(conn, req, &pool).await {
                 Ok(resp) => return Ok(resp),
                 Err(Failed::NotSent(r)) => req = *r,
@@ -177,8 +194,7 @@ impl Connector {
     /// request that wanted it goes away meanwhile, the connection goes to the pool instead of
     /// being thrown away (a client resetting streams cannot make the backend accept
     /// connection after connection).
-    async fn connect(&self, pool: &Arc<Pool>) -> Result<Conn, ProxyError> {
-        let timeout = self.settings.connect_timeout;
+    async fn connect(&self, pool: &Arc<Pool>, timeout: Duration) -> Result<Conn, ProxyError> {
         let permit = tokio::time::timeout(timeout, pool.connecting.clone().acquire_owned())
             .await
             .ok()

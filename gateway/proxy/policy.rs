@@ -25,7 +25,7 @@ use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
 use crate::snapshot::policy::{
     Access, AccessRules, BasicAuth, CanaryRules, Cors, CorsOrigins, PathRewrite, Redirect,
-    RedirectTo, RoutePolicy, Satisfy, Var, client_addr,
+    RedirectTo, RoutePolicy, Satisfy, Timeouts, Var, client_addr,
 };
 
 /// Successful basic-auth checks remembered at most (then forgotten all at once).
@@ -41,6 +41,8 @@ pub struct State {
     /// Rate-limit buckets by route policy, limit (rps or rpm) and client address. An entry
     /// holds its policy, so the address is never reused while the bucket lives.
     buckets: Mutex<HashMap<(usize, bool, IpAddr), Bucket>>,
+    /// `limit-connections`: requests in progress by route policy and client address.
+    pub in_progress: super::conn_limit::InProgress,
 }
 
 /// Rate-limit buckets kept at most; beyond, the full (idle) ones are dropped, then all.
@@ -258,6 +260,7 @@ pub fn route_upstream<'r>(route: &'r Route, conn: &ConnInfo) -> RouteUpstream<'r
             body_limits: conn.body_limits,
             vhost: None,
             forwarded_prefix: None,
+            timeouts: None,
         };
     };
     RouteUpstream {
@@ -270,6 +273,7 @@ pub fn route_upstream<'r>(route: &'r Route, conn: &ConnInfo) -> RouteUpstream<'r
         },
         vhost: policy.upstream.vhost.as_ref(),
         forwarded_prefix: policy.upstream.forwarded_prefix.as_ref(),
+        timeouts: Some(&policy.limits.timeouts).filter(|t| **t != Timeouts::default()),
     }
 }
 
@@ -355,8 +359,8 @@ async fn check_access<B>(
     Ok(None)
 }
 
-/// The client address the source rules see.
-fn client<B>(conn: &ConnInfo, req: &Request<B>) -> IpAddr {
+/// The client address the source rules (and the limits) see.
+pub(super) fn client<B>(conn: &ConnInfo, req: &Request<B>) -> IpAddr {
     client_addr(
         conn.remote.ip(),
         req.headers().get_all(&X_FORWARDED_FOR),

@@ -47,6 +47,9 @@ pub struct Record {
     access: Option<Box<AccessFields>>,
     /// Only when tracing is on and the trace sampled.
     pub span: Option<Box<crate::otel::ActiveSpan>>,
+    /// The request's place in its route's `limit-connections`, given back with the record
+    /// (when the response body ends or the client goes).
+    pub slot: Option<super::conn_limit::Slot>,
     status: u16,
     written: bool,
 }
@@ -116,6 +119,7 @@ impl Record {
             error: None,
             access,
             span: None,
+            slot: None,
             status: 0,
             written: false,
         }

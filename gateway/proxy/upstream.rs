@@ -28,7 +28,9 @@ use super::{Answer, ConnInfo};
 use crate::body::BoxError;
 
 use super::connector::{Connector, ConnectorSettings};
+use super::timeouts;
 use crate::body::BoxBody;
+use crate::snapshot::policy::Timeouts;
 use crate::snapshot::{ServiceBackend, UpstreamProtocol};
 
 /// A pooled client of HTTPS upstreams.
@@ -300,12 +302,44 @@ pub async fn forward(
         record.request_id = Some(id);
     }
     let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
-    let req = prepare(conn, backend, route, req, upgrade, body_outcome.as_ref());
+    let mut req = prepare(conn, backend, route, req, upgrade, body_outcome.as_ref());
+    // Only a route with timeouts of its own pays for watching them.
+    let timed = route.timeouts.map(|t| {
+        let s = &upstreams.settings;
+        let progress = timeouts::Progress::new(body_outcome.is_some());
+        (
+            timeouts::Effective::new(t, s.connect_timeout, s.response_timeout),
+            progress,
+        )
+    });
+    if let Some((_, progress)) = &timed
+        && body_outcome.is_some()
+    {
+        req = req.map(|body| timeouts::Sending::boxed(body, progress.clone()));
+    }
+    let watched = timed.as_ref().map(|(t, p)| (t, &**p));
     let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
     let result = if direct {
-        send_direct(upstreams, backend, candidates, req, record).await
+        send_direct(upstreams, backend, candidates, req, watched, record).await
     } else {
-        send_via_client(upstreams, backend, candidates, req, client_upgrade, record).await
+        send_via_client(
+            upstreams,
+            backend,
+            candidates,
+            req,
+            client_upgrade,
+            watched,
+            record,
+        )
+        .await
+    };
+    // Between reads of the response body too.
+    let result = match (result, &timed) {
+        (Ok(answer), Some((t, _))) if !upgrade => Ok(Answer::Done(match answer {
+            Answer::Upstream(resp) => resp.map(|b| timeouts::ReadIdle::boxed(b, t.read)),
+            Answer::Done(resp) => resp.map(|b| timeouts::ReadIdle::boxed(b, t.read)),
+        })),
+        (result, _) => result,
     };
     // A request cut off because its body broke a limit is the client's failure, not the
     // upstream's.
@@ -325,6 +359,7 @@ async fn send_via_client(
     mut candidates: std::iter::Peekable<Candidates>,
     req: Request<BoxBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    timed: Option<(&timeouts::Effective, &timeouts::Progress)>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     let Some(i) = candidates.next() else {
@@ -335,7 +370,13 @@ async fn send_via_client(
     let req = with_endpoint(req, backend, i)?;
     let started = Instant::now();
     let client = upstreams.client_for(backend);
-    match tokio::time::timeout(upstreams.settings.response_timeout, client.request(req)).await {
+    // The client connects inside: the route's clocks run from here (its pool's connect timeout
+    // is the global one).
+    if let Some((_, progress)) = timed {
+        progress.connected();
+    }
+    let global = upstreams.settings.response_timeout;
+    match timeouts::bounded(client.request(req), global, timed).await {
         Ok(Ok(resp)) => {
             record.upstream_time = Some(started.elapsed());
             Ok(Answer::Done(upstream_response(resp, client_upgrade)))
@@ -345,7 +386,7 @@ async fn send_via_client(
             Err(ProxyError::with_cause(ErrorKind::ConnectFailed, err))
         }
         Ok(Err(err)) => Err(ProxyError::with_cause(ErrorKind::UpstreamFailed, err)),
-        Err(_) => Err(ErrorKind::UpstreamTimeout.into()),
+        Err(err) => Err(err),
     }
 }
 
@@ -356,9 +397,14 @@ async fn send_direct(
     backend: &ServiceBackend,
     candidates: std::iter::Peekable<Candidates>,
     mut req: Request<BoxBody>,
+    timed: Option<(&timeouts::Effective, &timeouts::Progress)>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     let started = Instant::now();
+    let (connect_timeout, progress) = match timed {
+        Some((t, progress)) => (t.connect, Some(progress)),
+        None => (upstreams.settings.connect_timeout, None),
+    };
     let (mut tries, mut failed_connects) = (0u32, 0u32);
     let attempts = async {
         let mut last = ProxyError::new(ErrorKind::NoEndpoint);
@@ -366,7 +412,11 @@ async fn send_direct(
             tries += 1;
             let addr = backend.endpoints[i];
             *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
-            match upstreams.connector.send(addr, req).await {
+            match upstreams
+                .connector
+                .send_timed(addr, req, connect_timeout, progress)
+                .await
+            {
                 Ok(resp) => return Ok((resp, addr)),
                 Err((err, Some(unsent))) => {
                     failed_connects += 1;
@@ -380,7 +430,7 @@ async fn send_direct(
         }
         Err((last, None))
     };
-    let result = tokio::time::timeout(upstreams.settings.response_timeout, attempts).await;
+    let result = timeouts::bounded(attempts, upstreams.settings.response_timeout, timed).await;
     record.connect_failures = failed_connects;
     record.retries = tries.saturating_sub(1);
     match result {
@@ -395,7 +445,23 @@ async fn send_direct(
             record.upstream = addr.or(record.upstream);
             Err(err)
         }
-        Err(_) => Err(ErrorKind::UpstreamTimeout.into()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Sends a request Gatehouse made itself (an error page's) to one of a backend's endpoints,
+/// under the global timeouts.
+pub async fn send_own(
+    upstreams: &Upstreams,
+    backend: &ServiceBackend,
+    req: Request<BoxBody>,
+    record: &mut Record,
+) -> Result<Answer, ProxyError> {
+    let candidates = upstreams.candidates(backend).peekable();
+    if backend.protocol == UpstreamProtocol::Http {
+        send_direct(upstreams, backend, candidates, req, None, record).await
+    } else {
+        send_via_client(upstreams, backend, candidates, req, None, None, record).await
     }
 }
 
@@ -408,6 +474,8 @@ pub struct RouteUpstream<'a> {
     pub vhost: Option<&'a HeaderValue>,
     /// `x-forwarded-prefix`.
     pub forwarded_prefix: Option<&'a HeaderValue>,
+    /// `proxy-*-timeout`, when the route sets any.
+    pub timeouts: Option<&'a Timeouts>,
 }
 
 static X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");

@@ -188,7 +188,7 @@ pub struct Limits {
     pub rps: Option<RateLimit>,
     /// `limit-rpm`: requests per minute per client address (503 beyond).
     pub rpm: Option<RateLimit>,
-    /// `limit-connections`: concurrent connections per client address (503 beyond).
+    /// `limit-connections`: requests in progress per client address (503 beyond).
     pub connections: Option<NonZeroU32>,
     /// `limit-whitelist` / `limit-allowlist`: client addresses no limit applies to.
     pub exempt: Option<CidrSet>,

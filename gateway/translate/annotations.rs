@@ -1017,12 +1017,10 @@ impl<'a> Parser<'a> {
         }
         if let Some((key, v)) = self.take("limit-connections") {
             match v.trim().parse::<u32>() {
+                Ok(0) => self.honour(key, "0: no limit"),
                 Ok(n) => {
                     self.out.policy.limits.connections = NonZeroU32::new(n);
-                    self.honour(
-                        key,
-                        format!("{n} concurrent connections per client address"),
-                    );
+                    self.honour(key, format!("{n} requests in progress per client address"));
                 }
                 Err(_) => self.ignore(key, "expected a whole number; no limit"),
             }
@@ -1620,7 +1618,10 @@ impl<'a> Parser<'a> {
                 Ok(mut codes) if !codes.is_empty() => {
                     codes.sort_unstable();
                     codes.dedup();
-                    self.honour(key, "these statuses are answered by the default backend");
+                    self.honour(
+                        key,
+                        "these statuses are answered by the default backend (or Gatehouse itself without one)",
+                    );
                     errors.intercept = codes;
                 }
                 _ => self.ignore(key, "expected status codes 400-599 separated by commas"),

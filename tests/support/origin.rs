@@ -279,3 +279,51 @@ where
     });
     addr
 }
+
+/// An origin that answers 200 with `first` as the first chunk of a streamed body, then sends
+/// nothing more for `stall` (a backend stuck mid-body).
+pub async fn stalling_body(first: &'static str, stall: Duration) -> SocketAddr {
+    serve(move |_req: Request<Incoming>| async move {
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(first.as_bytes())).await;
+            tokio::time::sleep(stall).await;
+            drop(tx);
+        });
+        Response::new(body)
+    })
+    .await
+}
+
+/// A raw origin that reads request heads and never the bodies (a backend that stopped taking
+/// the request); `heads` gets a message per head read. Connections are held for a minute.
+pub async fn not_reading_bodies() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, heads) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(());
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(stream);
+            });
+        }
+    });
+    (addr, heads)
+}
