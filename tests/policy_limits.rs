@@ -330,6 +330,25 @@ async fn limit_connections_counts_http2_streams_and_frees_abandoned_ones() {
 
 // --- custom-http-errors and default-backend ---
 
+/// A custom error backend as ingress-nginx's `custom-error-pages`: answers with the status
+/// `X-Code` names (200 without one), its body what it received ([`origin::echo_json`]).
+async fn error_pages_origin() -> SocketAddr {
+    origin::serve(|req: Request<Incoming>| async move {
+        let status = req
+            .headers()
+            .get("x-code")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(200u16);
+        let seen = origin::echo_json("errors", req).await;
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(origin::full(Bytes::from(seen.to_string())))
+            .unwrap()
+    })
+    .await
+}
+
 /// An app origin answering by path: `/missing` 404, `/down` 503, `/teapot` 418, else 200.
 async fn app_origin() -> SocketAddr {
     origin::serve(|req: Request<Incoming>| async move {
@@ -351,7 +370,7 @@ async fn app_origin() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_errors_are_answered_by_the_default_backend_with_the_original_status() {
     let app = app_origin().await;
-    let errors = origin::echo("errors").await;
+    let errors = error_pages_origin().await;
     let gh = start(
         &[
             service_yaml("default", "app", &[app]),
@@ -436,7 +455,7 @@ async fn custom_errors_are_answered_by_the_default_backend_with_the_original_sta
 async fn upstream_failures_get_the_page_and_a_failing_default_backend_gets_the_short_answer() {
     let (slow, _started) = origin::slow("slow", Duration::from_secs(3)).await;
     let app = app_origin().await;
-    let errors = origin::echo("errors").await;
+    let errors = error_pages_origin().await;
     let gh = start(
         &[
             service_yaml("default", "slow", &[slow]),

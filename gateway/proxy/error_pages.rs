@@ -7,8 +7,10 @@
 //!   host) with the headers
 //!   ingress-nginx sends (`X-Code`, `X-Format` (the client's `Accept`), `X-Original-URI`,
 //!   `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Request-ID`), and
-//!   the client gets the intercepted status with the default backend's body and headers.
-//!   Without a default backend (or when it fails), Gatehouse answers that status itself.
+//!   the client gets the default backend's answer unchanged, status included (ingress-nginx:
+//!   "NGINX does not change the response from the custom default backend"; such backends
+//!   answer with the `X-Code` status). Without a default backend (or when it fails), Gatehouse
+//!   answers the intercepted status itself.
 //!
 //! Routes without an error policy never come here.
 
@@ -181,8 +183,7 @@ pub async fn intercept(
     record.connect_failures += failures;
     record.retries += retries;
     match page {
-        Ok(Answer::Done(resp)) => Ok(Answer::Done(with_status(resp, code))),
-        Ok(Answer::Upstream(resp)) => Ok(Answer::Upstream(with_status(resp, code))),
+        Ok(page) => Ok(page),
         Err(err) => {
             tracing::warn!(
                 service = %default.service, status = code.as_u16(), error = %err,
@@ -191,11 +192,6 @@ pub async fn intercept(
             Ok(Answer::Done(own_answer(code)))
         }
     }
-}
-
-fn with_status<B>(mut resp: Response<B>, code: StatusCode) -> Response<B> {
-    *resp.status_mut() = code;
-    resp
 }
 
 /// Gatehouse's own short answer of an intercepted status.

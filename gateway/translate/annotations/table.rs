@@ -696,7 +696,7 @@ pub const ANNOTATIONS: &[AnnotationSpec] = &[
         Both,
         "status codes, comma-separated",
         Honoured,
-        "Backend answers (and 502/504 upstream failures) with these statuses are replaced: the `default-backend` gets a request for `/` with `X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port` and `X-Request-ID`, and the client gets the status with its body. Without a default backend, Gatehouse's own short answer of the status.",
+        "Backend answers (and 502/504 upstream failures) with these statuses are replaced: the `default-backend` gets a request for `/` with `X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port` and `X-Request-ID`, and its answer goes to the client unchanged (a custom error backend answers with the `X-Code` status). Without a default backend, Gatehouse's own short answer of the status.",
     ),
     spec(
         "disable-proxy-intercept-errors",
