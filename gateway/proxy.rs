@@ -8,6 +8,7 @@
 //! the answer. What the phases learn goes into the request's [`Record`], written out once when
 //! the response is over.
 
+pub mod balance;
 pub mod challenge;
 pub mod connector;
 pub mod error;
@@ -225,28 +226,44 @@ async fn serve(
         .as_ref()
         .and_then(|p| p.cors.as_ref())
         .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
-    let backend = match &route.canary {
-        Some(canary) if policy::to_canary(&canary.rules, &req) => &canary.backend,
-        _ => &route.backend,
-    };
+    // An affinity cookie keeps a client on the side that served it; otherwise the rules decide.
+    let canary = route.canary.as_deref().filter(|canary| {
+        balance::sticky_canary(&route, canary, &req)
+            .unwrap_or_else(|| policy::to_canary(&canary.rules, &req))
+    });
+    let backend = canary.map_or(&route.backend, |c| &c.backend);
     let mut answer = match backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
         Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
         Backend::Service(backend) => {
+            // Affinity and hashing see the request as the client sent it.
+            let choice = if route.policy.is_none() && canary.is_none() {
+                balance::Choice {
+                    candidates: shared.upstreams.candidates(backend),
+                    sticky: None,
+                }
+            } else {
+                balance::choose(&shared.upstreams, &route, canary, backend, conn, &req)
+            };
             let mut req = req;
             if let Some(rewrite) = &route.rewrite {
                 policy::rewrite(rewrite, conn, &mut req)?;
             }
             let upstream_policy = policy::route_upstream(&route, conn);
-            upstream::forward(
+            let mut answer = upstream::forward(
                 &shared.upstreams,
                 conn,
                 backend,
+                choice.candidates,
                 &upstream_policy,
                 req,
                 record,
             )
-            .await
+            .await;
+            if let (Ok(answer), Some(sticky)) = (&mut answer, &choice.sticky) {
+                sticky.set_cookie(backend, record.upstream, answer.headers_mut());
+            }
+            answer
         }
     }?;
     if let Some((cors, origin)) = cors {

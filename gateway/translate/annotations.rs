@@ -1359,10 +1359,6 @@ impl<'a> Parser<'a> {
     fn backend(&mut self) {
         if let Some((key, v)) = self.take("backend-protocol") {
             match BackendProtocol::parse(v) {
-                Some(BackendProtocol::Grpcs) => {
-                    self.out.protocol = Some(BackendProtocol::Grpcs);
-                    self.ignore(key, "gRPC over TLS to backends is not supported yet: the routes answer 503");
-                }
                 Some(p) => {
                     self.out.protocol = Some(p);
                     self.honour(key, format!("{p:?}"));

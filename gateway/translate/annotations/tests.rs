@@ -775,7 +775,7 @@ fn backend_protocols_and_server_names() {
     assert!(p.warnings[0].contains("FCGI"));
     let p = parse(&[(&n("backend-protocol"), "GRPCS")]);
     assert_eq!(p.protocol, Some(BackendProtocol::Grpcs));
-    assert!(p.warnings[0].contains("503"));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
 
 #[test]
