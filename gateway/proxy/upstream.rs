@@ -35,6 +35,9 @@ use crate::snapshot::{ServiceBackend, UpstreamProtocol};
 /// A pooled client of HTTPS upstreams.
 type TlsClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
 
+/// A TLS server name, and whether the client speaks HTTP/2.
+type NamedKey = (Arc<str>, bool);
+
 /// Timeouts and pool settings of the upstream side.
 #[derive(Clone, Debug)]
 pub struct UpstreamSettings {
@@ -109,7 +112,7 @@ pub struct Upstreams {
     /// TLS upstreams with a `backend-tls-server-name` (HTTP/2 or not): one client (and pool)
     /// per name, made on first use, so a connection verified for one name is never reused for
     /// another.
-    https_named: ArcSwap<HashMap<(Arc<str>, bool), Arc<TlsClient>>>,
+    https_named: ArcSwap<HashMap<NamedKey, Arc<TlsClient>>>,
     tls_config: Arc<rustls::ClientConfig>,
     /// Endpoint → until when it is skipped. Read on every request without a lock; written
     /// only when a connect fails.

@@ -626,7 +626,7 @@ pub const ANNOTATIONS: &[AnnotationSpec] = &[
         Gatehouse,
         "DNS name or IP",
         Honoured,
-        "With `HTTPS`: the name the backend's certificate is verified against and sent as SNI.",
+        "With `HTTPS` or `GRPCS`: the name the backend's certificate is verified against and sent as SNI.",
     ),
     spec(
         "proxy-ssl-name",
