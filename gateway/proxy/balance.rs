@@ -109,10 +109,20 @@ pub fn choose<'r, B>(
         return sticky(upstreams, affinity, &route.path, backend, conn, req);
     }
     if let Some(template) = hash_by {
-        let key = hash_key(template, conn, req);
-        let order = backend.keys().ranked(key_hash(key.as_bytes()));
+        let key = key_hash(hash_key(template, conn, req).as_bytes());
+        let keys = backend.keys();
+        let candidates = match keys.best(key) {
+            // The key's endpoint, then the others in rotation (no list built).
+            Some(i) if !upstreams.is_down(backend.endpoints[i]) => Candidates::First {
+                first: Some(i),
+                skip: i,
+                rest: backend.pick(),
+            },
+            // Its endpoint failed a moment ago: the key's next choices, healthy ones first.
+            _ => upstreams.healthy_first(backend, keys.ranked(key)),
+        };
         return Choice {
-            candidates: upstreams.healthy_first(backend, order),
+            candidates,
             sticky: None,
         };
     }

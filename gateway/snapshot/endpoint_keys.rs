@@ -80,9 +80,11 @@ impl EndpointKeys {
 
     /// Every endpoint, best first for a key hash (the fallbacks of [`EndpointKeys::best`]).
     pub fn ranked(&self, key: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.seeds.len()).collect();
-        order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.score(key, i)));
-        order
+        let mut scored: Vec<(u64, usize)> = (0..self.seeds.len())
+            .map(|i| (self.score(key, i), i))
+            .collect();
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        scored.into_iter().map(|(_, i)| i).collect()
     }
 
     fn score(&self, key: u64, i: usize) -> u64 {

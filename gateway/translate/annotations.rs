@@ -1536,6 +1536,18 @@ impl<'a> Parser<'a> {
                         self.ignore(key, format!("expected {syntax}; the default is used"));
                     }
                 }
+                // As ingress-nginx warns: with regex paths the route's path is no cookie path.
+                let regex = self
+                    .found
+                    .get("use-regex")
+                    .is_some_and(|f| f.value.trim() == "true")
+                    || self.found.contains_key("rewrite-target");
+                if regex && a.path.is_none() {
+                    a.path = Some("/".into());
+                    self.out.warnings.push(format!(
+                        "annotation {key}: the paths are regular expressions and session-cookie-path is not set: the cookie's Path is /"
+                    ));
+                }
                 self.out.policy.upstream.affinity = Some(Arc::new(a));
             }
             Some((key, _)) => {
