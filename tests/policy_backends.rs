@@ -471,6 +471,13 @@ async fn upstream_hash_by_keeps_a_key_on_one_origin_and_spreads_keys() {
             .yaml()],
         &[],
     );
+    assert!(
+        gh.routes()
+            .to_string()
+            .contains("\"hashBy\":\"${http_x_user}\""),
+        "{}",
+        gh.routes()
+    );
     let client = gh.client_for(&["app.test"]);
     let url = format!("http://app.test:{}/", gh.http.port());
     let mut placed: HashMap<String, String> = HashMap::new();
