@@ -15,9 +15,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gatehouse::objects::Objects;
 use gatehouse::routing::{HostMatch, PathMatch, RouteTable};
-use gatehouse::snapshot::Snapshot;
 use gatehouse::sources::manifests::parse_documents;
-use gatehouse::translate::{Settings, translate};
+use gatehouse::translate::{Memo, Settings, translate};
 
 #[path = "../tests/support/yaml.rs"]
 mod yaml;
@@ -140,7 +139,7 @@ fn scan(list: &[(String, Vec<(&'static str, u32)>)], host: &str, path: &str) -> 
 
 fn lookups(c: &mut Criterion) {
     let (_, objects) = big_set();
-    let snapshot = translate(objects, &Settings::default(), &Snapshot::default());
+    let snapshot = translate(objects, &Settings::default(), &mut Memo::default());
     eprintln!(
         "big set: {} Ingresses, {} host entries, {} warnings",
         snapshot.owned_ingresses.len(),
@@ -209,14 +208,13 @@ fn builds(c: &mut Criterion) {
         text.len() / (1024 * 1024)
     );
     let settings = Settings::default();
-    let previous = Snapshot::default();
     let mut group = c.benchmark_group("build");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
     group.bench_function("translate 10k Ingresses / 50k hosts", |b| {
-        b.iter(|| translate(black_box(objects), &settings, &previous))
+        b.iter(|| translate(black_box(objects), &settings, &mut Memo::default()))
     });
     group.bench_function("parse_documents 10k Ingresses / 50k hosts", |b| {
         b.iter(|| parse_documents(black_box(text)).expect("valid").len())

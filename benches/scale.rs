@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::snapshot::{Backend, Snapshot};
 use gatehouse::sources::manifests::ManifestDir;
-use gatehouse::translate::{Settings, translate};
+use gatehouse::translate::{Memo, Settings, translate};
 
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -314,8 +314,9 @@ fn in_process(shape: &Shape) {
     let (report, scan_cold, scan_allocs) = measure(|| manifests.scan().expect("scan"));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let (objects, objects_cold, objects_allocs) = measure(|| manifests.objects());
+    let mut memo = Memo::default();
     let (mut snapshot, translate_cold, translate_allocs) =
-        measure(|| translate(objects, &settings, &Snapshot::default()));
+        measure(|| translate(objects, &settings, &mut memo));
     let routes: usize = snapshot.routes.hosts().iter().map(|(_, r)| r.len()).sum();
     println!(
         "\nset: {} Ingresses, {} hosts, {} routes, {} files, {:.1} MiB of YAML; {} objects, {} warnings",
@@ -386,18 +387,18 @@ fn in_process(shape: &Shape) {
         let (report, scan, a) = measure(|| manifests.scan().expect("scan"));
         assert!(report.changed && report.errors.is_empty());
         let (objects, obj, _) = measure(|| manifests.objects());
-        let (next, incr, b) = measure(|| translate(objects, &settings, &snapshot));
+        let (next, incr, b) = measure(|| translate(objects, &settings, &mut memo));
         assert_eq!(changed_target(&next), origin);
         if shape.scratch {
             let (full, full_took, c) =
-                measure(|| translate(objects, &settings, &Snapshot::default()));
+                measure(|| translate(objects, &settings, &mut Memo::default()));
             assert_eq!(changed_target(&full), origin);
             drop(full);
             scratch.push(full_took);
             scratch_a += c;
         }
         // The old snapshot is dropped after the new one is in service, off the measured path.
-        snapshot = next;
+        drop(std::mem::replace(&mut snapshot, next));
         (scan_a, incr_a) = (scan_a + a, incr_a + b);
         scans.push(scan);
         objs.push(obj);

@@ -15,6 +15,7 @@ pub mod otel;
 pub mod proxy;
 pub mod routing;
 pub mod shared;
+pub mod slot;
 pub mod snapshot;
 pub mod sources;
 pub mod static_site;
@@ -138,16 +139,17 @@ fn watch_manifests(
         }
         None => None,
     };
-    load_manifests(shared, &mut manifests, config)
+    let mut rebuilder = shared::Rebuilder::new(config.translate.clone());
+    load_manifests(shared, &mut rebuilder, &mut manifests)
         .with_context(|| format!("cannot read --manifests {}", manifests.root().display()))?;
     acme::manager::spawn(shared, &config.acme, acme_store, stop.clone())?;
-    let (shared, config) = (shared.clone(), config.clone());
+    let shared = shared.clone();
     let watcher = std::thread::Builder::new().name("manifests".into()).spawn(move || {
         while !*stop.borrow() {
             std::thread::sleep(manifests.poll_interval());
             // Only the first scan can fail; later a directory that cannot be listed is a
             // problem of the scan, reported once, and every object stays.
-            if let Err(err) = load_manifests(&shared, &mut manifests, &config) {
+            if let Err(err) = load_manifests(&shared, &mut rebuilder, &mut manifests) {
                 tracing::error!(dir = %manifests.root().display(), error = %err, "cannot read manifests directory; keeping the configuration in service");
                 shared.metrics.reload_failed();
             }
@@ -160,7 +162,11 @@ fn watch_manifests(
 /// with a `File` warning for each file (or directory) whose objects on disk are not in force.
 /// Each problem is logged (and counted in `config_reload_errors_total`) when it appears, not at
 /// every scan.
-fn load_manifests(shared: &Shared, dir: &mut ManifestDir, config: &Config) -> std::io::Result<()> {
+fn load_manifests(
+    shared: &Shared,
+    rebuilder: &mut shared::Rebuilder,
+    dir: &mut ManifestDir,
+) -> std::io::Result<()> {
     let report = dir.scan()?;
     for (file, reason) in &report.errors {
         tracing::error!(path = %file.display(), %reason, "manifests not loaded; their last good objects stay in force");
@@ -170,17 +176,7 @@ fn load_manifests(shared: &Shared, dir: &mut ManifestDir, config: &Config) -> st
         tracing::info!(path = %file.display(), "manifests loaded again");
     }
     if report.changed || report.problems_changed || !shared.is_ready() {
-        // shared::rebuild, plus the files' warnings.
-        let start = std::time::Instant::now();
-        let previous = shared.snapshot.load_full();
-        let settings = translate::Settings {
-            now: Some(std::time::SystemTime::now()),
-            ..config.translate.clone()
-        };
-        let mut snapshot = translate::translate(dir.objects(), &settings, &previous);
-        snapshot.warnings.extend(dir.warnings());
-        snapshot.warnings.sort();
-        shared.publish(snapshot, start.elapsed());
+        rebuilder.rebuild(shared, dir.objects(), dir.warnings());
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod request_body;
 pub mod route;
 pub mod server;
 pub mod sni;
+pub mod static_files;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -234,7 +235,7 @@ async fn serve(
     let backend = canary.map_or(&route.backend, |c| &c.backend);
     let mut answer = match backend {
         Backend::Unavailable { .. } => Err(ErrorKind::NoEndpoint.into()),
-        Backend::Static(site) => Ok(Answer::Done(site.serve(req).await)),
+        Backend::Static(site) => Ok(Answer::Done(static_files::serve(site, req).await)),
         Backend::Service(backend) => {
             // Affinity and hashing see the request as the client sent it.
             let choice = if route.policy.is_none() && canary.is_none() {

@@ -120,19 +120,43 @@ impl Shared {
     }
 }
 
-/// Builds and publishes a snapshot from objects, timing it. The snapshot in service is the
-/// previous one (parsed certificates are reused, last good ones kept); "now" is the clock.
-pub fn rebuild(
-    shared: &Shared,
-    objects: &crate::objects::Objects,
-    settings: &crate::translate::Settings,
-) {
-    let start = Instant::now();
-    let previous = shared.snapshot.load_full();
-    let settings = crate::translate::Settings {
-        now: Some(std::time::SystemTime::now()),
-        ..settings.clone()
-    };
-    let snapshot = crate::translate::translate(objects, &settings, &previous);
-    shared.publish(snapshot, start.elapsed());
+/// Builds snapshots from the objects of whichever source runs (manifests or Kubernetes) and
+/// puts them in service: the one wiring of both. It owns translate()'s memo, so a change
+/// compiles only what it touched. Call it off the async workers: a first build of thousands
+/// of Ingresses takes a while.
+pub struct Rebuilder {
+    settings: crate::translate::Settings,
+    memo: crate::translate::Memo,
+}
+
+// === impl Rebuilder ===
+
+impl Rebuilder {
+    pub fn new(settings: crate::translate::Settings) -> Self {
+        Self {
+            settings,
+            memo: crate::translate::Memo::default(),
+        }
+    }
+
+    /// Builds a snapshot from `objects` ("now" is the clock) with the source's own problems
+    /// (`extra`) among its warnings, publishes it and says how long that took.
+    pub fn rebuild(
+        &mut self,
+        shared: &Shared,
+        objects: &crate::objects::Objects,
+        extra: Vec<crate::warning::Warning>,
+    ) {
+        let start = Instant::now();
+        let settings = crate::translate::Settings {
+            now: Some(std::time::SystemTime::now()),
+            ..self.settings.clone()
+        };
+        let mut snapshot = crate::translate::translate(objects, &settings, &mut self.memo);
+        if !extra.is_empty() {
+            snapshot.warnings.extend(extra);
+            snapshot.warnings.sort();
+        }
+        shared.publish(snapshot, start.elapsed());
+    }
 }

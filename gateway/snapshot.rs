@@ -3,11 +3,8 @@
 pub mod endpoint_keys;
 pub mod policy;
 
-use std::any::Any;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::uri::Authority;
@@ -16,6 +13,7 @@ use serde::Serialize;
 
 use crate::objects::ObjectKey;
 use crate::routing::{PathMatch, RouteTable};
+use crate::slot::Slot;
 use crate::static_site::StaticRoute;
 use crate::tls::table::TlsTable;
 
@@ -32,10 +30,9 @@ pub struct Snapshot {
     pub warnings: Vec<Warning>,
     /// Certificates the ACME manager is asked to keep, one per Secret.
     pub acme: Vec<AcmeWant>,
-    /// Which certificate serves which host (parsed and checked), by SNI.
-    pub tls: TlsTable,
-    /// What the next translate() starts from (each Ingress compiled).
-    pub(crate) reuse: crate::translate::Reuse,
+    /// Which certificate serves which host (parsed and checked), by SNI. Shared with the
+    /// config loop's memo, which reuses its parsed Secrets.
+    pub tls: Arc<TlsTable>,
 }
 
 /// One routing decision: where requests matching a host and path go.
@@ -58,7 +55,7 @@ pub struct Route {
     pub canary: Option<Arc<policy::Canary>>,
     /// The data plane's state for this route (its metric handles), set when the snapshot is
     /// published; the core does not know its type.
-    pub counters: RouteSlot,
+    pub counters: Slot,
 }
 
 // === impl Route ===
@@ -74,7 +71,7 @@ impl Route {
             policy: self.policy.clone(),
             rewrite: self.rewrite.clone(),
             canary: Some(canary),
-            counters: RouteSlot::default(),
+            counters: Slot::default(),
         }
     }
 
@@ -85,34 +82,6 @@ impl Route {
             Some(policy::Access::Refused(reason)) => Some(reason),
             _ => None,
         }
-    }
-}
-
-/// A place for one value of a type the core does not know, set once.
-#[derive(Default)]
-pub struct RouteSlot(OnceLock<Box<dyn Any + Send + Sync>>);
-
-// === impl RouteSlot ===
-
-impl RouteSlot {
-    /// The value, if one of type `T` was set.
-    pub fn get<T: Any>(&self) -> Option<&T> {
-        self.0.get()?.downcast_ref()
-    }
-
-    /// Sets the value unless one is set already; returns whether it was.
-    pub fn set<T: Any + Send + Sync>(&self, value: T) -> bool {
-        self.0.set(Box::new(value)).is_ok()
-    }
-}
-
-impl fmt::Debug for RouteSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "RouteSlot(set)"
-        } else {
-            "RouteSlot(empty)"
-        })
     }
 }
 

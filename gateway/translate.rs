@@ -7,7 +7,8 @@
 //!
 //! It is incremental, so that one changed Ingress among 10,000 is served in milliseconds: each
 //! owned Ingress is compiled on its own (its routes by host, its default backend, its warnings),
-//! and a snapshot keeps those ([`Reuse`]). The next translate() reuses an Ingress's compiled
+//! and the caller keeps those in a [`Memo`] (the config loop owns it, not the snapshot). The
+//! next translate() reuses an Ingress's compiled
 //! routes when the Ingress and everything they were built from are the same objects (`Arc`s:
 //! sources keep the `Arc` of an object that did not change) and the settings are the same, and
 //! merges again only the hosts of the Ingresses that changed. The result is the snapshot a
@@ -93,29 +94,29 @@ impl Default for Settings {
     }
 }
 
-/// Builds the snapshot the data plane serves from the objects at hand. `previous` is the
-/// snapshot in service (`Snapshot::default()` at start): Secrets whose data did not change are
-/// not parsed again, a host whose Secret broke keeps its last good certificate, and Ingresses
-/// that did not change (nor anything they use) are not compiled again.
-pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) -> Snapshot {
+/// Builds the snapshot the data plane serves from the objects at hand. `memo` is what the last
+/// call left (`Memo::default()` at start) and is updated for the next: Secrets whose data did
+/// not change are not parsed again, a host whose Secret broke keeps its last good certificate,
+/// and Ingresses that did not change (nor anything they use) are not compiled again.
+pub fn translate(objects: &Objects, settings: &Settings, memo: &mut Memo) -> Snapshot {
     let settings_key = Settings {
         now: None,
         ..settings.clone()
     };
-    let before = &previous.reuse;
+    let before = &*memo;
     let incremental = before.settings.as_ref() == Some(&settings_key);
     let mut t = Translation::new(objects, settings, before, incremental);
     let owned = t.owned_ingresses();
     // Certificates first: whether a route redirects to HTTPS depends on its host having one.
     let now = settings.now.unwrap_or_else(SystemTime::now);
-    let mut tls = TlsBuilder::new(objects, &previous.tls, now);
+    let mut tls = TlsBuilder::new(objects, &before.tls, now);
     if let Some(secret) = &settings.default_certificate {
         tls.set_default(secret, &mut t.warnings);
     }
     for (key, ingress) in &owned {
         tls.add_ingress(key, ingress, &mut t.warnings);
     }
-    let tls = tls.finish();
+    let tls = Arc::new(tls.finish());
 
     // Compile every owned Ingress, or take what it compiled to last time.
     let mut compiled: Vec<Arc<Compiled>> = Vec::with_capacity(owned.len());
@@ -158,7 +159,7 @@ pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) ->
         by_ingress.get(&address(ingress))
     };
     let (mut routes, shared_hosts) = if incremental {
-        merge_changed(previous, &gone, &fresh, current)
+        merge_changed(before, &gone, &fresh, current)
     } else {
         merge_all(&compiled, current)
     };
@@ -204,15 +205,25 @@ pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) ->
     warnings.dedup();
     // The same Ingress (by address) at the same place has the same key.
     let owned_order: Vec<usize> = owned.iter().map(|(_, i)| address(i)).collect();
-    let same_owned = previous.owned_ingresses.len() == owned.len()
+    let same_owned = before.owned_ingresses.len() == owned.len()
         && before.owned_order.len() == owned.len()
         && (0..owned.len()).all(|i| {
-            before.owned_order[i] == owned_order[i] || previous.owned_ingresses[i] == *owned[i].0
+            before.owned_order[i] == owned_order[i] || before.owned_ingresses[i] == *owned[i].0
         });
     let owned_ingresses = if same_owned {
-        previous.owned_ingresses.clone()
+        before.owned_ingresses.clone()
     } else {
         owned.iter().map(|(k, _)| (*k).clone()).collect()
+    };
+    *memo = Memo {
+        settings: Some(settings_key),
+        ingresses: by_ingress,
+        shared_hosts,
+        owned_order,
+        seen: t.seen,
+        routes: routes.clone(),
+        owned_ingresses: owned_ingresses.clone(),
+        tls: tls.clone(),
     };
     Snapshot {
         routes,
@@ -220,13 +231,6 @@ pub fn translate(objects: &Objects, settings: &Settings, previous: &Snapshot) ->
         warnings,
         acme,
         tls,
-        reuse: Reuse {
-            settings: Some(settings_key),
-            ingresses: by_ingress,
-            shared_hosts,
-            owned_order,
-            seen: t.seen,
-        },
     }
 }
 
@@ -236,15 +240,16 @@ fn address<T>(object: &Arc<T>) -> usize {
     Arc::as_ptr(object) as usize
 }
 
-/// What a snapshot keeps for the next translate() to start from.
+/// What one translate() leaves for the next to start from, kept by its caller (the config
+/// loop) beside the snapshot in service, never inside it.
 ///
 /// Objects are recognised by address (`Arc` pointer), which relies on two things sources do:
 /// an object that did not change keeps its `Arc`, and an object's key in [`Objects`] is the one
 /// its metadata gives ([`crate::objects::Object::key`]). Every `Arc` compared is held here, so
 /// its address cannot be reused by another object meanwhile.
 #[derive(Debug, Default)]
-pub struct Reuse {
-    /// The settings it was built with (`now` aside); `None` for a snapshot not built yet.
+pub struct Memo {
+    /// The settings it was built with (`now` aside); `None` before the first translate().
     settings: Option<Settings>,
     /// Every owned Ingress, compiled, by the Ingress's address.
     ingresses: Map<usize, Arc<Compiled>>,
@@ -254,6 +259,27 @@ pub struct Reuse {
     owned_order: Vec<usize>,
     /// The Services, EndpointSlices and StaticSites it was built from.
     seen: Seen,
+    /// The last snapshot's routes (shared with it: cloning a table is cheap), merged again
+    /// only where Ingresses changed.
+    routes: RouteTable<Arc<Route>>,
+    /// The last snapshot's owned Ingresses, kept while the same.
+    owned_ingresses: Arc<[ObjectKey]>,
+    /// The last snapshot's certificates: parsed Secrets are reused, and a host whose Secret
+    /// broke keeps its last good one.
+    tls: Arc<TlsTable>,
+}
+
+// === impl Memo ===
+
+impl Memo {
+    /// A memo that remembers only the certificates: the next translate() compiles everything
+    /// anew, with the same certificate history (what a restart that kept its certificates does).
+    pub fn certificates_only(&self) -> Memo {
+        Memo {
+            tls: self.tls.clone(),
+            ..Memo::default()
+        }
+    }
 }
 
 /// The Services, EndpointSlices and StaticSites a translate() saw (in map order, held), and
@@ -638,13 +664,12 @@ fn merge_all<'c>(
 /// one has not (`gone`) and of those compiled anew (`fresh`) merged again. `current` finds the
 /// compiled Ingress of a key.
 fn merge_changed<'c>(
-    previous: &Snapshot,
+    before: &Memo,
     gone: &[&Arc<Compiled>],
     fresh: &'c [Arc<Compiled>],
     current: impl Fn(&ObjectKey) -> Option<&'c Arc<Compiled>>,
 ) -> (RouteTable<Arc<Route>>, Map<HostMatch, SharedHost>) {
-    let mut routes = previous.routes.clone();
-    let before = &previous.reuse;
+    let mut routes = before.routes.clone();
     let mut shared_hosts = before.shared_hosts.clone();
     // Every host of a changed Ingress, before or now, with the fresh Ingresses that have it.
     let mut dirty: Map<&HostMatch, Vec<&Arc<Compiled>>> = Map::default();
@@ -662,7 +687,7 @@ fn merge_changed<'c>(
         // Who had the host before (as they are now), and the fresh Ingresses that have it.
         let mut owners: Vec<&Arc<Compiled>> = match before.shared_hosts.get(host) {
             Some(shared) => shared.ingresses.iter().filter_map(|k| current(k)).collect(),
-            None => previous
+            None => before
                 .routes
                 .host(host)
                 .and_then(|t| t.values().next())
@@ -743,7 +768,7 @@ struct Translation<'a> {
 // === impl Translation ===
 
 impl<'a> Translation<'a> {
-    fn new(objects: &'a Objects, settings: &'a Settings, last: &Reuse, incremental: bool) -> Self {
+    fn new(objects: &'a Objects, settings: &'a Settings, last: &Memo, incremental: bool) -> Self {
         let (seen, unchanged) = Seen::of(objects, &last.seen);
         let mut warnings = Vec::new();
         let mut sites = Map::default();

@@ -242,12 +242,27 @@ async fn rebuild_loop(
     }
     tracing::info!("every Kubernetes watch has listed: building the first configuration");
     let mut challenges = ChallengeMirror::default();
+    let mut rebuilder = shared::Rebuilder::new(settings);
     loop {
-        let objects = stores.objects();
-        shared::rebuild(&shared, &objects, &settings);
+        let objects = Arc::new(stores.objects());
+        // translate() is CPU work: off the async workers, which keep serving meanwhile.
+        let built = tokio::task::spawn_blocking({
+            let (shared, objects) = (shared.clone(), objects.clone());
+            move || {
+                rebuilder.rebuild(&shared, &objects, Vec::new());
+                rebuilder
+            }
+        })
+        .await;
+        rebuilder = match built {
+            Ok(rebuilder) => rebuilder,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return,
+        };
         challenges.sync(&shared, &objects, &controller_namespace);
         in_service.send_replace(Some(Arc::new(InService {
-            objects: Arc::new(objects),
+            objects,
             snapshot: shared.snapshot.load_full(),
         })));
         tokio::select! {

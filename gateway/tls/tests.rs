@@ -12,7 +12,7 @@ use crate::routing::HostMatch;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::sources::manifests::parse_documents;
-use crate::translate::{Settings, translate};
+use crate::translate::{Memo, Settings, translate};
 
 // === test helpers ===
 
@@ -163,8 +163,8 @@ fn objects<S: AsRef<str>>(parts: &[S]) -> Objects {
     objects
 }
 
-fn build<S: AsRef<str>>(parts: &[S], previous: &Snapshot) -> Snapshot {
-    translate(&objects(parts), &settings(), previous)
+fn build<S: AsRef<str>>(parts: &[S], memo: &mut Memo) -> Snapshot {
+    translate(&objects(parts), &settings(), memo)
 }
 
 fn warnings(snapshot: &Snapshot) -> Vec<String> {
@@ -277,7 +277,7 @@ fn secret_data_base64_and_string_data_both_work() {
             tls_ingress("a", &["a.test"], "a", &[]),
             tls_ingress("b", &["b.test"], "b", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(warnings(&snapshot), Vec::<String>::new());
     assert_eq!(served_by(&snapshot, "a.test").as_deref(), Some("default/a"));
@@ -290,7 +290,7 @@ fn secret_of_another_type_or_without_keys_is_refused() {
     let wrong_type = secret("a", &leaf).replace("kubernetes.io/tls", "kubernetes.io/basic-auth");
     let snapshot = build(
         &[web(), wrong_type, tls_ingress("a", &["a.test"], "a", &[])],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(served_by(&snapshot, "a.test"), None);
     assert!(
@@ -306,7 +306,7 @@ fn secret_of_another_type_or_without_keys_is_refused() {
             no_key.to_owned(),
             tls_ingress("a", &["a.test"], "a", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert!(
         warnings(&snapshot)[0].contains("has no \"tls.key\" key"),
@@ -329,7 +329,7 @@ fn sni_picks_exact_host_then_wildcard_then_nothing() {
             tls_ingress("exact", &["www.example.com"], "exact", &[]),
             tls_ingress("wild", &["*.example.com"], "wild", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(warnings(&snapshot), Vec::<String>::new());
     assert_eq!(
@@ -363,7 +363,7 @@ fn tls_entry_without_hosts_covers_the_rule_hosts() {
         "{}  tls:\n  - secretName: s\n",
         rules_ingress("x", &["a.test", "b.test"], &[])
     );
-    let snapshot = build(&[web(), secret("s", &leaf), ing], &Snapshot::default());
+    let snapshot = build(&[web(), secret("s", &leaf), ing], &mut Memo::default());
     assert_eq!(served_by(&snapshot, "a.test").as_deref(), Some("default/s"));
     assert_eq!(served_by(&snapshot, "b.test").as_deref(), Some("default/s"));
 }
@@ -377,7 +377,7 @@ fn certificate_not_naming_its_host_is_served_with_a_warning() {
             secret("s", &leaf),
             tls_ingress("x", &["a.test"], "s", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(served_by(&snapshot, "a.test").as_deref(), Some("default/s"));
     assert_eq!(
@@ -404,7 +404,7 @@ fn oldest_ingress_keeps_a_tls_host_another_one_claims() {
             tls_ingress("newer", &["a.test"], "new", &[]),
             older,
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(
         served_by(&snapshot, "a.test").as_deref(),
@@ -427,6 +427,7 @@ fn broken_secret_costs_only_its_host_and_the_host_keeps_its_last_good_certificat
         tls_ingress("a", &["a.test"], "a", &[]),
         tls_ingress("b", &["b.test"], "b", &[]),
     ];
+    let mut memo = Memo::default();
     let good = build(
         &[
             web(),
@@ -435,7 +436,7 @@ fn broken_secret_costs_only_its_host_and_the_host_keeps_its_last_good_certificat
             ingresses[0].clone(),
             ingresses[1].clone(),
         ],
-        &Snapshot::default(),
+        &mut memo,
     );
     let good_key = good.tls.lookup("b.test").unwrap().key.clone();
 
@@ -449,7 +450,7 @@ fn broken_secret_costs_only_its_host_and_the_host_keeps_its_last_good_certificat
             ingresses[0].clone(),
             ingresses[1].clone(),
         ],
-        &good,
+        &mut memo,
     );
     assert_eq!(served_by(&next, "a.test").as_deref(), Some("default/a"));
     assert!(Arc::ptr_eq(
@@ -475,7 +476,7 @@ fn broken_secret_costs_only_its_host_and_the_host_keeps_its_last_good_certificat
             ingresses[0].clone(),
             ingresses[1].clone(),
         ],
-        &next,
+        &mut memo,
     );
     assert!(Arc::ptr_eq(
         &gone.tls.lookup("b.test").unwrap().key,
@@ -491,7 +492,7 @@ fn broken_secret_costs_only_its_host_and_the_host_keeps_its_last_good_certificat
             ingresses[0].clone(),
             ingresses[1].clone(),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(served_by(&fresh, "b.test"), None);
     assert!(warnings(&fresh)[0].ends_with("Secret not found; served with the default certificate"));
@@ -507,7 +508,7 @@ fn expired_certificate_is_not_put_in_service() {
             secret("a", &expired),
             tls_ingress("a", &["a.test"], "a", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     assert_eq!(served_by(&snapshot, "a.test"), None);
     assert!(warnings(&snapshot)[0].contains("certificate expired at 2001-01-01T00:00:00Z"));
@@ -559,11 +560,12 @@ fn unchanged_secrets_are_not_parsed_again() {
 
     let first_objects = build_objects(&secret_t);
     let started = std::time::Instant::now();
-    let first = translate(&first_objects, &settings(), &Snapshot::default());
+    let mut memo = Memo::default();
+    let first = translate(&first_objects, &settings(), &mut memo);
     let first_took = started.elapsed();
     let second_objects = build_objects(&secret_t);
     let started = std::time::Instant::now();
-    let second = translate(&second_objects, &settings(), &first);
+    let second = translate(&second_objects, &settings(), &mut memo);
     let second_took = started.elapsed();
     assert_eq!(second.tls.len(), N);
     for i in 0..N {
@@ -580,7 +582,7 @@ fn unchanged_secrets_are_not_parsed_again() {
     let Object::Secret(changed) = template(secret("s", &ca.leaf(&["*.test"]))) else {
         panic!("secret")
     };
-    let third = translate(&build_objects(&changed), &settings(), &second);
+    let third = translate(&build_objects(&changed), &settings(), &mut memo);
     let same = |host: &str| {
         Arc::ptr_eq(
             second.tls.lookup(host).unwrap(),
@@ -599,12 +601,13 @@ fn default_certificate_comes_from_its_secret_and_keeps_its_last_good_one() {
         ..settings()
     };
     let fallback = secret("fallback", &leaf).replace("namespace: default", "namespace: gatehouse");
-    let good = translate(&objects(&[fallback]), &settings, &Snapshot::default());
+    let mut memo = Memo::default();
+    let good = translate(&objects(&[fallback]), &settings, &mut memo);
     assert_eq!(
         good.tls.default_cert().unwrap().secret.to_string(),
         "gatehouse/fallback"
     );
-    let missing = translate(&objects(&[web()]), &settings, &good);
+    let missing = translate(&objects(&[web()]), &settings, &mut memo);
     assert!(missing.tls.default_cert().is_some());
     assert_eq!(
         warnings(&missing),
@@ -636,7 +639,7 @@ fn ssl_redirect_applies_to_tls_hosts_only_and_the_annotation_wins() {
     let redirects =
         |snapshot: &Snapshot, host: &str| snapshot.routes.lookup(host, "/").unwrap().ssl_redirect;
 
-    let default_off = build(&parts, &Snapshot::default());
+    let default_off = build(&parts, &mut Memo::default());
     assert!(
         !redirects(&default_off, "a.test"),
         "--ssl-redirect is off by default"
@@ -646,7 +649,7 @@ fn ssl_redirect_applies_to_tls_hosts_only_and_the_annotation_wins() {
         ssl_redirect: true,
         ..settings()
     };
-    let on = translate(&objects(&parts), &settings, &Snapshot::default());
+    let on = translate(&objects(&parts), &settings, &mut Memo::default());
     assert!(redirects(&on, "a.test"));
     assert!(!redirects(&on, "b.test"), "annotation false beats the flag");
     assert!(
@@ -655,11 +658,11 @@ fn ssl_redirect_applies_to_tls_hosts_only_and_the_annotation_wins() {
     );
 
     let asked = tls_ingress("x", &["a.test"], "s", &[(SSL_REDIRECT_ANNOTATION, "true")]);
-    let snapshot = build(&[web(), secret("s", &leaf), asked], &Snapshot::default());
+    let snapshot = build(&[web(), secret("s", &leaf), asked], &mut Memo::default());
     assert!(redirects(&snapshot, "a.test"));
 
     let bad = tls_ingress("x", &["a.test"], "s", &[(SSL_REDIRECT_ANNOTATION, "yes")]);
-    let snapshot = build(&[web(), secret("s", &leaf), bad], &Snapshot::default());
+    let snapshot = build(&[web(), secret("s", &leaf), bad], &mut Memo::default());
     assert!(!redirects(&snapshot, "a.test"));
     assert_eq!(
         warnings(&snapshot),
@@ -692,7 +695,7 @@ fn backend_protocol_https_takes_an_optional_server_name() {
             (BACKEND_TLS_SERVER_NAME_ANNOTATION, "Origin.Internal"),
         ],
     );
-    let snapshot = build(&[web(), named], &Snapshot::default());
+    let snapshot = build(&[web(), named], &mut Memo::default());
     let route = snapshot.routes.lookup("a.test", "/").unwrap();
     let Backend::Service(backend) = &route.backend else {
         panic!("service backend")
@@ -708,7 +711,7 @@ fn backend_protocol_https_takes_an_optional_server_name() {
             (BACKEND_TLS_SERVER_NAME_ANNOTATION, "not a name"),
         ],
     );
-    let snapshot = build(&[web(), bad], &Snapshot::default());
+    let snapshot = build(&[web(), bad], &mut Memo::default());
     assert_eq!(
         warnings(&snapshot),
         [
@@ -735,7 +738,7 @@ fn resolver_picks_host_then_default_secret_then_generated_certificate() {
         secret("fallback", &fallback),
         tls_ingress("a", &["a.test"], "a", &[]),
     ];
-    let snapshot = build(&parts, &Snapshot::default());
+    let snapshot = build(&parts, &mut Memo::default());
     let host_key = snapshot.tls.lookup("a.test").unwrap().key.clone();
     let generated = self_signed().unwrap();
     let resolver = CertResolver::new(shared_with(snapshot), generated.clone());
@@ -753,7 +756,7 @@ fn resolver_picks_host_then_default_secret_then_generated_certificate() {
         default_certificate: Some(ObjectKey::new("default", "fallback")),
         ..settings()
     };
-    let snapshot = translate(&objects(&parts), &settings, &Snapshot::default());
+    let snapshot = translate(&objects(&parts), &settings, &mut Memo::default());
     let default_key = snapshot.tls.default_cert().unwrap().key.clone();
     let resolver = CertResolver::new(shared_with(snapshot), generated);
     assert!(Arc::ptr_eq(
@@ -772,7 +775,7 @@ fn resolver_answers_acme_tls_alpn_with_the_challenge_certificate() {
             secret("a", &leaf),
             tls_ingress("a", &["a.test"], "a", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     let host_key = snapshot.tls.lookup("a.test").unwrap().key.clone();
     let shared = shared_with(snapshot);
@@ -806,7 +809,7 @@ async fn handshake_negotiates_acme_tls_alpn_and_h2() {
             secret("a", &leaf),
             tls_ingress("a", &["a.test"], "a", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     let host_der = snapshot.tls.lookup("a.test").unwrap().key.cert[0].clone();
     let shared = shared_with(snapshot);
@@ -850,7 +853,7 @@ fn tls_table_covers_rule_hosts_through_wildcards() {
             secret("w", &leaf),
             tls_ingress("w", &["*.example.com"], "w", &[]),
         ],
-        &Snapshot::default(),
+        &mut Memo::default(),
     );
     let host = |h: &str| HostMatch::parse(Some(h)).unwrap();
     assert!(snapshot.tls.covers(&host("a.example.com")));
@@ -868,7 +871,7 @@ fn secret_acme_has_yet_to_create_is_no_warning_but_other_missing_secrets_are() {
         &[("kubernetes.io/tls-acme", "true")],
     );
     let plain = tls_ingress("manual", &["manual.test"], "manual-tls", &[]);
-    let snapshot = build(&[web(), acme, plain], &Snapshot::default());
+    let snapshot = build(&[web(), acme, plain], &mut Memo::default());
     let warnings = warnings(&snapshot);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(

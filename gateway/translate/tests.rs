@@ -23,7 +23,7 @@ fn build<S: AsRef<str>>(parts: &[S]) -> Snapshot {
 }
 
 fn build_with<S: AsRef<str>>(parts: &[S], settings: &Settings) -> Snapshot {
-    translate(&objects(parts), settings, &Snapshot::default())
+    translate(&objects(parts), settings, &mut Memo::default())
 }
 
 /// Service `name` (port `http` 80) with one ready endpoint `ip:8080`.
@@ -1079,7 +1079,8 @@ fn basic_auth_secret_changes_are_picked_up_by_an_incremental_translate() {
         ],
     ));
     let settings = Settings::default();
-    let first = translate(&objects, &settings, &Snapshot::default());
+    let mut memo = Memo::default();
+    let first = translate(&objects, &settings, &mut memo);
     let basic = |s: &Snapshot| {
         use crate::snapshot::policy::Access;
         match &route(s, "app.test", "/").policy.as_ref().unwrap().access {
@@ -1092,10 +1093,10 @@ fn basic_auth_secret_changes_are_picked_up_by_an_incremental_translate() {
         "users",
         &[("auth", &format!("{apr1}bob:{{PLAIN}}x\n"))],
     )));
-    let second = translate(&objects, &settings, &first);
+    let second = translate(&objects, &settings, &mut memo);
     assert_eq!(basic(&second), 2, "the changed Secret is read again");
     objects.secrets.remove(&ObjectKey::new("default", "users"));
-    let third = translate(&objects, &settings, &second);
+    let third = translate(&objects, &settings, &mut memo);
     assert!(
         route(&third, "app.test", "/").refused().is_some(),
         "a removed Secret refuses the routes"
@@ -1668,7 +1669,8 @@ fn incremental_translate_equals_translate_from_nothing_over_random_edits() {
     for i in 0..8 {
         objects.insert(object(&random_ingress(&mut rng, &format!("i{i}"))));
     }
-    let mut served = translate(&objects, &settings, &Snapshot::default());
+    let mut memo = Memo::default();
+    translate(&objects, &settings, &mut memo);
     let (mut reused, mut steps) = (0, 0);
     for step in 0..env("FUZZ_ROUNDS").unwrap_or(400) {
         let key = |name: &str| ObjectKey::new("default", name);
@@ -1750,33 +1752,21 @@ fn incremental_translate_equals_translate_from_nothing_over_random_edits() {
         };
         // From nothing but the certificates in service (a host whose Secret broke keeps its
         // last good one: that history is an input either way).
-        let certificates_only = Snapshot {
-            tls: std::mem::take(&mut served.tls),
-            ..Snapshot::default()
-        };
-        let fresh = translate(&objects, &settings, &certificates_only);
-        served.tls = certificates_only.tls;
-        let next = translate(&objects, &settings, &served);
+        let fresh = translate(&objects, &settings, &mut memo.certificates_only());
+        let before = memo.ingresses.clone();
+        let next = translate(&objects, &settings, &mut memo);
         assert_eq!(
             seen(&next),
             seen(&fresh),
             "step {step} ({what}): incremental and fresh translate differ"
         );
         // Count how much was reused, to know the test exercises reuse at all.
-        steps += next.reuse.ingresses.len();
-        reused += next
-            .reuse
+        steps += memo.ingresses.len();
+        reused += memo
             .ingresses
             .iter()
-            .filter(|(k, c)| {
-                served
-                    .reuse
-                    .ingresses
-                    .get(*k)
-                    .is_some_and(|p| Arc::ptr_eq(p, c))
-            })
+            .filter(|(k, c)| before.get(*k).is_some_and(|p| Arc::ptr_eq(p, c)))
             .count();
-        served = next;
     }
     assert!(
         reused * 2 > steps,
