@@ -4,8 +4,8 @@ pub mod endpoint_keys;
 pub mod policy;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::uri::Authority;
 
