@@ -87,7 +87,9 @@ fn answer(shared: &Shared, req: &Request<Incoming>, routes: bool) -> Response<Fu
     }
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if shared.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" if shared.readiness.is_ready() => {
+            reply(StatusCode::OK, "text/plain", "ready\n".into())
+        }
         "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
@@ -104,13 +106,13 @@ fn answer(shared: &Shared, req: &Request<Incoming>, routes: bool) -> Response<Fu
             "/routes is turned off on this listener (--admin-routes=false)\n".into(),
         ),
         "/routes" => {
-            let snapshot = shared.snapshot.load();
+            let snapshot = shared.snapshot();
             let body = serde_json::json!({
                 "hosts": crate::translate::describe_routes(&snapshot),
                 "ingresses": snapshot.owned_ingresses.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                 "warnings": snapshot.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
                 "tls": snapshot.tls.describe(),
-                "acme": *shared.acme_challenges.certificates(),
+                "acme": *shared.challenges.http01.certificates(),
             });
             reply(StatusCode::OK, "application/json", format!("{body:#}\n"))
         }

@@ -12,7 +12,6 @@
 //!   `duration - renew`, before anyone else may take the Lease over;
 //! - a leader that shuts down releases the Lease, so the next one takes over at once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -23,7 +22,7 @@ use kube::api::PostParams;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::shared::Shared;
+use crate::shared::Leadership;
 
 /// Where the Lease is and how it is held.
 #[derive(Clone, Debug)]
@@ -103,9 +102,9 @@ impl Elector {
         }
     }
 
-    /// Campaigns and renews until `stop`, publishing leadership in [`Shared::leader`]; releases
+    /// Campaigns and renews until `stop`, publishing it in `leadership`; releases
     /// the Lease on the way out if it holds it.
-    pub async fn run(mut self, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, leadership: Leadership, mut stop: watch::Receiver<bool>) {
         tracing::info!(
             lease = %format!("{}/{}", self.settings.namespace, self.settings.name),
             identity = %self.settings.identity,
@@ -140,7 +139,7 @@ impl Elector {
                     self.leading && fresh
                 }
             };
-            self.set_leading(&shared, leading);
+            self.set_leading(&leadership, leading);
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.renew) => {}
                 _ = stop.changed() => break,
@@ -148,11 +147,11 @@ impl Elector {
         }
         if self.leading {
             self.release().await;
-            self.set_leading(&shared, false);
+            self.set_leading(&leadership, false);
         }
     }
 
-    fn set_leading(&mut self, shared: &Shared, leading: bool) {
+    fn set_leading(&mut self, leadership: &Leadership, leading: bool) {
         if leading != self.leading {
             if leading {
                 tracing::info!(identity = %self.settings.identity, "became the leader: writing Ingress status and Events");
@@ -161,7 +160,7 @@ impl Elector {
             }
         }
         self.leading = leading;
-        shared.set_leader(leading);
+        leadership.set(leading);
     }
 
     /// Reads the Lease and creates, renews or takes it over if this replica may. `Ok(true)` when

@@ -42,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(settings) = &config.tracing {
         let (tracer, export) = otel::Tracer::new(settings);
         tokio::spawn(export);
-        let _ = shared.tracer.set(tracer);
+        let _ = shared.plane.tracer.set(tracer);
     }
     let http = proxy::server::bind(config.http_listen)
         .with_context(|| format!("cannot listen on --http-listen {}", config.http_listen))?;
@@ -51,7 +51,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let https = proxy::server::bind(config.https_listen)
         .with_context(|| format!("cannot listen on --https-listen {}", config.https_listen))?;
     let fallback_cert = tls::self_signed().map_err(anyhow::Error::msg)?;
-    let resolver = Arc::new(proxy::sni::CertResolver::new(shared.clone(), fallback_cert));
+    let resolver = Arc::new(proxy::sni::CertResolver::new(
+        shared.plane.clone(),
+        fallback_cert,
+    ));
     let tls_config = tls::server_config(resolver).context("cannot set up TLS")?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -75,13 +78,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin_stop_rx,
     ));
     let http_task = tokio::spawn(proxy::server::run_http(
-        shared.clone(),
+        shared.plane.clone(),
         http,
         config.server.clone(),
         stop_rx.clone(),
     ));
     let https_task = tokio::spawn(proxy::server::run_https(
-        shared.clone(),
+        shared.plane.clone(),
         https,
         tls_config,
         config.server.clone(),
@@ -91,7 +94,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     // Not ready at once, so load balancers stop sending; serving goes on for the delay, as
     // endpoints are removed from Services with some lag, then the listeners stop and drain.
-    shared.start_draining();
+    shared.readiness.start_draining();
     if !config.shutdown_delay.is_zero() {
         tracing::info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving for the shutdown delay");
         tokio::time::sleep(config.shutdown_delay).await;
@@ -126,7 +129,7 @@ fn watch_manifests(
     config: &Config,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    shared.set_leader(true);
+    shared.leadership.set(true);
     let mut manifests = ManifestDir::new(dir);
     // ACME keeps its account, orders and certificates under --state-dir; the certificates come
     // back through this source as Secrets.
@@ -175,7 +178,7 @@ fn load_manifests(
     for file in &report.resolved {
         tracing::info!(path = %file.display(), "manifests loaded again");
     }
-    if report.changed || report.problems_changed || !shared.is_ready() {
+    if report.changed || report.problems_changed || !shared.readiness.is_ready() {
         rebuilder.rebuild(shared, dir.objects(), dir.warnings());
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod balance;
 pub mod challenge;
 pub mod connector;
 pub mod error;
+pub mod external_auth;
 pub mod headers;
 pub mod policy;
 pub mod record;
@@ -34,7 +35,7 @@ pub use crate::body::{BoxBody, BoxError, short_response};
 pub use error::{ErrorKind, ProxyError};
 use record::Record;
 
-use crate::shared::Shared;
+use crate::shared::DataPlane;
 use crate::snapshot::Backend;
 
 /// What a connection knows about itself, for every request on it.
@@ -142,17 +143,17 @@ impl ConnInfo {
 
 /// Handles one request from a client.
 pub async fn handle(
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    let span = match shared.tracer.get() {
+    let span = match plane.tracer.get() {
         Some(tracer) => tracer.start(req.headers_mut()),
         None => None,
     };
-    let mut record = Record::start(&shared.metrics, &conn, &req, shared.access_log);
+    let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
     record.span = span;
-    match serve(&shared, &conn, req, &mut record).await {
+    match serve(&plane, &conn, req, &mut record).await {
         Ok(resp) => resp.finish(record),
         Err(err) => {
             if err.kind.side() == error::Side::Upstream {
@@ -182,6 +183,13 @@ impl Answer {
         }
     }
 
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Done(resp) => resp.status(),
+            Answer::Upstream(resp) => resp.status(),
+        }
+    }
+
     fn finish(self, record: Record) -> Response<BoxBody> {
         match self {
             Answer::Done(resp) => record.respond(resp),
@@ -192,25 +200,20 @@ impl Answer {
 
 /// The phases, in order.
 async fn serve(
-    shared: &Shared,
+    plane: &DataPlane,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
     if let Some(resp) =
-        challenge::answer_http01(&shared.acme_challenges, &shared.metrics, req.uri().path())
+        challenge::answer_http01(&plane.challenges.http01, &plane.metrics, req.uri().path())
     {
         return Ok(Answer::Done(resp));
     }
-    let route = route::route(&shared.snapshot.load(), &req)?;
+    let route = route::route(&plane.snapshot.load(), &req)?;
     record.route = Some(route.clone());
-    // A route without policy pays one pointer test.
-    if let Some(policy) = &route.policy
-        && let Some(answer) = policy::check(&shared.policy, policy, conn, &req).await?
-    {
-        return Ok(Answer::Done(answer));
-    }
+    // HTTPS first, as ingress-nginx does: credentials and auth cookies never go over plain HTTP.
     if route.ssl_redirect
         && conn.scheme == "http"
         && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
@@ -221,6 +224,16 @@ async fn serve(
             req.uri(),
             conn.https_port,
         )));
+    }
+    // A route without policy pays one pointer test.
+    let mut auth_cookies = None;
+    if let Some(policy) = &route.policy {
+        if let Some(answer) =
+            policy::check(&plane.policy, &plane.upstreams, policy, conn, &mut req).await?
+        {
+            return Ok(Answer::Done(answer));
+        }
+        auth_cookies = req.extensions_mut().remove::<external_auth::AuthCookies>();
     }
     let cors = route
         .policy
@@ -240,11 +253,11 @@ async fn serve(
             // Affinity and hashing see the request as the client sent it.
             let choice = if route.policy.is_none() && canary.is_none() {
                 balance::Choice {
-                    candidates: shared.upstreams.candidates(backend),
+                    candidates: plane.upstreams.candidates(backend),
                     sticky: None,
                 }
             } else {
-                balance::choose(&shared.upstreams, &route, canary, backend, conn, &req)
+                balance::choose(&plane.upstreams, &route, canary, backend, conn, &req)
             };
             let mut req = req;
             if let Some(rewrite) = &route.rewrite {
@@ -252,7 +265,7 @@ async fn serve(
             }
             let upstream_policy = policy::route_upstream(&route, conn);
             let mut answer = upstream::forward(
-                &shared.upstreams,
+                &plane.upstreams,
                 conn,
                 backend,
                 choice.candidates,
@@ -269,6 +282,10 @@ async fn serve(
     }?;
     if let Some((cors, origin)) = cors {
         policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
+    }
+    if let Some(cookies) = auth_cookies {
+        let status = answer.status();
+        cookies.add_to(status, answer.headers_mut());
     }
     Ok(answer)
 }

@@ -1,4 +1,13 @@
-//! The state every listener shares: the current snapshot, metrics, readiness.
+//! The process's shared state, split by role so each part goes only where it is needed:
+//!
+//! - [`DataPlane`]: what the proxy listeners serve from (snapshot, upstreams, policy state,
+//!   metrics). The listeners get this and nothing else.
+//! - [`ChallengeAnswers`]: ACME answers; the ACME manager (or the cluster mirror) writes them, the
+//!   listeners answer them.
+//! - [`Leadership`]: whether this replica leads; leader election sets it, status and ACME follow it.
+//! - [`Readiness`]: ready once a configuration is in service, not ready from shutdown on.
+//!
+//! [`Shared`] bundles them for the wiring (sources, ACME, admin) and publishes snapshots.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +19,8 @@ use crate::metrics::Metrics;
 use crate::proxy::upstream::{UpstreamSettings, Upstreams};
 use crate::snapshot::Snapshot;
 
-/// Shared by the proxy listeners, the admin listener and the sources.
-pub struct Shared {
+/// Everything the data plane reads per request.
+pub struct DataPlane {
     /// What requests are served from; swapped whole on every change, read without locks.
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
@@ -20,69 +29,124 @@ pub struct Shared {
     pub access_log: bool,
     /// Set with `--otlp-endpoint`: requests then carry trace context and export spans.
     pub tracer: std::sync::OnceLock<crate::otel::Tracer>,
+    /// ACME challenge answers, given on every host.
+    pub challenges: Arc<ChallengeAnswers>,
+    /// What the policy phase keeps between requests (authentication results, rate limits).
+    pub policy: crate::proxy::policy::State,
+}
+
+/// ACME challenge answers the listeners give.
+#[derive(Default)]
+pub struct ChallengeAnswers {
+    /// HTTP-01 answers the plain-HTTP listener gives, on every host.
+    pub http01: crate::acme::Challenges,
+    /// TLS-ALPN-01 challenge certificates the HTTPS listener answers with, by SNI.
+    pub alpn: crate::tls::AlpnChallenges,
+}
+
+/// Whether this replica leads: only the leader writes Ingress status and Events and places
+/// ACME orders. Set by leader election in a cluster; a process reading manifests leads alone.
+/// Cloning it gives another handle on the same state.
+#[derive(Clone)]
+pub struct Leadership {
+    leading: Arc<tokio::sync::watch::Sender<bool>>,
+    gauge: prometheus::IntGauge,
+}
+
+// === impl Leadership ===
+
+impl Leadership {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        Self {
+            leading: Arc::new(tokio::sync::watch::Sender::new(false)),
+            gauge,
+        }
+    }
+
+    /// Whether this replica is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Follows leadership changes (`changed()` fires on every change).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    pub fn set(&self, leading: bool) {
+        self.gauge.set(i64::from(leading));
+        self.leading.send_if_modified(|current| {
+            let changed = *current != leading;
+            *current = leading;
+            changed
+        });
+    }
+}
+
+/// Ready once the first full configuration is in service, until shutdown starts.
+#[derive(Default)]
+pub struct Readiness {
     loaded: AtomicBool,
     draining: AtomicBool,
-    /// Whether this replica leads: only the leader writes Ingress status and Events and places
-    /// ACME orders. Set by leader election in a cluster; a process reading manifests leads alone.
-    leader: tokio::sync::watch::Sender<bool>,
-    /// TLS-ALPN-01 challenge certificates the HTTPS listener answers with.
-    pub alpn_challenges: crate::tls::AlpnChallenges,
-    /// HTTP-01 challenge answers the plain-HTTP listener gives, on every host.
-    pub acme_challenges: crate::acme::Challenges,
+}
+
+// === impl Readiness ===
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// The roles together, for the parts of the process that wire them (sources, ACME, admin).
+pub struct Shared {
+    pub plane: Arc<DataPlane>,
+    /// The same as `plane.metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The same as `plane.challenges`.
+    pub challenges: Arc<ChallengeAnswers>,
+    pub leadership: Leadership,
+    pub readiness: Readiness,
     /// Counts published snapshots, so tasks (the ACME manager) can wait for the next one.
     published: tokio::sync::watch::Sender<u64>,
-    /// What the policy phase keeps between requests (authentication results).
-    pub policy: crate::proxy::policy::State,
 }
 
 // === impl Shared ===
 
 impl Shared {
     pub fn new(upstream: UpstreamSettings, access_log: bool) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let challenges = Arc::new(ChallengeAnswers::default());
         Arc::new(Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            metrics: Arc::new(Metrics::new()),
-            upstreams: Upstreams::new(upstream),
-            access_log,
-            tracer: std::sync::OnceLock::new(),
-            loaded: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            leader: tokio::sync::watch::Sender::new(false),
-            alpn_challenges: crate::tls::AlpnChallenges::default(),
-            acme_challenges: crate::acme::Challenges::default(),
+            plane: Arc::new(DataPlane {
+                snapshot: ArcSwap::from_pointee(Snapshot::default()),
+                metrics: metrics.clone(),
+                upstreams: Upstreams::new(upstream),
+                access_log,
+                tracer: std::sync::OnceLock::new(),
+                challenges: challenges.clone(),
+                policy: Default::default(),
+            }),
+            leadership: Leadership::new(metrics.leader.clone()),
+            metrics,
+            challenges,
+            readiness: Readiness::default(),
             published: tokio::sync::watch::Sender::new(0),
-            policy: Default::default(),
         })
     }
 
-    /// Fires (`changed()`) after each snapshot put in service; read it from `snapshot`.
+    /// The snapshot in service.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.plane.snapshot.load_full()
+    }
+
+    /// Fires (`changed()`) after each snapshot put in service; read it with [`Shared::snapshot`].
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.published.subscribe()
-    }
-
-    /// Answers TLS-ALPN-01 validation handshakes for `host` (SNI, any case) with `cert` from
-    /// now on; `None` stops. Takes effect for the next handshake, on every listener.
-    pub fn set_alpn_challenge(&self, host: &str, cert: Option<Arc<rustls::sign::CertifiedKey>>) {
-        self.alpn_challenges.set(host, cert);
-    }
-
-    /// Whether this replica is the leader right now.
-    pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
-    }
-
-    /// Follows leadership changes (`changed()` fires on every change).
-    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.leader.subscribe()
-    }
-
-    pub fn set_leader(&self, leading: bool) {
-        self.metrics.leader.set(i64::from(leading));
-        self.leader.send_if_modified(|current| {
-            let changed = *current != leading;
-            *current = leading;
-            changed
-        });
     }
 
     /// Puts a new snapshot in service: in-flight requests finish on the one they started with.
@@ -105,18 +169,9 @@ impl Shared {
             translate_ms = built_in.as_millis() as u64,
             "configuration in service"
         );
-        self.snapshot.store(Arc::new(snapshot));
-        self.loaded.store(true, Ordering::Release);
+        self.plane.snapshot.store(Arc::new(snapshot));
+        self.readiness.loaded.store(true, Ordering::Release);
         self.published.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Ready once the first full configuration is in service, until shutdown starts.
-    pub fn is_ready(&self) -> bool {
-        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
-    }
-
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
     }
 }
 

@@ -25,7 +25,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::objects::{ObjectKey, Objects};
-use crate::shared::Shared;
+use crate::shared::Leadership;
 use crate::snapshot::Snapshot;
 use crate::sources::kube::debounce::DEBOUNCE;
 use crate::sources::kube::metrics::KubeMetrics;
@@ -232,7 +232,7 @@ impl Writer {
     /// `stop`. Failed writes are retried every couple of seconds.
     pub async fn run(
         mut self,
-        shared: Arc<Shared>,
+        leadership: Leadership,
         mut in_service: watch::Receiver<Option<Arc<InService>>>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -241,7 +241,7 @@ impl Writer {
                 "no --publish-service or --publish-address: Ingress status is not written"
             );
         }
-        let mut leadership = shared.leadership();
+        let mut leadership = leadership.subscribe();
         let nodes_changed = self.watch_ctx.changes.clone();
         loop {
             let leading = *leadership.borrow_and_update();

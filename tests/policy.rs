@@ -55,7 +55,7 @@ async fn a_refused_route_answers_503_naming_the_ingress_and_the_reason() {
     let gh = gateway(
         web,
         &[ingress("oauth")
-            .annotation(&ng("auth-url"), "http://127.0.0.1:1/auth")
+            .annotation(&ng("auth-snippet"), "proxy_set_header X-Auth 1;")
             .prefix("app.test", "/", svc("web", 80))
             .yaml()],
         &[],
@@ -63,7 +63,9 @@ async fn a_refused_route_answers_503_naming_the_ingress_and_the_reason() {
     let (status, body) = get(&gh.client_for(&["app.test"]), "http://app.test/x", &[]).await;
     assert_eq!(status, 503);
     assert!(
-        body.contains("Ingress default/oauth is not served: nginx.ingress.kubernetes.io/auth-url"),
+        body.contains(
+            "Ingress default/oauth is not served: nginx.ingress.kubernetes.io/auth-snippet"
+        ),
         "{body}"
     );
     assert!(!body.contains("\"origin\""), "reached the backend: {body}");

@@ -119,7 +119,7 @@ impl Manager {
             if *stop.borrow() {
                 return;
             }
-            let snapshot = self.shared.snapshot.load_full();
+            let snapshot = self.shared.snapshot();
             let leader = *may_order.borrow();
             let wake = self.review(&snapshot, &mut tracked, leader, &done_tx, &mut metrics);
             let sleep = wake
@@ -271,7 +271,7 @@ impl Manager {
                 let _ = done_tx.send(done).await;
             });
         }
-        self.shared.acme_challenges.set_certificates(statuses);
+        self.shared.challenges.http01.set_certificates(statuses);
         metrics.observe_renewals(&renewals);
         metrics.observe_tls(&snapshot.tls);
         wake
@@ -311,7 +311,7 @@ impl Manager {
             account,
             directory: &self.settings.directory,
             store: &*self.store,
-            shared: &self.shared,
+            challenges: &self.shared.challenges,
             kind: self.settings.challenge,
             dns01: self.dns01.as_ref(),
         };
@@ -484,7 +484,7 @@ pub fn spawn(
                 tracing::warn!(directory = %settings.directory, "{warning}");
             }
             let manager = Manager::new(shared.clone(), settings.clone(), store)?;
-            tokio::spawn(manager.run(metrics, shared.leadership(), stop));
+            tokio::spawn(manager.run(metrics, shared.leadership.subscribe(), stop));
         }
         None => {
             tokio::spawn(warn_unserved(shared.clone(), metrics, stop));
@@ -502,7 +502,7 @@ async fn warn_unserved(
     let mut snapshots = shared.subscribe();
     let mut warned = std::collections::HashSet::new();
     loop {
-        let snapshot = shared.snapshot.load_full();
+        let snapshot = shared.snapshot();
         metrics.observe_tls(&snapshot.tls);
         for want in &snapshot.acme {
             if warned.insert(want.secret.clone()) {

@@ -19,7 +19,7 @@ use super::dns01::{self, Dns01, TxtRecord};
 use super::store::{Issued, NotManaged, Store};
 use super::{AcmeWant, ChallengeKind, FailureKind};
 use crate::objects::ObjectKey;
-use crate::shared::Shared;
+use crate::shared::ChallengeAnswers;
 
 /// How long to wait for the CA to validate, then to issue.
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -105,9 +105,8 @@ pub struct OrderContext<'a> {
     /// The directory URL the account belongs to, recorded with the certificate.
     pub directory: &'a str,
     pub store: &'a dyn Store,
-    /// Where challenge answers go: HTTP-01 to its `acme_challenges`, TLS-ALPN-01 to the TLS
-    /// resolver through `set_alpn_challenge`.
-    pub shared: &'a Shared,
+    /// Where challenge answers go (HTTP-01 and TLS-ALPN-01; DNS-01 goes to `dns01`).
+    pub challenges: &'a ChallengeAnswers,
     /// The challenge for names that are not wildcards (those always take DNS-01).
     pub kind: ChallengeKind,
     /// Where DNS-01 answers go, if configured.
@@ -159,7 +158,7 @@ async fn obtain_and_store(ctx: &OrderContext<'_>, want: &AcmeWant) -> Result<Iss
         }
     };
 
-    let mut answers = Answers::new(ctx.shared);
+    let mut answers = Answers::new(ctx.challenges);
     let chain_pem = validate_and_finalize(ctx, want, &mut order, &key_pem, &mut answers).await;
     withdraw(answers, ctx.store, ctx.dns01, &want.secret).await;
     let chain_pem = chain_pem?;
@@ -401,7 +400,7 @@ pub fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, 
 /// should the order task be dropped midway, when dropped (all but DNS records, which need the
 /// network: those are only reported).
 pub(super) struct Answers<'a> {
-    shared: &'a Shared,
+    challenges: &'a ChallengeAnswers,
     tokens: Vec<String>,
     hosts: Vec<String>,
     dns: Vec<TxtRecord>,
@@ -410,9 +409,9 @@ pub(super) struct Answers<'a> {
 // === impl Answers ===
 
 impl<'a> Answers<'a> {
-    pub(super) fn new(shared: &'a Shared) -> Self {
+    pub(super) fn new(challenges: &'a ChallengeAnswers) -> Self {
         Self {
-            shared,
+            challenges,
             tokens: Vec::new(),
             hosts: Vec::new(),
             dns: Vec::new(),
@@ -420,14 +419,12 @@ impl<'a> Answers<'a> {
     }
 
     pub(super) fn http01(&mut self, token: &str, key_authorization: &str) {
-        self.shared
-            .acme_challenges
-            .add_http01(token, key_authorization);
+        self.challenges.http01.add_http01(token, key_authorization);
         self.tokens.push(token.to_owned());
     }
 
     pub(super) fn tls_alpn01(&mut self, host: &str, cert: Arc<CertifiedKey>) {
-        self.shared.set_alpn_challenge(host, Some(cert));
+        self.challenges.alpn.set(host, Some(cert));
         self.hosts.push(host.to_owned());
     }
 
@@ -439,10 +436,10 @@ impl<'a> Answers<'a> {
     /// shared copies can go too.
     fn take_down(&mut self) -> (Vec<String>, Vec<String>) {
         for token in &self.tokens {
-            self.shared.acme_challenges.remove_http01(token);
+            self.challenges.http01.remove_http01(token);
         }
         for host in &self.hosts {
-            self.shared.set_alpn_challenge(host, None);
+            self.challenges.alpn.set(host, None);
         }
         (
             std::mem::take(&mut self.tokens),

@@ -428,18 +428,18 @@ impl Store for MemoryStore {
 
 #[tokio::test]
 async fn answers_are_withdrawn_here_and_in_the_store_when_the_order_is_over() {
-    let shared = crate::shared::Shared::new(Default::default(), false);
+    let challenges = crate::shared::ChallengeAnswers::default();
     let store = MemoryStore::default();
-    let mut answers = Answers::new(&shared);
+    let mut answers = Answers::new(&challenges);
     answers.http01("tok-1", "tok-1.thumb");
     let cert = alpn_certificate("a.example.com", &[7; 32]).expect("cert");
     answers.tls_alpn01("a.example.com", cert);
-    assert!(shared.acme_challenges.http01("tok-1").is_some());
-    assert!(shared.alpn_challenges.get("a.example.com").is_some());
+    assert!(challenges.http01.http01("tok-1").is_some());
+    assert!(challenges.alpn.get("a.example.com").is_some());
 
     withdraw(answers, &store, None, &ObjectKey::new("web", "a-tls")).await;
-    assert_eq!(shared.acme_challenges.http01("tok-1"), None);
-    assert!(shared.alpn_challenges.get("a.example.com").is_none());
+    assert_eq!(challenges.http01.http01("tok-1"), None);
+    assert!(challenges.alpn.get("a.example.com").is_none());
     assert_eq!(
         *store.withdrawn.lock().expect("lock"),
         vec![(hosts(&["tok-1"]), hosts(&["a.example.com"]))],
@@ -449,11 +449,11 @@ async fn answers_are_withdrawn_here_and_in_the_store_when_the_order_is_over() {
 
 #[test]
 fn answers_of_an_interrupted_order_come_down_when_dropped() {
-    let shared = crate::shared::Shared::new(Default::default(), false);
-    let mut answers = Answers::new(&shared);
+    let challenges = crate::shared::ChallengeAnswers::default();
+    let mut answers = Answers::new(&challenges);
     answers.http01("tok-2", "tok-2.thumb");
     drop(answers);
-    assert_eq!(shared.acme_challenges.http01("tok-2"), None);
+    assert_eq!(challenges.http01.http01("tok-2"), None);
 }
 
 // === metrics ===

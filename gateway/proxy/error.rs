@@ -37,6 +37,9 @@ pub enum ErrorKind {
     /// The client is over the route's request rate (503, ingress-nginx's default
     /// `limit-req-status-code`).
     TooManyRequests,
+    /// The external authentication service (`auth-url`) could not be asked, or answered
+    /// something other than 2xx, 401 or 403 (500, as ingress-nginx answers it).
+    AuthFailed,
     /// The request body is larger than the route allows (413).
     BodyTooLarge,
     /// The client stopped sending its request body before it was complete (408).
@@ -57,7 +60,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metrics that show all of them from the start.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::NoEndpoint,
@@ -65,6 +68,7 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::Unauthorized,
         ErrorKind::TooManyRequests,
+        ErrorKind::AuthFailed,
         ErrorKind::BodyTooLarge,
         ErrorKind::ClientBodyTimeout,
         ErrorKind::ConnectFailed,
@@ -84,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::TooManyRequests => "rate_limited",
+            ErrorKind::AuthFailed => "auth_failed",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::ClientBodyTimeout => "client_body_timeout",
             ErrorKind::ConnectFailed => "connect_failed",
@@ -107,7 +112,12 @@ impl ErrorKind {
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamBodyCut => Side::Upstream,
-            ErrorKind::NoRoute | ErrorKind::NoEndpoint | ErrorKind::PolicyRefused => Side::Internal,
+            // The auth service is neither the client nor the backend; its failures are logged
+            // where they happen, with the auth URL.
+            ErrorKind::NoRoute
+            | ErrorKind::NoEndpoint
+            | ErrorKind::PolicyRefused
+            | ErrorKind::AuthFailed => Side::Internal,
         }
     }
 
@@ -121,6 +131,7 @@ impl ErrorKind {
             }
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::AuthFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamFailed | ErrorKind::UpstreamBodyCut => {
@@ -143,6 +154,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden\n",
             ErrorKind::Unauthorized => "authentication required\n",
             ErrorKind::TooManyRequests => "too many requests from this address\n",
+            ErrorKind::AuthFailed => "authentication service failed\n",
             ErrorKind::BodyTooLarge => "request body too large\n",
             ErrorKind::ClientBodyTimeout => "request body not received in time\n",
             ErrorKind::ConnectFailed | ErrorKind::UpstreamFailed | ErrorKind::UpstreamBodyCut => {

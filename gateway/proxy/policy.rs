@@ -1,7 +1,7 @@
 //! The policy phase: what a route's typed policy allows this request (access rules, redirects,
 //! body limits). Policies are parsed when the configuration changes; here they are only
 //! applied, in ingress-nginx's order: refused, redirect, app-root, source rules (403),
-//! authentication (401).
+//! authentication (401; external authentication in [`super::external_auth`]).
 //!
 //! What the phase keeps between requests ([`State`]) lives beside the snapshot, never in it:
 //! a new snapshot's routes start with nothing cached.
@@ -17,9 +17,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 
 use super::ConnInfo;
 use super::error::{ErrorKind, ProxyError};
+use super::external_auth;
 use super::headers::X_FORWARDED_FOR;
 use super::request_body::BodyLimits;
-use super::upstream::RouteUpstream;
+use super::upstream::{RouteUpstream, Upstreams};
 use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
 use crate::snapshot::policy::{
@@ -136,12 +137,14 @@ impl State {
     }
 }
 
-/// Lets the request on (`None`), answers it (`Some`: a redirect), or fails it (403, 401, 503).
+/// Lets the request on (`None`; external authentication may have added headers to it), answers
+/// it (`Some`: a redirect), or fails it (403, 401, 503, 500).
 pub async fn check<B>(
     state: &State,
+    upstreams: &Upstreams,
     policy: &Arc<RoutePolicy>,
     conn: &ConnInfo,
-    req: &Request<B>,
+    req: &mut Request<B>,
 ) -> Result<Option<Response<BoxBody>>, ProxyError> {
     if let Access::Refused(reason) = &policy.access {
         return Err(ProxyError::with_body(
@@ -176,8 +179,10 @@ pub async fn check<B>(
         }
         return Ok(Some(resp));
     }
-    if let Access::Restricted(rules) = &policy.access {
-        check_access(state, rules, conn, req).await?;
+    if let Access::Restricted(rules) = &policy.access
+        && let Some(answer) = check_access(state, upstreams, rules, conn, req).await?
+    {
+        return Ok(Some(answer));
     }
     let limits = &policy.limits;
     if limits.rps.is_some() || limits.rpm.is_some() {
@@ -311,12 +316,14 @@ pub fn rewrite<B>(
 
 /// Source rules then authentication. `deny` always refuses; with `satisfy any`, a client
 /// outside `allow` may still pass by authenticating (ingress-nginx's office-or-password).
+/// `Some`: the answer instead of the backend's (external authentication's sign-in redirect).
 async fn check_access<B>(
     state: &State,
+    upstreams: &Upstreams,
     rules: &AccessRules,
     conn: &ConnInfo,
-    req: &Request<B>,
-) -> Result<(), ProxyError> {
+    req: &mut Request<B>,
+) -> Result<Option<Response<BoxBody>>, ProxyError> {
     if rules.has_source_rules() {
         let client = client(conn, req);
         if rules.deny.as_ref().is_some_and(|d| d.contains(client)) {
@@ -324,7 +331,13 @@ async fn check_access<B>(
         }
         let allowed = rules.allow.as_ref().is_none_or(|a| a.contains(client));
         match (allowed, rules.satisfy) {
-            (true, Satisfy::Any) => return Ok(()),
+            (true, Satisfy::Any) => {
+                // Not asked: nothing the auth service would set may come from the client.
+                if let Some(external) = &rules.external {
+                    external_auth::strip_response_headers(external, req);
+                }
+                return Ok(None);
+            }
             (false, Satisfy::All) => return Err(ErrorKind::Forbidden.into()),
             (false, Satisfy::Any) if !rules.has_auth() => {
                 return Err(ErrorKind::Forbidden.into());
@@ -335,7 +348,11 @@ async fn check_access<B>(
     if let Some(basic) = &rules.basic {
         check_basic(state, basic, req).await?;
     }
-    Ok(())
+    if let Some(external) = &rules.external {
+        let client = client(conn, req);
+        return external_auth::check(upstreams, external, conn, client, req).await;
+    }
+    Ok(None)
 }
 
 /// The client address the source rules see.

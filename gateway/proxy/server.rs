@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::ConnInfo;
-use crate::shared::Shared;
+use crate::shared::DataPlane;
 
 /// Limits of the client side.
 #[derive(Clone, Debug)]
@@ -113,7 +113,7 @@ impl Default for Drain {
 /// connection that has not sent a first request within `header_timeout` is closed; one whose
 /// client abandons too many requests is closed gracefully (GOAWAY).
 pub async fn serve_connection<IO>(
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     drain: &Drain,
     io: IO,
@@ -124,19 +124,19 @@ pub async fn serve_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
-    let gauge = shared
+    let gauge = plane
         .metrics
         .active_connections
         .with_label_values(&[listener]);
     let requested = Arc::new(AtomicBool::new(false));
     let service = service_fn({
-        let (requested, info, shared) = (requested.clone(), info.clone(), shared.clone());
+        let (requested, info, plane) = (requested.clone(), info.clone(), plane.clone());
         move |req| {
             requested.store(true, Ordering::Relaxed);
-            let (shared, info) = (shared.clone(), info.clone());
+            let (plane, info) = (plane.clone(), info.clone());
             // Boxed: hyper keeps room for one in-flight request future per connection, so an
             // unboxed (large) future would be paid for by every idle connection.
-            Box::pin(async move { Ok::<_, Infallible>(super::handle(shared, info, req).await) })
+            Box::pin(async move { Ok::<_, Infallible>(super::handle(plane, info, req).await) })
         }
     });
     let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
@@ -187,7 +187,7 @@ pub async fn serve_connection<IO>(
                 () = info.too_many_resets.notified(), if !closing => {
                     closing = true;
                     tracing::info!(client = %info.remote, "client abandons requests faster than it lets them finish; closing its connection");
-                    shared.metrics.proxy_errors.with_label_values(&["too_many_resets"]).inc();
+                    plane.metrics.proxy_errors.with_label_values(&["too_many_resets"]).inc();
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -199,7 +199,7 @@ pub async fn serve_connection<IO>(
 
 /// Accepts plain-HTTP connections until `shutdown` fires, then drains them.
 pub async fn run_http(
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     listener: TcpListener,
     settings: ServerSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -212,7 +212,7 @@ pub async fn run_http(
         tokio::select! {
             (stream, remote) = accept(&listener) => {
                 let info = ConnInfo::new(remote, "http", port.clone(), &settings);
-                serve_connection(shared.clone(), builder.clone(), &drain, stream, info, "http", &settings).await;
+                serve_connection(plane.clone(), builder.clone(), &drain, stream, info, "http", &settings).await;
             }
             _ = shutdown.changed() => break,
         }
@@ -242,7 +242,7 @@ pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAdd
 /// of their own, so a slow client never holds up the accept loop; finished ones come back here
 /// to be served and drained like plain connections.
 pub async fn run_https(
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     settings: ServerSettings,
@@ -258,16 +258,16 @@ pub async fn run_https(
         tokio::select! {
             (stream, remote) = accept(&listener) => {
                 let info = ConnInfo::new(remote, "https", port.clone(), &settings);
-                let (shared, acceptor, done_tx) = (shared.clone(), acceptor.clone(), done_tx.clone());
+                let (plane, acceptor, done_tx) = (plane.clone(), acceptor.clone(), done_tx.clone());
                 let timeout = settings.header_timeout;
                 tokio::spawn(async move {
-                    if let Some(tls) = tls_handshake(&shared, &acceptor, stream, timeout).await {
+                    if let Some(tls) = tls_handshake(&plane, &acceptor, stream, timeout).await {
                         let _ = done_tx.send((tls, info)).await;
                     }
                 });
             }
             Some((tls, info)) = done_rx.recv() => {
-                serve_connection(shared.clone(), builder.clone(), &drain, tls, info, "https", &settings).await;
+                serve_connection(plane.clone(), builder.clone(), &drain, tls, info, "https", &settings).await;
             }
             _ = shutdown.changed() => break,
         }
@@ -279,7 +279,7 @@ pub async fn run_https(
 /// Completes a TLS handshake, counting it. An ACME TLS-ALPN-01 validation ends right after
 /// its handshake: that connection never carries HTTP.
 async fn tls_handshake(
-    shared: &Shared,
+    plane: &DataPlane,
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     timeout: Duration,
@@ -289,20 +289,20 @@ async fn tls_handshake(
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "TLS handshake failed");
-            shared.metrics.tls_handshake(HandshakeResult::Error);
+            plane.metrics.tls_handshake(HandshakeResult::Error);
             return None;
         }
         Err(_) => {
-            shared.metrics.tls_handshake(HandshakeResult::Timeout);
+            plane.metrics.tls_handshake(HandshakeResult::Timeout);
             return None;
         }
     };
     if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-        shared.metrics.tls_handshake(HandshakeResult::AcmeChallenge);
+        plane.metrics.tls_handshake(HandshakeResult::AcmeChallenge);
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
         return None;
     }
-    shared.metrics.tls_handshake(HandshakeResult::Ok);
+    plane.metrics.tls_handshake(HandshakeResult::Ok);
     Some(tls)
 }
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::shared::Shared;
+use crate::shared::DataPlane;
 use crate::tls::{ACME_TLS_ALPN, normalize_name};
 
 /// Picks the certificate of every handshake of the HTTPS listener.
 pub struct CertResolver {
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     /// Served when neither a host entry nor `--default-certificate` applies.
     fallback: Arc<CertifiedKey>,
 }
@@ -19,10 +19,10 @@ pub struct CertResolver {
 // === impl CertResolver ===
 
 impl CertResolver {
-    /// A resolver reading the snapshot in service of `shared`; `fallback` is the certificate
+    /// A resolver reading the snapshot in service of the data plane; `fallback` is the certificate
     /// of last resort (see [`crate::tls::self_signed`]).
-    pub fn new(shared: Arc<Shared>, fallback: Arc<CertifiedKey>) -> Self {
-        Self { shared, fallback }
+    pub fn new(plane: Arc<DataPlane>, fallback: Arc<CertifiedKey>) -> Self {
+        Self { plane, fallback }
     }
 
     /// The certificate for a server name (SNI), or for no name. `acme` says the client asked
@@ -32,11 +32,11 @@ impl CertResolver {
         if acme
             && let Some(cert) = name
                 .as_deref()
-                .and_then(|n| self.shared.alpn_challenges.get(n))
+                .and_then(|n| self.plane.challenges.alpn.get(n))
         {
             return cert;
         }
-        let snapshot = self.shared.snapshot.load();
+        let snapshot = self.plane.snapshot.load();
         let entry = name.as_deref().and_then(|n| snapshot.tls.lookup(n));
         match entry.or(snapshot.tls.default_cert()) {
             Some(cert) => cert.key.clone(),

@@ -183,6 +183,17 @@ impl Upstreams {
         }
     }
 
+    /// The client of a request to a URL outside the backends (the external authentication
+    /// service): its pools are the backends' (keyed by scheme and authority); an `https` URL is
+    /// verified against its own host name.
+    pub fn client_for_url(&self, https: bool) -> UpstreamClient<'_> {
+        if https {
+            UpstreamClient::Tls(self.https.clone())
+        } else {
+            UpstreamClient::Plain(&self.http1)
+        }
+    }
+
     fn named_client(&self, name: &Arc<str>, h2: bool) -> Arc<TlsClient> {
         let key = (name.clone(), h2);
         if let Some(client) = self.https_named.load().get(&key) {

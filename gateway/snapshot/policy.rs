@@ -156,12 +156,12 @@ impl BasicAuth {
 
 /// External authentication (`auth-url`): a subrequest per request; 2xx lets the request through
 /// (copying `response_headers` into it), 401/403 are answered (401 redirects to `signin` when
-/// set), anything else is a 500 as in ingress-nginx.
+/// set), anything else is a 500 as in ingress-nginx. Applied by `proxy::external_auth`.
 #[derive(Debug)]
 pub struct ExternalAuth {
     /// Where the subrequest goes; `$host`, `$request_uri`, … are filled in per request.
     pub url: Template,
-    /// `auth-method`; `None`: the request's own method.
+    /// `auth-method`; `None`: GET (nginx's subrequests are GETs).
     pub method: Option<Method>,
     /// `auth-signin`: where a 401 sends the client (a 302), with `redirect_param`.
     pub signin: Option<SignIn>,
@@ -176,8 +176,8 @@ pub struct ExternalAuth {
 pub struct SignIn {
     /// The sign-in URL; `$host`, `$escaped_request_uri`, … are filled in per request.
     pub url: Template,
-    /// `auth-signin-redirect-param` (default `rd`): unless `url` already has this query
-    /// parameter, `?rd=$scheme://$host$escaped_request_uri` is added (as ingress-nginx does).
+    /// `auth-signin-redirect-param` (default `rd`): `?rd=$scheme://$http_host$escaped_request_uri`
+    /// is added to `url` (as ingress-nginx does); `None` when `url` already has the parameter.
     pub redirect_param: Option<Box<str>>,
 }
 

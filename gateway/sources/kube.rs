@@ -147,9 +147,11 @@ pub async fn start(
             renew: settings.lease_renew,
         },
     );
-    tasks.push(tokio::spawn(elector.run(shared.clone(), stop.clone())));
+    tasks.push(tokio::spawn(
+        elector.run(shared.leadership.clone(), stop.clone()),
+    ));
     let leader_gauge = metrics.leader.clone();
-    let mut leadership = shared.leadership();
+    let mut leadership = shared.leadership.subscribe();
     let mut leader_stop = stop.clone();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -168,7 +170,11 @@ pub async fn start(
         metrics,
         status_watch_ctx,
     );
-    tasks.push(tokio::spawn(writer.run(shared, in_service_rx, stop)));
+    tasks.push(tokio::spawn(writer.run(
+        shared.leadership.clone(),
+        in_service_rx,
+        stop,
+    )));
     Ok(KubeSource { tasks })
 }
 
@@ -260,10 +266,10 @@ async fn rebuild_loop(
             // The runtime is shutting down.
             Err(_) => return,
         };
-        challenges.sync(&shared, &objects, &controller_namespace);
+        challenges.sync(&shared.challenges, &objects, &controller_namespace);
         in_service.send_replace(Some(Arc::new(InService {
             objects,
-            snapshot: shared.snapshot.load_full(),
+            snapshot: shared.snapshot(),
         })));
         tokio::select! {
             _ = changes.notified() => {}

@@ -9,7 +9,7 @@ use super::*;
 use crate::objects::{ObjectKey, Objects};
 use crate::proxy::sni::CertResolver;
 use crate::routing::HostMatch;
-use crate::shared::Shared;
+use crate::shared::{DataPlane, Shared};
 use crate::snapshot::Snapshot;
 use crate::sources::manifests::parse_documents;
 use crate::translate::{Memo, Settings, translate};
@@ -722,10 +722,10 @@ fn backend_protocol_https_takes_an_optional_server_name() {
 
 // === the resolver ===
 
-fn shared_with(snapshot: Snapshot) -> Arc<Shared> {
+fn shared_with(snapshot: Snapshot) -> Arc<DataPlane> {
     let shared = Shared::new(Default::default(), false);
-    shared.snapshot.store(Arc::new(snapshot));
-    shared
+    shared.plane.snapshot.store(Arc::new(snapshot));
+    shared.plane.clone()
 }
 
 #[test]
@@ -780,7 +780,10 @@ fn resolver_answers_acme_tls_alpn_with_the_challenge_certificate() {
     let host_key = snapshot.tls.lookup("a.test").unwrap().key.clone();
     let shared = shared_with(snapshot);
     let challenge = self_signed().unwrap();
-    shared.set_alpn_challenge("A.Test", Some(challenge.clone()));
+    shared
+        .challenges
+        .alpn
+        .set("A.Test", Some(challenge.clone()));
     let resolver = CertResolver::new(shared.clone(), self_signed().unwrap());
     assert!(Arc::ptr_eq(
         &resolver.choose(Some("a.test"), true),
@@ -790,7 +793,7 @@ fn resolver_answers_acme_tls_alpn_with_the_challenge_certificate() {
         Arc::ptr_eq(&resolver.choose(Some("a.test"), false), &host_key),
         "HTTP clients get the real one"
     );
-    shared.set_alpn_challenge("a.test", None);
+    shared.challenges.alpn.set("a.test", None);
     assert!(Arc::ptr_eq(
         &resolver.choose(Some("a.test"), true),
         &host_key
@@ -814,7 +817,10 @@ async fn handshake_negotiates_acme_tls_alpn_and_h2() {
     let host_der = snapshot.tls.lookup("a.test").unwrap().key.cert[0].clone();
     let shared = shared_with(snapshot);
     let challenge = self_signed().unwrap();
-    shared.set_alpn_challenge("a.test", Some(challenge.clone()));
+    shared
+        .challenges
+        .alpn
+        .set("a.test", Some(challenge.clone()));
     let server =
         server_config(Arc::new(CertResolver::new(shared, self_signed().unwrap()))).unwrap();
 

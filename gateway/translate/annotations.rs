@@ -255,6 +255,7 @@ pub fn parse(ingress: &Ingress, cx: &Context<'_>) -> Parsed {
         return parsed;
     }
     let mut p = Parser::new(all, cx);
+    p.any_host = serves_any_host(ingress);
     p.run();
     p.finish()
 }
@@ -277,6 +278,22 @@ struct Parser<'a> {
     access: AccessRules,
     canary: bool,
     ignore_snippets: bool,
+    /// The Ingress has a rule without host (or a default backend): `$host` is the client's
+    /// choice there.
+    any_host: bool,
+}
+
+/// Whether an Ingress serves requests for any host the client names.
+fn serves_any_host(ingress: &Ingress) -> bool {
+    let Some(spec) = &ingress.spec else {
+        return false;
+    };
+    spec.default_backend.is_some()
+        || spec
+            .rules
+            .iter()
+            .flatten()
+            .any(|r| r.host.as_deref().is_none_or(str::is_empty))
 }
 
 impl<'a> Parser<'a> {
@@ -355,6 +372,7 @@ impl<'a> Parser<'a> {
             access: AccessRules::default(),
             canary: false,
             ignore_snippets: false,
+            any_host: false,
         }
     }
 
@@ -786,6 +804,14 @@ impl<'a> Parser<'a> {
             return;
         };
         let url = match http_template(url_text.trim()) {
+            // The auth service's host from the request on a rule for any host: a client could
+            // name its own auth service and let itself in.
+            Ok(_) if self.any_host && authority_has_variable(url_text.trim()) => Err(
+                "its host comes from the request, and the Ingress has a rule without host (or a default backend): a client could choose the auth service that lets it in; name the auth service's host".to_owned(),
+            ),
+            other => other,
+        };
+        let url = match url {
             Ok(t) => t,
             Err(e) => {
                 self.refuse(url_key, e);
@@ -813,7 +839,7 @@ impl<'a> Parser<'a> {
                 Err(_) => self.refuse(key, "not an HTTP method"),
             }
         }
-        let param = match self.take("auth-signin-redirect-param") {
+        let param: Option<Box<str>> = match self.take("auth-signin-redirect-param") {
             Some((key, p)) if valid_token(p.trim()) => {
                 self.honour(key, "carries the original URL");
                 Some(p.trim().into())
@@ -828,9 +854,11 @@ impl<'a> Parser<'a> {
             match http_template(s.trim()) {
                 Ok(url) => {
                     self.honour(key, "a 401 redirects here");
+                    // A URL that carries the parameter itself keeps it (ingress-nginx's rule).
+                    let redirect_param = param.filter(|p| !has_query_param(s.trim(), p));
                     auth.signin = Some(SignIn {
                         url,
-                        redirect_param: param,
+                        redirect_param,
                     });
                 }
                 Err(e) => self.refuse(key, e),
@@ -1797,6 +1825,24 @@ fn http_template(text: &str) -> Result<Template, String> {
         return Err("a URL cannot contain spaces".into());
     }
     Template::parse(text, false)
+}
+
+/// Whether the host part of a URL text has a `$variable`.
+fn authority_has_variable(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|a| a.contains('$'))
+}
+
+/// Whether a URL's query has `param` with a non-empty value.
+fn has_query_param(url: &str, param: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .any(|(k, v)| k == param && !v.is_empty())
 }
 
 /// An nginx size: bytes, or with `k`, `m` or `g` (either case; binary units).

@@ -15,6 +15,29 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (the OS picks; the socket is closed before the gateway binds it).
 pub fn free_port() -> SocketAddr {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    // Ports a test binds later are picked below the kernel's ephemeral range (32768 and up by
+    // default), where no outgoing connection's source port can take them in between; picked at
+    // random, and never twice in one test process.
+    static HANDED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let seed = RandomState::new();
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    for attempt in 0u64.. {
+        let port = 10_000 + (seed.hash_one((std::process::id(), attempt)) % 22_000) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            handed.insert(port);
+            return l.local_addr().expect("addr");
+        }
+        if attempt > 1_000 {
+            break;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }

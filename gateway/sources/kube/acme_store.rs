@@ -28,7 +28,7 @@ use crate::acme::store::{
     Issued, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NotManaged, Store, managed_by_gatehouse, tls_secret,
 };
 use crate::objects::{ObjectKey, Objects};
-use crate::shared::Shared;
+use crate::shared::ChallengeAnswers;
 
 /// The ACME account's Secret in the controller's namespace.
 pub const ACCOUNT_SECRET: &str = "gatehouse-acme-account";
@@ -378,7 +378,7 @@ pub struct ChallengeMirror {
 
 impl ChallengeMirror {
     /// Brings the data plane in line with the answers Secret among `objects`' Secrets.
-    pub fn sync(&mut self, shared: &Shared, objects: &Objects, namespace: &str) {
+    pub fn sync(&mut self, challenges: &ChallengeAnswers, objects: &Objects, namespace: &str) {
         let secret = objects
             .secrets
             .get(&ObjectKey::new(namespace, CHALLENGES_SECRET));
@@ -398,11 +398,11 @@ impl ChallengeMirror {
             }
         }
         for token in self.http01.keys().filter(|t| !http01.contains_key(*t)) {
-            shared.acme_challenges.remove_http01(token);
+            challenges.http01.remove_http01(token);
         }
         for (token, answer) in &http01 {
             if self.http01.get(token) != Some(answer) {
-                shared.acme_challenges.add_http01(token, answer);
+                challenges.http01.add_http01(token, answer);
             }
         }
         for host in self
@@ -410,14 +410,14 @@ impl ChallengeMirror {
             .keys()
             .filter(|h| !tls_alpn01.contains_key(*h))
         {
-            shared.set_alpn_challenge(host, None);
+            challenges.alpn.set(host, None);
         }
         for (host, digest) in &tls_alpn01 {
             if self.tls_alpn01.get(host) == Some(digest) {
                 continue;
             }
             match crate::acme::order::alpn_certificate(host, digest) {
-                Ok(cert) => shared.set_alpn_challenge(host, Some(cert)),
+                Ok(cert) => challenges.alpn.set(host, Some(cert)),
                 Err(err) => {
                     tracing::warn!(host, error = %err, "cannot make a TLS-ALPN-01 answer from the challenges Secret")
                 }

@@ -86,10 +86,9 @@ fn challenge_mirror_follows_the_answers_secret() {
     use k8s_openapi::api::core::v1::Secret;
 
     use crate::objects::{Object, Objects};
-    use crate::proxy::upstream::UpstreamSettings;
-    use crate::shared::Shared;
+    use crate::shared::ChallengeAnswers;
 
-    let shared = Shared::new(UpstreamSettings::default(), false);
+    let challenges = ChallengeAnswers::default();
     let objects = |data: serde_json::Value| {
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": super::CHALLENGES_SECRET, "namespace": "gh"},
@@ -103,20 +102,17 @@ fn challenge_mirror_follows_the_answers_secret() {
     let mut mirror = super::ChallengeMirror::default();
     // "YQ==" is base64 of "a".
     mirror.sync(
-        &shared,
+        &challenges,
         &objects(serde_json::json!({"http01.tok1": "YQ==", "http01.bad/token": "YQ=="})),
         "gh",
     );
-    assert_eq!(shared.acme_challenges.http01("tok1").as_deref(), Some("a"));
-    assert_eq!(shared.acme_challenges.http01("bad/token"), None);
+    assert_eq!(challenges.http01.http01("tok1").as_deref(), Some("a"));
+    assert_eq!(challenges.http01.http01("bad/token"), None);
     // An answer put up by this replica's own order is not the mirror's to take down.
-    shared.acme_challenges.add_http01("own", "mine");
-    mirror.sync(&shared, &objects(serde_json::json!({})), "gh");
-    assert_eq!(shared.acme_challenges.http01("tok1"), None);
-    assert_eq!(
-        shared.acme_challenges.http01("own").as_deref(),
-        Some("mine")
-    );
+    challenges.http01.add_http01("own", "mine");
+    mirror.sync(&challenges, &objects(serde_json::json!({})), "gh");
+    assert_eq!(challenges.http01.http01("tok1"), None);
+    assert_eq!(challenges.http01.http01("own").as_deref(), Some("mine"));
 }
 
 fn gone() -> kube::runtime::watcher::Error {

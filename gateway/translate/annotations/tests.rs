@@ -391,21 +391,88 @@ fn htpasswd_lines_that_cannot_be_used_are_warned_about_and_left_out() {
 }
 
 #[test]
-fn external_auth_refuses_the_routes_until_the_request_path_applies_it() {
+fn external_auth_is_parsed_into_the_route_policy() {
     let p = parse(&[
         (&n("auth-url"), "https://auth.test/oauth2/auth?host=$host"),
-        (
-            &n("auth-signin"),
-            "https://$host/oauth2/start?rd=$escaped_request_uri",
-        ),
+        (&n("auth-signin"), "https://$host/oauth2/start"),
+        (&n("auth-signin-redirect-param"), "orig"),
         (&n("auth-method"), "post"),
+        (&n("auth-response-headers"), "X-User, X-Email"),
+        (&n("auth-request-redirect"), "https://app.test/"),
         (&n("auth-cache-key"), "$remote_user$http_authorization"),
     ]);
-    let reason = p.refused().expect("auth-url must not be served open");
-    assert!(reason.contains("auth-url: Not yet applied"), "{reason}");
-    assert_eq!(outcome(&p, &n("auth-url")).0, Status::Refused);
-    assert_eq!(outcome(&p, &n("auth-signin")).0, Status::Refused);
+    assert!(p.refused().is_none(), "{:?}", p.refused());
+    for name in [
+        "auth-url",
+        "auth-signin",
+        "auth-signin-redirect-param",
+        "auth-method",
+        "auth-response-headers",
+        "auth-request-redirect",
+    ] {
+        assert_eq!(outcome(&p, &n(name)).0, Status::Honoured, "{name}");
+    }
     assert_eq!(outcome(&p, &n("auth-cache-key")).0, Status::Ignored);
+    let auth = rules(&p).external.as_ref().expect("external auth");
+    assert_eq!(
+        auth.url.to_string(),
+        "https://auth.test/oauth2/auth?host=${host}"
+    );
+    assert_eq!(auth.method, Some(http::Method::POST));
+    assert_eq!(auth.response_headers, ["x-user", "x-email"]);
+    assert_eq!(auth.request_redirect.as_ref().unwrap(), "https://app.test/");
+    let signin = auth.signin.as_ref().expect("signin");
+    assert_eq!(signin.redirect_param.as_deref(), Some("orig"));
+}
+
+#[test]
+fn a_signin_url_carrying_the_redirect_parameter_keeps_it() {
+    for (signin, param) in [
+        ("https://$host/oauth2/start?rd=$escaped_request_uri", None),
+        ("https://$host/oauth2/start?rd=", Some("rd")),
+        ("https://$host/oauth2/start?x=1", Some("rd")),
+        ("https://$host/oauth2/start", Some("rd")),
+    ] {
+        let p = parse(&[
+            (&n("auth-url"), "https://auth.test/"),
+            (&n("auth-signin"), signin),
+        ]);
+        let auth = rules(&p).external.as_ref().expect("external auth");
+        let got = auth.signin.as_ref().unwrap().redirect_param.as_deref();
+        assert_eq!(got, param, "{signin}");
+    }
+}
+
+#[test]
+fn an_auth_url_host_from_the_request_refuses_on_a_rule_for_any_host() {
+    use k8s_openapi::api::networking::v1::{IngressRule, IngressSpec};
+    let key = ObjectKey::new("shop", "web");
+    let secrets = BTreeMap::new();
+    let cx = Context {
+        key: &key,
+        secrets: &secrets,
+        defaults: Defaults::default(),
+    };
+    for (host, url, refused) in [
+        (None, "https://$host/oauth2/auth", true),
+        (Some(""), "http://${http_x_auth}:4180/", true),
+        (None, "https://auth.test/check?for=$host", false),
+        (Some("app.test"), "https://$host/oauth2/auth", false),
+    ] {
+        let mut ing = ingress(&[(&n("auth-url"), url)]);
+        ing.spec = Some(IngressSpec {
+            rules: Some(vec![IngressRule {
+                host: host.map(str::to_owned),
+                http: None,
+            }]),
+            ..IngressSpec::default()
+        });
+        let p = super::parse(&ing, &cx);
+        assert_eq!(p.refused().is_some(), refused, "{host:?} {url}");
+        if refused {
+            assert!(refusal(&p).contains("a client could choose the auth service"));
+        }
+    }
 }
 
 #[test]
