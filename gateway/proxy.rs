@@ -8,6 +8,7 @@
 //! the answer. What the phases learn goes into the request's [`Record`], written out once when
 //! the response is over.
 
+pub mod balance;
 pub mod challenge;
 pub mod conn_limit;
 pub mod connector;
@@ -244,10 +245,12 @@ async fn serve(
         .as_ref()
         .and_then(|p| p.cors.as_ref())
         .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
-    let backend = match &route.canary {
-        Some(canary) if policy::to_canary(&canary.rules, &req) => &canary.backend,
-        _ => &route.backend,
-    };
+    // An affinity cookie keeps a client on the side that served it; otherwise the rules decide.
+    let canary = route.canary.as_deref().filter(|canary| {
+        balance::sticky_canary(&route, canary, &req)
+            .unwrap_or_else(|| policy::to_canary(&canary.rules, &req))
+    });
+    let backend = canary.map_or(&route.backend, |c| &c.backend);
     // `default-backend` / `custom-http-errors` (nothing to do for routes without them).
     let errors = route.policy.as_ref().and_then(|p| p.errors.as_ref());
     let fallback = error_pages::fallback(errors, backend);
@@ -263,19 +266,34 @@ async fn serve(
         (None, Backend::Static(site)) => Ok(Answer::Done(static_files::serve(site, req).await)),
         (None, _) => Err(ErrorKind::NoEndpoint.into()),
         (Some(backend), _) => {
+            // Affinity and hashing see the request as the client sent it; a default backend
+            // standing in for the route's Service is balanced plainly.
+            let choice = if (route.policy.is_none() && canary.is_none()) || fallback.is_some() {
+                balance::Choice {
+                    candidates: plane.upstreams.candidates(backend),
+                    sticky: None,
+                }
+            } else {
+                balance::choose(&plane.upstreams, &route, canary, backend, conn, &req)
+            };
             if let Some(rewrite) = &route.rewrite {
                 policy::rewrite(rewrite, conn, &mut req)?;
             }
             let upstream_policy = policy::route_upstream(&route, conn);
-            upstream::forward(
+            let mut answer = upstream::forward(
                 &plane.upstreams,
                 conn,
                 backend,
+                choice.candidates,
                 &upstream_policy,
                 req,
                 record,
             )
-            .await
+            .await;
+            if let (Ok(answer), Some(sticky)) = (&mut answer, &choice.sticky) {
+                sticky.set_cookie(backend, record.upstream, answer.headers_mut());
+            }
+            answer
         }
     };
     let mut answer = match capture {

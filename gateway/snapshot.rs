@@ -1,10 +1,11 @@
 //! The immutable result of [`crate::translate`]: what the data plane serves until the next change.
 
+pub mod endpoint_keys;
 pub mod policy;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::uri::Authority;
 
@@ -124,6 +125,19 @@ pub enum UpstreamProtocol {
     H2c,
     /// HTTP/1.1 over TLS, verified per `--upstream-tls-verify`.
     Https,
+    /// HTTP/2 over TLS (ALPN `h2`), verified like [`UpstreamProtocol::Https`] (gRPC servers
+    /// with TLS).
+    #[serde(rename = "h2tls")]
+    H2Tls,
+}
+
+// === impl UpstreamProtocol ===
+
+impl UpstreamProtocol {
+    /// Whether it speaks TLS to the endpoints.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Https | Self::H2Tls)
+    }
 }
 
 /// A Service port resolved to its endpoints.
@@ -142,6 +156,9 @@ pub struct ServiceBackend {
     pub tls_server_name: Option<Arc<str>>,
     /// Round-robin cursor: each request takes the next endpoint.
     next: AtomicUsize,
+    /// Cookie tokens and hash seeds of the endpoints, made on first use by a route with
+    /// affinity or `upstream-hash-by` (a new endpoint set is a new `ServiceBackend`).
+    keys: OnceLock<endpoint_keys::EndpointKeys>,
 }
 
 // === impl ServiceBackend ===
@@ -167,6 +184,7 @@ impl ServiceBackend {
             authorities: authorities.into(),
             tls_server_name: None,
             next: AtomicUsize::new(0),
+            keys: OnceLock::new(),
         }
     }
 
@@ -191,6 +209,14 @@ impl ServiceBackend {
             len,
             taken: 0,
         }
+    }
+
+    /// The endpoints' cookie tokens and hash seeds (made on the first call).
+    pub fn keys(&self) -> &endpoint_keys::EndpointKeys {
+        self.keys.get_or_init(|| {
+            let salt = format!("{}:{}", self.service, self.port);
+            endpoint_keys::EndpointKeys::new(&salt, &self.endpoints)
+        })
     }
 
     /// The URI authority of endpoint `i`.

@@ -1542,6 +1542,20 @@ fn policy_summary(policy: &RoutePolicy) -> serde_json::Value {
     if policy.cors.is_some() {
         out.insert("cors".into(), true.into());
     }
+    if let Some(a) = &policy.upstream.affinity {
+        let mode = if a.persistent {
+            "persistent"
+        } else {
+            "balanced"
+        };
+        out.insert(
+            "affinity".into(),
+            format!("cookie {} ({mode})", a.name).into(),
+        );
+    }
+    if let Some(key) = &policy.upstream.hash_by {
+        out.insert("hashBy".into(), key.to_string().into());
+    }
     serde_json::Value::Object(out)
 }
 

@@ -102,7 +102,7 @@ impl<'r> Capture<'r> {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = http::Uri::from_static("/");
         *req.version_mut() = match to.protocol {
-            UpstreamProtocol::H2c => Version::HTTP_2,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2Tls => Version::HTTP_2,
             UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,
         };
         let h = req.headers_mut();

@@ -1,6 +1,7 @@
 //! The upstream phase: balance over a backend's endpoints, connect, send, and hand the response
-//! on. Plain HTTP/1.1 goes through the owned [`Connector`]; HTTPS, h2c and protocol upgrades
-//! through hyper-util's pooled clients.
+//! on. Plain HTTP/1.1 goes through the owned [`Connector`]; HTTPS, HTTP/2 (h2c and over TLS)
+//! and protocol upgrades through hyper-util's pooled clients. Choices other than round robin
+//! (affinity cookies, `upstream-hash-by`) are made in [`super::balance`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ use crate::snapshot::{ServiceBackend, UpstreamProtocol};
 
 /// A pooled client of HTTPS upstreams.
 type TlsClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
+
+/// A TLS server name, and whether the client speaks HTTP/2.
+type NamedKey = (Arc<str>, bool);
 
 /// Timeouts and pool settings of the upstream side.
 #[derive(Clone, Debug)]
@@ -74,6 +78,12 @@ impl Default for UpstreamSettings {
 pub enum Candidates {
     Rotation(crate::snapshot::Rotation),
     Reordered(std::vec::IntoIter<usize>),
+    /// One endpoint first (an affinity cookie's), then the others in rotation.
+    First {
+        first: Option<usize>,
+        skip: usize,
+        rest: crate::snapshot::Rotation,
+    },
 }
 
 impl Iterator for Candidates {
@@ -83,6 +93,9 @@ impl Iterator for Candidates {
         match self {
             Candidates::Rotation(it) => it.next(),
             Candidates::Reordered(it) => it.next(),
+            Candidates::First { first, skip, rest } => {
+                first.take().or_else(|| rest.find(|j| *j != *skip))
+            }
         }
     }
 }
@@ -96,9 +109,12 @@ pub struct Upstreams {
     h2c: Client<HttpConnector, BoxBody>,
     /// HTTPS upstreams verified against (and sent SNI of) their IP address.
     https: Arc<TlsClient>,
-    /// HTTPS upstreams with a `backend-tls-server-name`: one client (and pool) per name, made
-    /// on first use, so a connection verified for one name is never reused for another.
-    https_named: ArcSwap<HashMap<Arc<str>, Arc<TlsClient>>>,
+    /// HTTP/2 over TLS (GRPCS), likewise.
+    h2_tls: Arc<TlsClient>,
+    /// TLS upstreams with a `backend-tls-server-name` (HTTP/2 or not): one client (and pool)
+    /// per name, made on first use, so a connection verified for one name is never reused for
+    /// another.
+    https_named: ArcSwap<HashMap<NamedKey, Arc<TlsClient>>>,
     tls_config: Arc<rustls::ClientConfig>,
     /// Endpoint → until when it is skipped. Read on every request without a lock; written
     /// only when a connect fails.
@@ -126,7 +142,8 @@ impl Upstreams {
             settings.tls_verify,
             &settings.tls_roots,
         ));
-        let https = Arc::new(tls_client(&settings, &tls_config, None));
+        let https = Arc::new(tls_client(&settings, &tls_config, None, false));
+        let h2_tls = Arc::new(tls_client(&settings, &tls_config, None, true));
         let connector = Connector::new(ConnectorSettings {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
@@ -138,6 +155,7 @@ impl Upstreams {
             http1: build(false),
             h2c: build(true),
             https,
+            h2_tls,
             https_named: ArcSwap::default(),
             tls_config,
             down: ArcSwap::default(),
@@ -148,7 +166,9 @@ impl Upstreams {
     /// The client of a plain-HTTP protocol (HTTPS backends need [`Upstreams::client_for`]).
     pub fn client(&self, protocol: UpstreamProtocol) -> &Client<HttpConnector, BoxBody> {
         match protocol {
-            UpstreamProtocol::Http | UpstreamProtocol::Https => &self.http1,
+            UpstreamProtocol::Http | UpstreamProtocol::Https | UpstreamProtocol::H2Tls => {
+                &self.http1
+            }
             UpstreamProtocol::H2c => &self.h2c,
         }
     }
@@ -157,7 +177,10 @@ impl Upstreams {
     pub fn client_for(&self, backend: &ServiceBackend) -> UpstreamClient<'_> {
         match (backend.protocol, &backend.tls_server_name) {
             (UpstreamProtocol::Https, None) => UpstreamClient::Tls(self.https.clone()),
-            (UpstreamProtocol::Https, Some(name)) => UpstreamClient::Tls(self.named_client(name)),
+            (UpstreamProtocol::H2Tls, None) => UpstreamClient::Tls(self.h2_tls.clone()),
+            (p @ (UpstreamProtocol::Https | UpstreamProtocol::H2Tls), Some(name)) => {
+                UpstreamClient::Tls(self.named_client(name, p == UpstreamProtocol::H2Tls))
+            }
             (protocol, _) => UpstreamClient::Plain(self.client(protocol)),
         }
     }
@@ -173,25 +196,27 @@ impl Upstreams {
         }
     }
 
-    fn named_client(&self, name: &Arc<str>) -> Arc<TlsClient> {
-        if let Some(client) = self.https_named.load().get(name) {
+    fn named_client(&self, name: &Arc<str>, h2: bool) -> Arc<TlsClient> {
+        let key = (name.clone(), h2);
+        if let Some(client) = self.https_named.load().get(&key) {
             return client.clone();
         }
         let Ok(server_name) = ServerName::try_from(name.to_string()) else {
             // translate() lets only valid names through; this is a last line of defence.
-            return self.https.clone();
+            return if h2 { &self.h2_tls } else { &self.https }.clone();
         };
         let made = Arc::new(tls_client(
             &self.settings,
             &self.tls_config,
             Some(server_name),
+            h2,
         ));
         let mut out = made.clone();
         self.https_named.rcu(|current| {
             let mut next = HashMap::clone(current);
             // Another request may have made one meanwhile: keep the first, share its pool.
             out = next
-                .entry(name.clone())
+                .entry(key.clone())
                 .or_insert_with(|| made.clone())
                 .clone();
             next
@@ -214,6 +239,25 @@ impl Upstreams {
         let (mut healthy, sick): (Vec<_>, Vec<_>) = backend.pick().partition(|i| !is_down(i));
         healthy.extend(sick);
         Candidates::Reordered(healthy.into_iter())
+    }
+
+    /// `order`, with the endpoints marked down moved to the end (each part keeps its order).
+    pub fn healthy_first(&self, backend: &ServiceBackend, mut order: Vec<usize>) -> Candidates {
+        let down = self.down.load();
+        if !down.is_empty() {
+            let now = Instant::now();
+            order.sort_by_key(|i| {
+                down.get(&backend.endpoints[*i])
+                    .is_some_and(|until| *until > now)
+            });
+        }
+        Candidates::Reordered(order.into_iter())
+    }
+
+    /// Whether an endpoint is marked down (a connect to it failed a moment ago).
+    pub fn is_down(&self, addr: SocketAddr) -> bool {
+        let down = self.down.load();
+        !down.is_empty() && down.get(&addr).is_some_and(|until| *until > Instant::now())
     }
 
     /// Skips an endpoint for a while after a failed connect.
@@ -252,11 +296,13 @@ impl UpstreamClient<'_> {
     }
 }
 
-/// An HTTPS client (HTTP/1.1 over TLS) sending `server_name` as SNI, or the endpoint's IP.
+/// A TLS client sending `server_name` as SNI, or the endpoint's IP; HTTP/2 only (ALPN `h2`,
+/// for gRPC) with `h2`, else HTTP/1.1.
 fn tls_client(
     settings: &UpstreamSettings,
     config: &Arc<rustls::ClientConfig>,
     server_name: Option<ServerName<'static>>,
+    h2: bool,
 ) -> TlsClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(settings.connect_timeout));
@@ -270,12 +316,17 @@ fn tls_client(
         Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
         None => builder,
     };
-    let https = builder.enable_http1().wrap_connector(connector);
+    let https = if h2 {
+        builder.enable_http2().wrap_connector(connector)
+    } else {
+        builder.enable_http1().wrap_connector(connector)
+    };
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(settings.idle_timeout)
         .pool_max_idle_per_host(1024)
+        .http2_only(h2)
         .build(https)
 }
 
@@ -286,11 +337,12 @@ pub async fn forward(
     upstreams: &Upstreams,
     conn: &ConnInfo,
     backend: &ServiceBackend,
+    candidates: Candidates,
     route: &RouteUpstream<'_>,
     mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
-    let mut candidates = upstreams.candidates(backend).peekable();
+    let mut candidates = candidates.peekable();
     if candidates.peek().is_none() {
         return Err(ErrorKind::NoEndpoint.into());
     }
@@ -501,7 +553,25 @@ fn prepare(
     {
         parts.headers.insert(header::HOST, authority);
     }
+    // `TE: trailers` is the one TE value HTTP/2 allows; gRPC servers expect it.
+    let h2 = matches!(
+        backend.protocol,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2Tls
+    );
+    let te_trailers = h2
+        && parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let host = parts.headers.get(header::HOST).cloned();
     let fwd = Forwarded {
         client_ip: &conn.client_ip,
@@ -522,7 +592,7 @@ fn prepare(
     }
     parts.version = match backend.protocol {
         UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2Tls => Version::HTTP_2,
     };
     let body = match body_outcome {
         Some(outcome) => LimitedBody::new(body, &route.body_limits, outcome.clone()).boxed_unsync(),
@@ -533,9 +603,10 @@ fn prepare(
 
 /// `scheme://endpoint/path?query` of endpoint `i`, from the request's own target.
 fn endpoint_uri(backend: &ServiceBackend, i: usize, uri: &Uri) -> Result<Uri, ProxyError> {
-    let scheme = match backend.protocol {
-        UpstreamProtocol::Https => http::uri::Scheme::HTTPS,
-        UpstreamProtocol::Http | UpstreamProtocol::H2c => http::uri::Scheme::HTTP,
+    let scheme = if backend.protocol.is_tls() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
     };
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme);

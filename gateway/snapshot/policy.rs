@@ -545,15 +545,15 @@ impl BackendProtocol {
         })
     }
 
-    /// The transport the data plane speaks for it; `None` for one it cannot speak yet
-    /// (GRPCS: HTTP/2 over TLS to upstreams), whose routes answer 503.
+    /// The transport the data plane speaks for it; `None` for one it cannot speak (none
+    /// today; such routes would answer 503).
     pub fn transport(self) -> Option<crate::snapshot::UpstreamProtocol> {
         use crate::snapshot::UpstreamProtocol as P;
         match self {
             Self::Http => Some(P::Http),
             Self::Https => Some(P::Https),
             Self::Grpc | Self::H2c => Some(P::H2c),
-            Self::Grpcs => None,
+            Self::Grpcs => Some(P::H2Tls),
         }
     }
 }

@@ -1385,10 +1385,6 @@ impl<'a> Parser<'a> {
     fn backend(&mut self) {
         if let Some((key, v)) = self.take("backend-protocol") {
             match BackendProtocol::parse(v) {
-                Some(BackendProtocol::Grpcs) => {
-                    self.out.protocol = Some(BackendProtocol::Grpcs);
-                    self.ignore(key, "gRPC over TLS to backends is not supported yet: the routes answer 503");
-                }
                 Some(p) => {
                     self.out.protocol = Some(p);
                     self.honour(key, format!("{p:?}"));
@@ -1565,6 +1561,18 @@ impl<'a> Parser<'a> {
                         let syntax = spec(name).map_or("", |s| s.syntax);
                         self.ignore(key, format!("expected {syntax}; the default is used"));
                     }
+                }
+                // As ingress-nginx warns: with regex paths the route's path is no cookie path.
+                let regex = self
+                    .found
+                    .get("use-regex")
+                    .is_some_and(|f| f.value.trim() == "true")
+                    || self.found.contains_key("rewrite-target");
+                if regex && a.path.is_none() {
+                    a.path = Some("/".into());
+                    self.out.warnings.push(format!(
+                        "annotation {key}: the paths are regular expressions and session-cookie-path is not set: the cookie's Path is /"
+                    ));
                 }
                 self.out.policy.upstream.affinity = Some(Arc::new(a));
             }

@@ -1414,7 +1414,7 @@ fn default_backend_annotation_and_service_upstream_resolve_services() {
 }
 
 #[test]
-fn unsupported_backend_protocol_answers_503_with_a_warning() {
+fn grpcs_backends_speak_http2_over_tls() {
     let s = build(&with(
         abc(),
         [ingress("grpcs")
@@ -1422,10 +1422,14 @@ fn unsupported_backend_protocol_answers_503_with_a_warning() {
             .prefix("g.test", "/", svc("a", 80))
             .yaml()],
     ));
-    assert_eq!(target(&s, "g.test", "/"), "503");
-    assert_warning(
-        &s,
-        &["default/grpcs", "backend-protocol", "not supported yet"],
+    match s.routes.lookup("g.test", "/").map(|r| &r.backend) {
+        Some(Backend::Service(b)) => assert_eq!(b.protocol, UpstreamProtocol::H2Tls),
+        other => panic!("{other:?}"),
+    }
+    let all = warnings(&s);
+    assert!(
+        !all.iter().any(|w| w.contains("backend-protocol")),
+        "{all:?}"
     );
 }
 

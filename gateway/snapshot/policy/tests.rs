@@ -485,8 +485,8 @@ fn backend_protocols_parse_in_any_case_and_map_to_transports() {
         Some(P::H2c)
     );
     assert_eq!(
-        BackendProtocol::parse("GRPCS").map(BackendProtocol::transport),
-        Some(None)
+        BackendProtocol::parse("GRPCS").and_then(BackendProtocol::transport),
+        Some(P::H2Tls)
     );
     assert_eq!(BackendProtocol::parse("AJP"), None);
 }

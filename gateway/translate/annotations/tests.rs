@@ -813,6 +813,16 @@ fn cookie_affinity_and_hash_by() {
     assert_eq!(a.same_site, Some(crate::snapshot::policy::SameSite::Strict));
     let p = parse(&[(&n("session-cookie-name"), "x")]);
     assert!(p.policy.upstream.affinity.is_none() && p.warnings[0].contains("needs affinity"));
+    let p = parse(&[(&n("affinity"), "cookie"), (&n("use-regex"), "true")]);
+    let a = p.policy.upstream.affinity.as_ref().unwrap();
+    assert_eq!(a.path.as_deref(), Some("/"));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("session-cookie-path is not set")),
+        "{:?}",
+        p.warnings
+    );
     let p = parse(&[(&n("upstream-hash-by"), "$request_uri$host")]);
     let vars: Vec<String> = p
         .policy
@@ -842,7 +852,7 @@ fn backend_protocols_and_server_names() {
     assert!(p.warnings[0].contains("FCGI"));
     let p = parse(&[(&n("backend-protocol"), "GRPCS")]);
     assert_eq!(p.protocol, Some(BackendProtocol::Grpcs));
-    assert!(p.warnings[0].contains("503"));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
 
 #[test]
