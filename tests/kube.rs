@@ -431,9 +431,22 @@ async fn watch_namespace_restricts_what_is_read() {
     }
 }
 
+/// Secrets are read in full only when they are TLS Secrets or Gatehouse's own; the others are
+/// watched by their metadata alone (the ones Ingresses name for authentication are fetched:
+/// `basic_auth_secrets_are_read_from_the_api_and_follow_changes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn only_tls_and_own_secrets_are_watched() {
+async fn only_tls_and_own_secrets_are_read_in_full() {
     let cluster = Cluster::start().await;
+    cluster
+        .api
+        .apply(htpasswd_secret("default", "unrelated", "root:x\n"));
+    cluster.api.apply(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "sh.helm.release.v1.app.v1", "namespace": "default",
+                     "labels": {"owner": "helm"}},
+        "type": "helm.sh/release.v1",
+        "data": {"release": "c2VjcmV0"},
+    }));
     let _gh = cluster.gatehouse(&[]);
     let secrets: Vec<String> = cluster
         .api
@@ -447,8 +460,20 @@ async fn only_tls_and_own_secrets_are_watched() {
             || request.contains("fieldSelector=type=kubernetes.io/tls");
         let own = request.contains("/namespaces/gatehouse/secrets?")
             && request.contains("labelSelector=gatehouse.dev%2Fsecret");
-        assert!(tls || own, "unrestricted Secret request: {request}");
+        // The metadata-only watch of the others.
+        let not_tls = request.contains("fieldSelector=type%21%3Dkubernetes.io%2Ftls");
+        assert!(
+            tls || own || not_tls,
+            "unrestricted Secret request: {request}"
+        );
     }
+    let full: Vec<String> = cluster
+        .api
+        .served_in_full()
+        .into_iter()
+        .filter(|s| s.starts_with("Secret "))
+        .collect();
+    assert!(full.is_empty(), "Secrets read in full: {full:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1284,4 +1309,232 @@ async fn without_the_static_site_crd_everything_else_is_served() {
         .wait_answer(&gh, "app.test", "/", 200, "a", Duration::from_secs(2))
         .await;
     assert!(gh.log_text().contains("CRD not installed"));
+}
+
+/// An Opaque Secret `name` in `ns` holding an htpasswd file (key `auth`) with `lines`.
+fn htpasswd_secret(ns: &str, name: &str, lines: &str) -> Value {
+    use base64::Engine as _;
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": "Opaque",
+        "data": {"auth": base64::engine::general_purpose::STANDARD.encode(lines)},
+    })
+}
+
+/// `openssl passwd -apr1 -salt gatehous 'old secret'` and `… 'new secret'`.
+const OLD_HASH: &str = "$apr1$gatehous$.N2d73m2FmkHSbq3e3/hp.";
+const NEW_HASH: &str = "$apr1$gatehous$Lu4.3f/yvzFBEONFa.03Y1";
+
+/// An Ingress of `app.test`-style `host` → `web` with basic authentication from `secret`, under
+/// `prefix` (`nginx.ingress.kubernetes.io/` or `gatehouse.dev/`).
+fn basic_auth_ingress(ns: &str, name: &str, host: &str, prefix: &str, secret: &str) -> Value {
+    let mut ing = ingress(ns, name, "gatehouse", host, "web");
+    ing["metadata"]["annotations"] = json!({
+        format!("{prefix}auth-type"): "basic",
+        format!("{prefix}auth-secret"): secret,
+        format!("{prefix}auth-realm"): "Staff",
+    });
+    ing
+}
+
+/// `GET http://host/` through the gateway as `user:password` (none when `user` is empty):
+/// status and body.
+async fn get_as(gh: &Gatehouse, host: &str, user: &str, password: &str) -> (u16, String) {
+    let mut req = support::client().get(gh.url("/")).header("host", host);
+    if !user.is_empty() {
+        req = req.basic_auth(user, Some(password));
+    }
+    match req.send().await {
+        Ok(resp) => (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        ),
+        Err(err) => (0, err.to_string()),
+    }
+}
+
+/// Polls until `host` answers `status` to `user:password`; returns the body and how long it took.
+async fn wait_as(
+    gh: &Gatehouse,
+    host: &str,
+    (user, password): (&str, &str),
+    status: u16,
+    within: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let (got, body) = get_as(gh, host, user, password).await;
+        if got == status {
+            return (body, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "{host} as {user:?} still answers {got} after {within:?} (wanted {status}): {body}\nroutes: {:#}\nlog:\n{}",
+            gh.routes(),
+            gh.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 9: basic authentication in a cluster. The Opaque Secret an Ingress names is read from
+/// the API (only it: other Secrets' data never reaches the gateway), a rotated password is in
+/// service at once (the old one refused, even though it was accepted and remembered before), a
+/// deleted Secret refuses the routes (503 with the reason, and a warning), and a Secret created
+/// again, or named by an Ingress that comes later, is read then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn basic_auth_secrets_are_read_from_the_api_and_follow_changes() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("default", "web", &[a]);
+    cluster.service("team", "web", &[a]);
+    let api = &cluster.api;
+    api.apply(htpasswd_secret(
+        "default",
+        "users",
+        &format!("editor:{OLD_HASH}\n"),
+    ));
+    api.apply(htpasswd_secret(
+        "team",
+        "later-users",
+        &format!("lead:{NEW_HASH}\n"),
+    ));
+    api.apply(htpasswd_secret(
+        "default",
+        "unrelated",
+        "root:$apr1$x$notreferenced\n",
+    ));
+    api.apply(basic_auth_ingress(
+        "default",
+        "staff",
+        "app.test",
+        "nginx.ingress.kubernetes.io/",
+        "users",
+    ));
+    let gh = cluster.gatehouse(&[]);
+    let old = ("editor", "old secret");
+    let new = ("editor", "new secret");
+
+    // Ready means the Secret is in: no 503 window at start.
+    assert_eq!(get_as(&gh, "app.test", "", "").await.0, 401);
+    let (body, _) = wait_as(&gh, "app.test", old, 200, Duration::ZERO).await;
+    assert!(body.contains("\"origin\":\"a\""), "{body}");
+    assert_eq!(get_as(&gh, "app.test", new.0, new.1).await.0, 401);
+
+    // Password rotated: the old one is refused, the new one let through.
+    api.apply(htpasswd_secret(
+        "default",
+        "users",
+        &format!("editor:{NEW_HASH}\n"),
+    ));
+    let (_, rotated) = wait_as(&gh, "app.test", old, 401, Duration::from_secs(3)).await;
+    assert_eq!(get_as(&gh, "app.test", new.0, new.1).await.0, 200);
+    assert_eq!(get_as(&gh, "app.test", "", "").await.0, 401);
+
+    // Deleted: fail closed, with the reason in the body and a warning.
+    api.delete("Secret", "default", "users");
+    let (body, _) = wait_as(&gh, "app.test", new, 503, Duration::from_secs(3)).await;
+    assert!(
+        body.contains("default/users") && body.contains("not found"),
+        "503 without the reason: {body}"
+    );
+    gh.wait_routes("a warning about the missing auth Secret", |routes| {
+        routes["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|w| {
+                w.as_str()
+                    .is_some_and(|w| w.contains("default/staff") && w.contains("default/users"))
+            })
+    });
+    assert_eq!(get_as(&gh, "app.test", "", "").await.0, 503);
+
+    // Created again: read again.
+    api.apply(htpasswd_secret(
+        "default",
+        "users",
+        &format!("editor:{OLD_HASH}\n"),
+    ));
+    wait_as(&gh, "app.test", old, 200, Duration::from_secs(3)).await;
+
+    // An Ingress that comes later names a Secret (NAMESPACE/NAME, own prefix) not read so far.
+    api.apply(basic_auth_ingress(
+        "team",
+        "lead",
+        "lead.test",
+        "gatehouse.dev/",
+        "team/later-users",
+    ));
+    let (_, later) = wait_as(
+        &gh,
+        "lead.test",
+        ("lead", "new secret"),
+        200,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(get_as(&gh, "lead.test", "lead", "old secret").await.0, 401);
+    eprintln!(
+        "password rotation in service after {rotated:?}; a later Ingress's Secret after {later:?}"
+    );
+
+    // Only the Secrets named for authentication were sent with their data.
+    let full = api.served_in_full();
+    assert!(
+        full.contains(&"Secret default/users".to_owned()),
+        "{full:?}"
+    );
+    assert!(
+        full.contains(&"Secret team/later-users".to_owned()),
+        "{full:?}"
+    );
+    assert!(
+        !full.iter().any(|s| s.contains("unrelated")),
+        "an unreferenced Secret's data was read: {full:?}"
+    );
+}
+
+/// An `auth-secret` in a namespace Gatehouse does not watch is not read (RBAC would not allow it
+/// anyway): the routes are refused, with a warning, never served open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_secret_outside_the_watched_namespaces_refuses_the_routes() {
+    let cluster = Cluster::start().await;
+    let a = origin::echo("a").await;
+    cluster.service("team", "web", &[a]);
+    cluster.api.apply(htpasswd_secret(
+        "other",
+        "users",
+        &format!("editor:{OLD_HASH}\n"),
+    ));
+    cluster.api.apply(basic_auth_ingress(
+        "team",
+        "staff",
+        "app.test",
+        "nginx.ingress.kubernetes.io/",
+        "other/users",
+    ));
+    let gh = cluster.gatehouse(&["--watch-namespace=team"]);
+    let (body, _) = wait_as(
+        &gh,
+        "app.test",
+        ("editor", "old secret"),
+        503,
+        Duration::ZERO,
+    )
+    .await;
+    assert!(body.contains("other/users"), "{body}");
+    gh.wait_log(
+        &["outside the watched namespaces", "other/users"],
+        Duration::from_secs(2),
+    );
+    assert!(
+        !cluster
+            .api
+            .requests()
+            .iter()
+            .any(|r| r.contains("/namespaces/other/")),
+        "a namespace that is not watched was read"
+    );
 }

@@ -3,7 +3,8 @@
 //!
 //! - One reflector per kind (per namespace with `--watch-namespace`); Secrets are restricted to
 //!   `type: kubernetes.io/tls` plus Gatehouse's own labelled Secrets, so the gateway does not
-//!   hold every Secret of the cluster in memory.
+//!   hold every Secret of the cluster in memory. The other Secrets are watched by metadata only;
+//!   those Ingresses name in `auth-secret` are fetched in full ([`auth_secrets`]).
 //! - The first configuration is built once every watch has finished its first list; until then
 //!   `/readyz` says not ready.
 //! - Changes are debounced ([`DEBOUNCE`]): a burst becomes one rebuild, and a storm still gets a
@@ -17,6 +18,7 @@
 //!   ([`crate::status`]).
 
 mod acme_store;
+pub mod auth_secrets;
 pub mod debounce;
 pub mod metrics;
 pub mod settings;
@@ -35,6 +37,7 @@ use tokio::task::JoinHandle;
 pub use self::acme_store::{
     ACCOUNT_SECRET, CHALLENGES_SECRET, ChallengeMirror, KubeStore, order_secret_name,
 };
+use self::auth_secrets::AuthSecrets;
 pub use self::debounce::{DEBOUNCE, Debounce};
 pub use self::metrics::KubeMetrics;
 pub use self::settings::{Publish, Settings};
@@ -121,6 +124,7 @@ pub async fn start(
     let mut tasks = watches.tasks;
     tasks.push(tokio::spawn(rebuild_loop(
         shared.clone(),
+        AuthSecrets::new(client.clone(), &settings.watch_namespaces),
         watches.stores.clone(),
         watches.synced,
         config.translate.clone(),
@@ -227,11 +231,17 @@ fn start_acme(
         .context("cannot start the ACME manager")
 }
 
+/// The first retry of a failed authentication Secret fetch, doubling up to the second.
+const FETCH_RETRY_MIN: Duration = Duration::from_secs(1);
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Builds the first configuration once every watch has listed, then one per settled burst of
-/// changes, and hands each to the status writer.
+/// changes (each with the authentication Secrets the Ingresses name), and hands each to the
+/// status writer.
 #[allow(clippy::too_many_arguments)]
 async fn rebuild_loop(
     shared: Arc<Shared>,
+    mut auth_secrets: AuthSecrets,
     stores: Arc<watches::Stores>,
     synced: Vec<watch::Receiver<bool>>,
     settings: crate::translate::Settings,
@@ -249,8 +259,14 @@ async fn rebuild_loop(
     tracing::info!("every Kubernetes watch has listed: building the first configuration");
     let mut challenges = ChallengeMirror::default();
     let mut rebuilder = shared::Rebuilder::new(settings);
+    let mut retry: Option<Duration> = None;
     loop {
-        let objects = Arc::new(stores.objects());
+        let mut objects = stores.objects();
+        let supplied = tokio::select! {
+            supplied = auth_secrets.supply(&mut objects, &stores.secret_meta) => supplied,
+            _ = stop.changed() => return,
+        };
+        let objects = Arc::new(objects);
         // translate() is CPU work: off the async workers, which keep serving meanwhile.
         let built = tokio::task::spawn_blocking({
             let (shared, objects) = (shared.clone(), objects.clone());
@@ -271,8 +287,12 @@ async fn rebuild_loop(
             objects,
             snapshot: shared.snapshot(),
         })));
+        // A Secret that could not be fetched is tried again, backing off while it fails.
+        retry = (supplied.failed > 0)
+            .then(|| retry.map_or(FETCH_RETRY_MIN, |d| (d * 2).min(FETCH_RETRY_MAX)));
         tokio::select! {
             _ = changes.notified() => {}
+            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             _ = stop.changed() => return,
         }
         tokio::select! {

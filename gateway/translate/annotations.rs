@@ -707,15 +707,9 @@ impl<'a> Parser<'a> {
             self.refuse(type_key, "auth-type basic needs auth-secret");
             return;
         };
-        let secret_ref = match name.trim().split_once('/') {
-            None if valid_name(name.trim()) => {
-                ObjectKey::new(self.cx.key.namespace.clone(), name.trim())
-            }
-            Some((ns, n)) if valid_name(ns) && valid_name(n) => ObjectKey::new(ns, n),
-            _ => {
-                self.refuse(secret_key, "expected a Secret name or NAMESPACE/NAME");
-                return;
-            }
+        let Some(secret_ref) = secret_ref(&self.cx.key.namespace, name) else {
+            self.refuse(secret_key, "expected a Secret name or NAMESPACE/NAME");
+            return;
         };
         let found = self.cx.secrets.get(&secret_ref).cloned();
         self.out.secrets.push((secret_ref.clone(), found.clone()));
@@ -1793,6 +1787,27 @@ fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
         out.insert(k.clone(), v.clone());
     }
     out
+}
+
+/// The Secret an `auth-secret` value names: `NAME` (in the Ingress's `namespace`) or
+/// `NAMESPACE/NAME`.
+fn secret_ref(namespace: &str, value: &str) -> Option<ObjectKey> {
+    match value.trim().split_once('/') {
+        None if valid_name(value.trim()) => Some(ObjectKey::new(namespace, value.trim())),
+        Some((ns, n)) if valid_name(ns) && valid_name(n) => Some(ObjectKey::new(ns, n)),
+        _ => None,
+    }
+}
+
+/// The Secret an Ingress's `auth-secret` annotation names, read as [`parse`] reads it (the
+/// `gatehouse.dev/` one wins): what a source must supply for basic authentication to work.
+pub fn auth_secret_of(ingress: &Ingress) -> Option<ObjectKey> {
+    let annotations = ingress.metadata.annotations.as_ref()?;
+    let value = annotations
+        .get(&format!("{GATEHOUSE_PREFIX}auth-secret"))
+        .or_else(|| annotations.get(&format!("{NGINX_PREFIX}auth-secret")))?;
+    let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
+    secret_ref(namespace, value)
 }
 
 /// A DNS-1123 name (Kubernetes object names).

@@ -11,7 +11,10 @@
 //!   Status for a compacted resourceVersion;
 //! - `GET`/`POST`/`PUT` (with resourceVersion conflicts)/`PATCH` (JSON merge patch)/`DELETE` on
 //!   items, and the `status` subresource;
-//! - `/version`.
+//! - `/version`;
+//! - metadata-only requests (`Accept: application/json;as=PartialObjectMetadata…`, as kube-rs
+//!   sends for `Api<PartialObjectMeta<K>>`): lists, watches and gets answer
+//!   `PartialObjectMetadata` objects, metadata without data.
 //!
 //! Test controls: put and delete objects, go unavailable (503 or refused connections) and come
 //! back, expire watches (410 on the next watch), and inspect every write.
@@ -169,6 +172,8 @@ struct State {
     log: Vec<Entry>,
     writes: Vec<Write>,
     requests: Vec<String>,
+    /// `Kind namespace/name` of every object sent in full (not metadata-only).
+    served_in_full: std::collections::BTreeSet<String>,
     uids: u64,
     /// Plurals answered with 404, as for a CRD that is not installed.
     hidden: Vec<&'static str>,
@@ -217,6 +222,7 @@ impl FakeApi {
                 log: Vec::new(),
                 writes: Vec::new(),
                 requests: Vec::new(),
+                served_in_full: Default::default(),
                 uids: 0,
                 hidden: Vec::new(),
                 items: Default::default(),
@@ -415,6 +421,12 @@ impl FakeApi {
     /// `METHOD path?query` of every request, oldest first.
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().requests.clone()
+    }
+
+    /// `Kind namespace/name` of every object a client was sent in full (in a list, a watch or a
+    /// get), as opposed to its metadata only.
+    pub fn served_in_full(&self) -> Vec<String> {
+        self.inner.lock().served_in_full.iter().cloned().collect()
     }
 
     /// The current resourceVersion.
@@ -631,6 +643,11 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let metadata_only = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     {
         let mut st = inner.lock();
         let q = req
@@ -672,10 +689,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     };
     let response = match (&method, &target.name) {
         (&Method::GET, None) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            return start_watch(inner, &target, &params);
+            return start_watch(inner, &target, &params, metadata_only);
         }
-        (&Method::GET, None) => list(&inner, &target, &params),
-        (&Method::GET, Some(name)) => get_one(&inner, &target, name),
+        (&Method::GET, None) => list(&inner, &target, &params, metadata_only),
+        (&Method::GET, Some(name)) => get_one(&inner, &target, name, metadata_only),
         (&Method::POST, None) => create(&inner, &target, body_json.clone()),
         (&Method::PUT, Some(name)) => replace(&inner, &target, name, body_json.clone()),
         (&Method::PATCH, Some(name)) => patch(&inner, &target, name, &content_type, &body_json),
@@ -778,7 +795,30 @@ impl Selectors {
     }
 }
 
-fn list(inner: &Inner, target: &Target, params: &BTreeMap<String, String>) -> Response<Body> {
+/// What a client is sent of `object`: all of it (noted in `served_in_full`), or its metadata.
+fn shown(
+    object: &Value,
+    res: &Res,
+    metadata_only: bool,
+    served_in_full: &mut std::collections::BTreeSet<String>,
+) -> Value {
+    let meta = &object["metadata"];
+    if metadata_only {
+        return json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                      "metadata": meta});
+    }
+    let ns = meta["namespace"].as_str().unwrap_or_default();
+    let name = meta["name"].as_str().unwrap_or_default();
+    served_in_full.insert(format!("{} {ns}/{name}", res.kind));
+    object.clone()
+}
+
+fn list(
+    inner: &Inner,
+    target: &Target,
+    params: &BTreeMap<String, String>,
+    metadata_only: bool,
+) -> Response<Body> {
     let selectors = Selectors::from(params);
     // Pages as the real server cuts them with `limit`: `continue` carries the resourceVersion of
     // the first page (every page reports it, so a watch from there misses nothing) and the
@@ -808,8 +848,20 @@ fn list(inner: &Inner, target: &Target, params: &BTreeMap<String, String>) -> Re
     let more = keys.len() > limit;
     let mut body = Vec::new();
     for key in keys.iter().take(limit) {
-        let State { objects, items, .. } = &mut *st;
+        let State {
+            objects,
+            items,
+            served_in_full,
+            ..
+        } = &mut *st;
         let object = &objects[key];
+        if metadata_only {
+            let item = shown(object, target.res, true, served_in_full);
+            body.push(if body.is_empty() { b'[' } else { b',' });
+            body.extend_from_slice(item.to_string().as_bytes());
+            continue;
+        }
+        shown(object, target.res, false, served_in_full);
         let version = object["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default();
@@ -840,9 +892,14 @@ fn list(inner: &Inner, target: &Target, params: &BTreeMap<String, String>) -> Re
     if more {
         metadata["continue"] = json!(format!("{rv}:{}", offset + limit));
     }
+    let (kind, api_version) = if metadata_only {
+        ("PartialObjectMetadataList".to_owned(), "meta.k8s.io/v1")
+    } else {
+        (format!("{}List", target.res.kind), target.res.api_version)
+    };
     let head = json!({
-        "kind": format!("{}List", target.res.kind),
-        "apiVersion": target.res.api_version,
+        "kind": kind,
+        "apiVersion": api_version,
         "metadata": metadata,
     })
     .to_string();
@@ -859,14 +916,19 @@ fn list(inner: &Inner, target: &Target, params: &BTreeMap<String, String>) -> Re
         .expect("response")
 }
 
-fn get_one(inner: &Inner, target: &Target, name: &str) -> Response<Body> {
+fn get_one(inner: &Inner, target: &Target, name: &str, metadata_only: bool) -> Response<Body> {
     let ns = target.namespace.clone().unwrap_or_default();
-    match inner
-        .lock()
-        .objects
-        .get(&(target.res.plural, ns, name.to_owned()))
-    {
-        Some(o) => json_response(StatusCode::OK, o),
+    let mut st = inner.lock();
+    let State {
+        objects,
+        served_in_full,
+        ..
+    } = &mut *st;
+    match objects.get(&(target.res.plural, ns, name.to_owned())) {
+        Some(o) => json_response(
+            StatusCode::OK,
+            &shown(o, target.res, metadata_only, served_in_full),
+        ),
         None => status_error(
             404,
             "NotFound",
@@ -1018,6 +1080,7 @@ fn start_watch(
     inner: Arc<Inner>,
     target: &Target,
     params: &BTreeMap<String, String>,
+    metadata_only: bool,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let selectors = Selectors::from(params);
@@ -1036,7 +1099,7 @@ fn start_watch(
         let mut tick = inner.tick.subscribe();
         // Decided under the lock, sent after it (a guard must not live across an await).
         let start: Result<(u64, u64, Vec<Bytes>), Value> = {
-            let st = inner.lock();
+            let mut st = inner.lock();
             match from {
                 Some(rv) if rv != 0 && rv < st.compacted => Err(json!({
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -1045,14 +1108,20 @@ fn start_watch(
                 Some(rv) if rv != 0 => Ok((st.epoch, rv, Vec::new())),
                 _ => {
                     // No resourceVersion: the current objects as ADDED, then changes.
-                    let lines: Vec<Bytes> = st
-                        .objects
+                    let State {
+                        objects,
+                        served_in_full,
+                        ..
+                    } = &mut *st;
+                    let lines: Vec<Bytes> = objects
                         .iter()
                         .filter(|((plural, ns, _), _)| {
                             *plural == res.plural && scope.as_deref().is_none_or(|s| s == ns)
                         })
                         .filter(|(_, o)| selectors.matches(o))
-                        .map(|(_, o)| watch_line("ADDED", o))
+                        .map(|(_, o)| {
+                            watch_line("ADDED", &shown(o, res, metadata_only, served_in_full))
+                        })
                         .collect();
                     Ok((st.epoch, st.rv, lines))
                 }
@@ -1076,9 +1145,14 @@ fn start_watch(
         let mut next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
         loop {
             let (lines, closed) = {
-                let st = inner.lock();
+                let mut st = inner.lock();
+                let State {
+                    log,
+                    served_in_full,
+                    ..
+                } = &mut *st;
                 let mut lines = Vec::new();
-                for entry in st.log.iter().filter(|e| e.rv > cursor) {
+                for entry in log.iter().filter(|e| e.rv > cursor) {
                     if entry.res.plural != res.plural
                         || scope.as_deref().is_some_and(|s| s != entry.namespace)
                     {
@@ -1094,7 +1168,10 @@ fn start_watch(
                         (Change::Modified, true, false) => "DELETED",
                         _ => continue,
                     };
-                    lines.push(watch_line(kind, &entry.new));
+                    lines.push(watch_line(
+                        kind,
+                        &shown(&entry.new, res, metadata_only, served_in_full),
+                    ));
                 }
                 cursor = st.rv;
                 (lines, st.epoch != epoch || st.mode != Mode::Up)

@@ -10,6 +10,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::DefaultBackoff;
@@ -53,6 +54,9 @@ pub struct Stores {
     services: Vec<Store<Service>>,
     endpoint_slices: Vec<Store<EndpointSlice>>,
     secrets: Vec<Store<Secret>>,
+    /// The metadata (no data) of the non-TLS Secrets: which exist, at which version. The
+    /// authentication Secrets among them are fetched in full ([`super::auth_secrets`]).
+    pub secret_meta: super::auth_secrets::MetaStores,
     static_sites: Vec<Store<StaticSite>>,
     /// The `--publish-service` Service alone (it need not be in a watched namespace).
     pub publish_service: Option<Store<Service>>,
@@ -142,6 +146,20 @@ impl Watches {
             stores
                 .secrets
                 .push(w.watch(&ctx, "Secret", api, tls, false));
+        }
+        for api in scoped::<PartialObjectMeta<Secret>>(client, namespaces) {
+            let not_tls = config().fields("type!=kubernetes.io/tls");
+            let one = spawn(
+                &ctx,
+                "Secret",
+                api,
+                not_tls,
+                false,
+                super::auth_secrets::trim_meta,
+            );
+            w.synced.push(one.synced);
+            w.tasks.push(one.task);
+            stores.secret_meta.push(one.store);
         }
         let own = Api::namespaced(client.clone(), controller_namespace);
         let own_secrets = w.watch(&ctx, "Secret", own, config().labels(SECRET_LABEL), false);
