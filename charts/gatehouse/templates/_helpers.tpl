@@ -262,6 +262,10 @@ Combinations the JSON schema cannot explain well: fail with a message that names
 - {{ printf "--shutdown-delay=%ds" (int .Values.shutdownDelaySeconds) | quote }}
 - {{ printf "--drain-timeout=%ds" (int .Values.drainTimeoutSeconds) | quote }}
 - {{ printf "--log-format=%s" .Values.logFormat | quote }}
+{{- with .Values.tracing.otlpEndpoint }}
+- {{ printf "--otlp-endpoint=%s" . | quote }}
+- {{ printf "--trace-sample-ratio=%v" $.Values.tracing.sampleRatio | quote }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -269,10 +273,12 @@ Combinations the JSON schema cannot explain well: fail with a message that names
 
 {{/*
 What the gateway needs in every namespace whose Ingresses it serves: read its inputs (Secrets
-only there: an Ingress can reference a Secret of its own namespace only), publish Ingress
-status, report Events on Ingresses, and with ACME write the certificate Secrets named by
+only there: an Ingress can reference a Secret of its own namespace only; an auth-secret naming
+NAMESPACE/NAME works only where this grants reading), publish Ingress status, report Events on Ingresses, and with ACME write the certificate Secrets named by
 Ingresses (names unknown ahead, so not narrowed by resourceNames; the gateway overwrites only
-Secrets it created, and never deletes one).
+Secrets it created, and never deletes one). Secrets are readable whole because Ingresses name
+them (spec.tls secretName, the auth-secret annotation): the gateway itself narrows what it reads
+to the kubernetes.io/tls Secrets, the others' metadata only, and a get of each auth-secret.
 */}}
 {{- define "gatehouse.servedNamespaceRules" -}}
 - apiGroups: ["networking.k8s.io"]

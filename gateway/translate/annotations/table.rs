@@ -69,7 +69,7 @@ pub const ANNOTATIONS: &[AnnotationSpec] = &[
         Both,
         "Secret `NAME` or `NAMESPACE/NAME`",
         Honoured,
-        "The Secret with the users: an htpasswd file in key `auth`, or an auth-map. Missing, empty or unreadable refuses the routes.",
+        "The Secret with the users: an htpasswd file in key `auth`, or an auth-map. Read from the API in a cluster (in a watched namespace) and followed: a changed password applies at once. Missing, empty or unreadable refuses the routes.",
     ),
     spec(
         "auth-secret-type",
