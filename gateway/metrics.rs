@@ -342,7 +342,8 @@ impl Metrics {
                 let entry = hosts
                     .entry(Arc::as_ptr(route))
                     .or_insert_with(|| (route, Vec::new()));
-                if let crate::routing::HostMatch::Exact(_) = host {
+                // Exact and wildcard hosts, as declared: bounded by the Ingresses.
+                if !matches!(host, crate::routing::HostMatch::Any) {
                     entry.1.push(host.display().into_owned());
                 }
             }
@@ -478,8 +479,9 @@ impl Default for Metrics {
 
 const ROUTE_LABELS: [&str; 3] = ["namespace", "ingress", "service"];
 
-/// The `host` of requests for hosts no Ingress names (wildcard and host-less rules, default
-/// backends, no route): one value, so clients cannot make series up.
+/// The `host` of requests for hosts no Ingress rule covers by name (host-less rules, default
+/// backends, no route): one value, so clients cannot make series up. A request a wildcard rule
+/// routes carries the rule's host (`*.example.com`), not its own.
 pub const OTHER_HOST: &str = "_other";
 
 /// `method` label values; any other method is `OTHER`.
@@ -532,7 +534,7 @@ pub struct RouteLabels {
     namespace: String,
     ingress: String,
     service: String,
-    /// The exact hosts Ingresses declare for the route, sorted.
+    /// The hosts Ingresses declare for the route (exact names and `*.suffix` wildcards), sorted.
     hosts: Vec<String>,
 }
 
@@ -586,15 +588,31 @@ impl RouteMetrics {
         }
     }
 
-    /// Counts one request for `host` (as the client wrote it).
-    pub fn count(&self, host: &str, method: &Method, status: u16) {
+    /// Which of `labels.hosts` a request's host counts under (`labels.hosts.len()`: none).
+    fn host_index(&self, host: &str) -> usize {
+        let hosts = &self.labels.hosts;
         let host = strip_port(host);
-        let h = self
-            .labels
-            .hosts
-            .iter()
-            .position(|d| d.eq_ignore_ascii_case(host))
-            .unwrap_or(self.labels.hosts.len());
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if let Some(i) = hosts.iter().position(|d| d.eq_ignore_ascii_case(host)) {
+            return i;
+        }
+        // As the route table matches a wildcard: exactly one non-empty label in front.
+        let wildcard = host
+            .split_once('.')
+            .filter(|(label, _)| !label.is_empty())
+            .and_then(|(_, parent)| {
+                hosts.iter().position(|d| {
+                    d.strip_prefix("*.")
+                        .is_some_and(|suffix| suffix.eq_ignore_ascii_case(parent))
+                })
+            });
+        wildcard.unwrap_or(hosts.len())
+    }
+
+    /// Counts one request for `host` (as the client wrote it): labelled with the declared host
+    /// that names it, else the declared wildcard that covers it, else [`OTHER_HOST`].
+    pub fn count(&self, host: &str, method: &Method, status: u16) {
+        let h = self.host_index(host);
         let m = method_index(method);
         let host_label = self.labels.hosts.get(h).map_or(OTHER_HOST, String::as_str);
         let Some(s) = COMMON_STATUSES.iter().position(|&c| c == status) else {

@@ -1598,6 +1598,12 @@ fn values_an_admin_could_mistype_are_rejected_with_a_clear_message() {
         ),
         (&["listenAddress=localhost"], "listenAddress"),
         (&["extraArgs[0]=log-format=text"], "extraArgs.0"),
+        (
+            &["tracing.otlpEndpoint=otel-collector:4318"],
+            "tracing.otlpEndpoint",
+        ),
+        (&["tracing.sampleRatio=2"], "tracing.sampleRatio"),
+        (&["tracing.sampleRatio=half"], "tracing.sampleRatio"),
     ];
     for (sets, expected) in cases {
         let extra: Vec<&str> = sets.iter().flat_map(|set| ["--set", *set]).collect();
@@ -2045,6 +2051,8 @@ fn termination_grace_period_covers_the_shutdown_delay_and_the_drain() {
 /// fake API server; killed on drop.
 struct Pod {
     child: Child,
+    /// The plain HTTP listener.
+    http: SocketAddr,
     admin: SocketAddr,
     log: PathBuf,
 }
@@ -2061,11 +2069,11 @@ impl Pod {
     /// extraArgs would, loopback listeners and the fake API server's kubeconfig: the later
     /// flags override the chart's.
     fn start(rendered_args: &[String], name: &str, kubeconfig: &Path, dir: &Path) -> Self {
-        let admin = free_port();
+        let (http, admin) = (free_port(), free_port());
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(kubelet_expand(rendered_args, name))
-            .arg(format!("--http-listen={}", free_port()))
+            .arg(format!("--http-listen={http}"))
             .arg(format!("--https-listen={}", free_port()))
             .arg(format!("--admin-listen={admin}"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -2077,7 +2085,12 @@ impl Pod {
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start gatehouse");
-        Self { child, admin, log }
+        Self {
+            child,
+            http,
+            admin,
+            log,
+        }
     }
 
     fn ready(&self) -> bool {
@@ -2338,4 +2351,108 @@ fn dashboard_and_alert_rules_are_shipped_when_asked() {
     )
     .expect("rules YAML");
     assert_eq!(rule["spec"], file);
+}
+
+/// Issue 11: tracing is a chart value. Unset, the gateway gets no tracing flag; set, the
+/// rendered `--otlp-endpoint` and `--trace-sample-ratio` (a decimal given with `--set` too)
+/// start a gateway that exports each request's span to that collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_values_make_the_gateway_export_spans() {
+    let default_args = args(workload(&render_docs(None)));
+    assert!(
+        !default_args
+            .iter()
+            .any(|a| a.starts_with("--otlp") || a.starts_with("--trace")),
+        "tracing is off by default: {default_args:?}"
+    );
+
+    let (collector, mut spans) = otlp_receiver().await;
+    let endpoint = format!("tracing.otlpEndpoint=http://{collector}");
+    let out = helm_template(&["--set", &endpoint, "--set", "tracing.sampleRatio=0.5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = text(&out.stdout);
+    validate(&rendered);
+    let rendered_args = args(workload(&manifests(&rendered)));
+    for flag in [
+        format!("--otlp-endpoint=http://{collector}"),
+        "--trace-sample-ratio=0.5".to_owned(),
+    ] {
+        assert!(
+            rendered_args.contains(&flag),
+            "{flag} missing in {rendered_args:?}"
+        );
+    }
+    // Every request sampled, so the test does not depend on chance: a later flag wins.
+    let out = helm_template(&["--set", &endpoint, "--set", "tracing.sampleRatio=1"]);
+    let rendered_args = args(workload(&manifests(&text(&out.stdout))));
+    assert!(rendered_args.contains(&"--trace-sample-ratio=1".to_owned()));
+
+    let api = FakeApi::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let pods = [Some(Pod::start(
+        &rendered_args,
+        "gatehouse-a",
+        &kubeconfig,
+        dir.path(),
+    ))];
+    eventually("ready", Duration::from_secs(20), &pods, || {
+        pods.iter().flatten().all(Pod::ready)
+    })
+    .await;
+    let Some(pod) = &pods[0] else { unreachable!() };
+    let status = support::client()
+        .get(format!("http://{}/traced", pod.http))
+        .header("host", "nowhere.test")
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 404);
+    let span = tokio::time::timeout(Duration::from_secs(5), spans.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no span exported within 5 s; log:\n{}", pod.log()))
+        .expect("span");
+    assert_eq!(span.trace_id.len(), 16);
+}
+
+/// An OTLP/HTTP collector on loopback: the spans of every export it receives.
+async fn otlp_receiver() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::trace::v1::Span>,
+) {
+    use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = support::origin::serve(move |req: hyper::Request<hyper::body::Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = req.into_body().collect().await.expect("body").to_bytes();
+            if path == "/v1/traces"
+                && let Ok(export) = ExportTraceServiceRequest::decode(body)
+            {
+                for scope in export
+                    .resource_spans
+                    .into_iter()
+                    .flat_map(|r| r.scope_spans)
+                {
+                    for span in scope.spans {
+                        let _ = tx.send(span);
+                    }
+                }
+            }
+            hyper::Response::builder()
+                .header("content-type", "application/x-protobuf")
+                .body(support::origin::full(
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                ))
+                .expect("response")
+        }
+    })
+    .await;
+    (addr, rx)
 }

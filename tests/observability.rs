@@ -560,3 +560,51 @@ async fn series_of_a_deleted_ingress_go_and_undeclared_hosts_fold_into_one_value
         .expect("request");
     assert_eq!(gh.metric("gatehouse_requests_total", &web), 2.0);
 }
+
+/// Issue 11: a request a wildcard rule routes is counted under the rule's host as declared
+/// (`*.wild.test`, bounded: an Ingress names it), not folded into `_other` and not under the
+/// name the client made up. A name the wildcard does not cover (two labels deeper) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_wildcard_rule_routes_carry_the_declared_wildcard_host() {
+    let echo = origin::echo("a").await;
+    let config = docs(&[
+        service_yaml("default", "web", &[echo]),
+        ingress("wild")
+            .prefix("*.wild.test", "/", svc("web", 80))
+            .prefix("exact.wild.test", "/", svc("web", 80))
+            .yaml(),
+        ingress("rest").prefix("", "/", svc("web", 80)).yaml(),
+    ]);
+    let gh = Gatehouse::start_with(&[("wild.yaml", &config)], &[]);
+    let hosts = [
+        "made-up-1.wild.test",
+        "MADE-UP-2.wild.test",
+        "exact.wild.test",
+        "deeper.made-up.wild.test",
+    ];
+    let client = gh.client_for(&hosts);
+    for host in hosts {
+        let url = format!("http://{host}/");
+        assert_eq!(
+            client.get(&url).send().await.expect("request").status(),
+            200
+        );
+    }
+    let wild = ["ingress=\"wild\"", "host=\"*.wild.test\"", "status=\"200\""];
+    let exact = [
+        "ingress=\"wild\"",
+        "host=\"exact.wild.test\"",
+        "status=\"200\"",
+    ];
+    let wild_other = ["ingress=\"wild\"", "host=\"_other\""];
+    let rest = ["ingress=\"rest\"", "host=\"_other\"", "status=\"200\""];
+    assert_eq!(gh.metric("gatehouse_requests_total", &wild), 2.0);
+    assert_eq!(gh.metric("gatehouse_requests_total", &exact), 1.0);
+    assert_eq!(gh.metric("gatehouse_requests_total", &wild_other), 0.0);
+    assert_eq!(gh.metric("gatehouse_requests_total", &rest), 1.0);
+    let metrics = gh.admin("/metrics").1;
+    assert!(
+        !metrics.to_ascii_lowercase().contains("made-up"),
+        "a client-made host became a label"
+    );
+}
