@@ -136,6 +136,11 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_TRACE_SAMPLE_RATIO", value_name = "RATIO")]
     pub trace_sample_ratio: Option<f64>,
 
+    /// PEM file of CA certificates trusted for an https:// `--otlp-endpoint`, on top of the
+    /// Mozilla roots.
+    #[arg(long, env = "GATEHOUSE_OTLP_CA_BUNDLE", value_name = "PEM")]
+    pub otlp_ca_bundle: Option<PathBuf>,
+
     /// Serve the Ingresses of these IngressClass names (e.g. `nginx`) as they are, whatever
     /// controller their IngressClass object names, with ingress-nginx's defaults (HTTPS redirect
     /// for TLS hosts, 1 MiB request bodies). Repeatable or comma-separated.
@@ -576,6 +581,12 @@ impl Args {
                             return Err(format!("--trace-sample-ratio {r}: must be from 0 to 1"));
                         }
                         None => 1.0,
+                    },
+                    extra_roots: match self.otlp_ca_bundle.or(file.otlp_ca_bundle) {
+                        Some(path) => {
+                            crate::tls::upstream::load_ca_bundle_of("--otlp-ca-bundle", &path)?
+                        }
+                        None => Vec::new(),
                     },
                 }),
                 None => None,

@@ -1,6 +1,7 @@
 //! OpenTelemetry tracing, on only with `--otlp-endpoint`: each request continues the W3C trace
 //! its `traceparent` header names (or starts one), the backend gets a `traceparent` naming
-//! Gatehouse's span, and sampled spans are exported in batches over OTLP/HTTP (protobuf).
+//! Gatehouse's span, and sampled spans are exported in batches over OTLP/HTTP (protobuf), to an
+//! `http://` or (verified) `https://` collector.
 //! Off, nothing here runs: the header passes through like any other.
 
 use std::time::{Duration, SystemTime};
@@ -17,13 +18,15 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use tokio::sync::mpsc;
 
-/// `--otlp-endpoint` and `--trace-sample-ratio`.
+/// `--otlp-endpoint`, `--trace-sample-ratio` and `--otlp-ca-bundle`.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Where spans are POSTed (`…/v1/traces`).
     pub endpoint: Uri,
     /// Share of new traces sampled (0–1); a continued trace keeps its parent's decision.
     pub sample_ratio: f64,
+    /// CAs trusted for an `https://` endpoint besides the Mozilla roots.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Spans waiting for export at most; past it, new spans are dropped (and counted in the log).
@@ -71,7 +74,7 @@ impl Tracer {
             sample_ratio: settings.sample_ratio.clamp(0.0, 1.0),
             spans: tx,
         };
-        (tracer, export(settings.endpoint.clone(), rx))
+        (tracer, export(settings.clone(), rx))
     }
 
     /// Continues the request's trace or starts one, and points its `traceparent` at the new
@@ -157,8 +160,21 @@ impl ActiveSpan {
 }
 
 /// Sends queued spans in batches until every sender is gone.
-async fn export(endpoint: Uri, mut rx: mpsc::Receiver<Span>) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+async fn export(settings: Settings, mut rx: mpsc::Receiver<Span>) {
+    let endpoint = settings.endpoint;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    // The upstreams' TLS client: verified against the Mozilla roots plus --otlp-ca-bundle.
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::upstream::client_config(
+            true,
+            &settings.extra_roots,
+        ))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let resource = Resource {
         attributes: vec![
             string("service.name", "gatehouse"),
@@ -215,15 +231,15 @@ where
     }
 }
 
-/// `--otlp-endpoint`: an `http://` URL; a bare `http://host:4318` gets the standard
-/// `/v1/traces` path.
+/// `--otlp-endpoint`: an `http://` or `https://` URL; a bare `http://host:4318` gets the
+/// standard `/v1/traces` path.
 pub fn parse_endpoint(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
         .map_err(|e| format!("--otlp-endpoint {text:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(format!(
-            "--otlp-endpoint {text:?}: must be an http:// URL (OTLP/HTTP, e.g. http://otel-collector:4318)"
+            "--otlp-endpoint {text:?}: must be an http:// or https:// URL (OTLP/HTTP, e.g. http://otel-collector:4318)"
         ));
     }
     if matches!(uri.path(), "" | "/") {

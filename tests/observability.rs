@@ -351,40 +351,80 @@ async fn promtool_finds_no_problem_in_the_metrics_exposition() {
 
 /// An OTLP/HTTP receiver: decodes each protobuf ExportTraceServiceRequest POSTed to
 /// /v1/traces and hands its spans on.
-async fn otlp_receiver() -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::trace::v1::Span>,
-) {
+type SpanRx = tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::trace::v1::Span>;
+
+async fn otlp_receiver() -> (std::net::SocketAddr, SpanRx) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = origin::serve(move |req| otlp_answer(tx.clone(), req)).await;
+    (addr, rx)
+}
+
+/// [`otlp_receiver`] over TLS with `leaf` (HTTP/1.1).
+async fn otlp_tls_receiver(leaf: &support::certs::Leaf) -> (std::net::SocketAddr, SpanRx) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(support::certs::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .expect("collector certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate gives up here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let tx = tx.clone();
+                    async move { Ok::<_, std::convert::Infallible>(otlp_answer(tx, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// An OTLP/HTTP collector's answer to one export: its spans go to `tx`.
+async fn otlp_answer(
+    tx: tokio::sync::mpsc::UnboundedSender<opentelemetry_proto::tonic::trace::v1::Span>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<origin::Body> {
     use http_body_util::BodyExt;
     use opentelemetry_proto::tonic::collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
     };
     use prost::Message;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let addr = origin::serve(move |req: hyper::Request<hyper::body::Incoming>| {
-        let tx = tx.clone();
-        async move {
-            assert_eq!(req.uri().path(), "/v1/traces");
-            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-            let body = req.into_body().collect().await.expect("body").to_bytes();
-            let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-            for resource in export.resource_spans {
-                for scope in resource.scope_spans {
-                    for span in scope.spans {
-                        let _ = tx.send(span);
-                    }
-                }
+    assert_eq!(req.uri().path(), "/v1/traces");
+    assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+    let body = req.into_body().collect().await.expect("body").to_bytes();
+    let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+    for resource in export.resource_spans {
+        for scope in resource.scope_spans {
+            for span in scope.spans {
+                let _ = tx.send(span);
             }
-            hyper::Response::builder()
-                .header("content-type", "application/x-protobuf")
-                .body(origin::full(
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                ))
-                .expect("response")
         }
-    })
-    .await;
-    (addr, rx)
+    }
+    hyper::Response::builder()
+        .header("content-type", "application/x-protobuf")
+        .body(origin::full(
+            ExportTraceServiceResponse::default().encode_to_vec(),
+        ))
+        .expect("response")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -606,5 +646,70 @@ async fn requests_a_wildcard_rule_routes_carry_the_declared_wildcard_host() {
     assert!(
         !metrics.to_ascii_lowercase().contains("made-up"),
         "a client-made host became a label"
+    );
+}
+
+/// Issue 11: an `https://` collector, its certificate verified against `--otlp-ca-bundle`; a
+/// gateway that does not trust the collector's CA sends it nothing (and says so in its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_https_collector_trusted_through_the_ca_bundle() {
+    let ca = Ca::new("collector CA");
+    let (collector, mut spans) = otlp_tls_receiver(&ca.leaf(&["127.0.0.1"])).await;
+    let endpoint = format!("https://{collector}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = ca.write_pem(dir.path(), "collector-ca");
+    let config = docs(&[
+        service_yaml("default", "web", &[origin::echo("a").await]),
+        ingress("web")
+            .prefix("app.test", "/", svc("web", 80))
+            .yaml(),
+    ]);
+    let trusting = Gatehouse::start_with(
+        &[("main.yaml", &config)],
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-ca-bundle",
+            bundle.to_str().expect("path"),
+        ],
+    );
+    let distrusting =
+        Gatehouse::start_with(&[("main.yaml", &config)], &["--otlp-endpoint", &endpoint]);
+
+    let client = distrusting.client_for(&["app.test"]);
+    let status = client
+        .get("http://app.test/untrusted")
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 200);
+    distrusting.wait_log(&["OTLP export failed"], Duration::from_secs(10));
+
+    let client = trusting.client_for(&["app.test"]);
+    let echo: Value = client
+        .get("http://app.test/trusted")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("echo");
+    let sent = echo["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent")
+        .to_owned();
+    let span = tokio::time::timeout(Duration::from_secs(10), spans.recv())
+        .await
+        .expect("a span within 10 s")
+        .expect("span");
+    assert_eq!(
+        hex(&span.trace_id),
+        sent.split('-').nth(1).expect("trace id")
+    );
+    assert_eq!(span.name, "GET web");
+    assert!(
+        spans.try_recv().is_err(),
+        "the untrusting gateway's span arrived"
     );
 }

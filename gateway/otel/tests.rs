@@ -28,6 +28,7 @@ async fn a_request_continues_its_trace_and_the_backend_sees_gatehouses_span() {
     let settings = Settings {
         endpoint: "http://127.0.0.1:9/v1/traces".parse().unwrap(),
         sample_ratio: 0.0,
+        extra_roots: Vec::new(),
     };
     let (tracer, _export) = Tracer::new(&settings);
     let mut headers = HeaderMap::new();
@@ -61,6 +62,10 @@ fn the_endpoint_gets_the_standard_path_when_it_has_none() {
         parse_endpoint("http://c:4318/custom").unwrap(),
         "http://c:4318/custom"
     );
-    assert!(parse_endpoint("https://c:4318").is_err());
+    assert_eq!(
+        parse_endpoint("https://c:4318").unwrap(),
+        "https://c:4318/v1/traces"
+    );
+    assert!(parse_endpoint("grpc://c:4317").is_err());
     assert!(parse_endpoint("c:4318").is_err());
 }

@@ -12,7 +12,12 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 /// Reads a PEM bundle of extra CA certificates (`--upstream-ca-bundle`), checking that each one
 /// can serve as a trust anchor.
 pub fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let what = || format!("--upstream-ca-bundle {}", path.display());
+    load_ca_bundle_of("--upstream-ca-bundle", path)
+}
+
+/// [`load_ca_bundle`] for the setting `flag` (named in errors).
+pub fn load_ca_bundle_of(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let what = || format!("{flag} {}", path.display());
     let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", what()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
