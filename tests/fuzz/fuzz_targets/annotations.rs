@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use gatehouse::objects::ObjectKey;
-use gatehouse::routing::{path_regex, regex_first_match, regex_routes};
+use gatehouse::routing::{regex_first_match, regex_routes};
 use gatehouse::snapshot::policy::{PathRewrite, Var};
 use gatehouse::translate::annotations::{
     Context, Defaults, GATEHOUSE_PREFIX, NGINX_DEFAULTS, NGINX_PREFIX, Status, parse,
@@ -52,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
     let mut sections = text.split("\n---\n");
     let annotations_text = sections.next().unwrap_or_default();
     let auth_file = sections.next();
-    let paths: Vec<&str> = sections.next().map_or(Vec::new(), |s| s.lines().collect());
+    // A few paths: compiling regular expressions (the regex crate's work) would otherwise take
+    // most of each run.
+    let paths: Vec<&str> = sections
+        .next()
+        .map_or(Vec::new(), |s| s.lines().take(8).collect());
     let requests: Vec<&str> = sections.next().map_or(Vec::new(), |s| s.lines().collect());
 
     let mut annotations = BTreeMap::new();
@@ -108,7 +112,11 @@ fuzz_target!(|data: &[u8]| {
         .filter(|k| k.starts_with(GATEHOUSE_PREFIX) || k.starts_with(NGINX_PREFIX))
         .collect();
     for k in &ours {
-        let n = parsed.reports.iter().filter(|r| r.annotation == **k).count();
+        let n = parsed
+            .reports
+            .iter()
+            .filter(|r| r.annotation == **k)
+            .count();
         assert_eq!(n, 1, "{k}: {n} reports: {:?}", parsed.reports);
     }
     assert_eq!(parsed.reports.len(), ours.len(), "{:?}", parsed.reports);
@@ -144,7 +152,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let (routes, bad) = regex_routes(paths.iter().map(|p| (*p, *p)).collect());
     for (path, reason) in &bad {
-        assert!(path_regex(path).is_err() && !reason.is_empty());
+        assert!(!reason.is_empty(), "{path:?}");
     }
     for w in routes.windows(2) {
         assert!(w[0].1.len() >= w[1].1.len(), "longest path first");
@@ -164,8 +172,10 @@ fuzz_target!(|data: &[u8]| {
         let Some(target) = &parsed.rewrite_target else {
             continue;
         };
+        // The route's own compiled regex, as translate() keeps it.
+        let regex = routes.iter().find(|(_, p)| *p == found).unwrap().0.clone();
         let rewrite = PathRewrite {
-            regex: path_regex(found).unwrap(),
+            regex,
             target: target.clone(),
         };
         let out = rewrite

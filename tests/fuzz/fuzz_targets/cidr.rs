@@ -202,14 +202,24 @@ fuzz_target!(|data: &[u8]| {
     let Ok(header) = HeaderValue::from_bytes(forwarded) else {
         return;
     };
-    let peer = probes.first().copied().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let peer = probes
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let client = client_addr(peer, [&header], &set);
     // nginx's real_ip_recursive, walked with the reference's containment.
     let trusted = |ip: IpAddr| nets.iter().any(|n| n.contains(ip));
     let mut expected = canonical(peer);
     if trusted(expected) {
-        let entries: Vec<&str> = header.to_str().map_or(Vec::new(), |s| s.split(',').collect());
-        for entry in entries.iter().rev().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let entries: Vec<&str> = header
+            .to_str()
+            .map_or(Vec::new(), |s| s.split(',').collect());
+        for entry in entries
+            .iter()
+            .rev()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+        {
             let hop = entry
                 .parse::<IpAddr>()
                 .ok()
@@ -222,5 +232,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert_eq!(client, expected, "client of peer {peer} with {header:?} behind {text:?}");
+    assert_eq!(
+        client, expected,
+        "client of peer {peer} with {header:?} behind {text:?}"
+    );
 });

@@ -48,7 +48,9 @@ fn check_file(text: &str) {
     let problem_of = |n: usize| {
         let here: Vec<&String> = problems
             .iter()
-            .filter(|p| p.starts_with(&format!("line {n}:")) || p.starts_with(&format!("line {n} (")))
+            .filter(|p| {
+                p.starts_with(&format!("line {n}:")) || p.starts_with(&format!("line {n} ("))
+            })
             .collect();
         assert!(here.len() <= 1, "line {n}: {here:?}");
         here.first().map(|p| p.as_str())
@@ -64,12 +66,19 @@ fn check_file(text: &str) {
             }
             Some(hash) => {
                 if let Some(plain) = hash.strip_prefix("{PLAIN}") {
-                    assert!(problem.is_none(), "line {n}: {{PLAIN}} refused: {problem:?}");
+                    assert!(
+                        problem.is_none(),
+                        "line {n}: {{PLAIN}} refused: {problem:?}"
+                    );
                     let _ = plain;
                 }
                 if let Some(b64) = hash.strip_prefix("{SHA}") {
                     let valid = STANDARD.decode(b64).is_ok_and(|d| d.len() == 20);
-                    assert_eq!(problem.is_none(), valid, "line {n}: {{SHA}}{b64}: {problem:?}");
+                    assert_eq!(
+                        problem.is_none(),
+                        valid,
+                        "line {n}: {{SHA}}{b64}: {problem:?}"
+                    );
                 }
                 if problem.is_none() {
                     first.entry(user).or_insert(hash);
@@ -95,10 +104,16 @@ fn check_file(text: &str) {
 
     for (user, hash) in first {
         if let Some(plain) = hash.strip_prefix("{PLAIN}") {
-            assert!(users.verify(user, plain.as_bytes()), "{user}: {{PLAIN}}{plain}");
+            assert!(
+                users.verify(user, plain.as_bytes()),
+                "{user}: {{PLAIN}}{plain}"
+            );
             let mut wrong = plain.as_bytes().to_vec();
             wrong.push(b'x');
-            assert!(!users.verify(user, &wrong), "{user}: {{PLAIN}}{plain} with more");
+            assert!(
+                !users.verify(user, &wrong),
+                "{user}: {{PLAIN}}{plain} with more"
+            );
         }
         if let Some(b64) = hash.strip_prefix("{SHA}") {
             // The password whose digest it is cannot be known; a wrong one must fail.

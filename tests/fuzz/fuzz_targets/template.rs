@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(t) => t,
         Err(reason) => {
             assert!(!reason.is_empty());
-            assert!(text.contains('$'), "{text:?} refused without a variable: {reason}");
+            assert!(
+                text.contains('$'),
+                "{text:?} refused without a variable: {reason}"
+            );
             return;
         }
     };
@@ -53,11 +56,18 @@ fuzz_target!(|data: &[u8]| {
     if !text.contains(['\u{1}', '\u{2}']) {
         assert_eq!(stripped, literal, "{text:?}");
     }
-    assert!(!literal.contains('$'), "{text:?}: a `$` left in {literal:?}");
+    assert!(
+        !literal.contains('$'),
+        "{text:?}: a `$` left in {literal:?}"
+    );
     // Printed, it parses to itself.
     let shown = template.to_string();
     let again = Template::parse(&shown, captures);
-    assert_eq!(again.as_ref(), Ok(&template), "{text:?} printed as {shown:?}");
+    assert_eq!(
+        again.as_ref(),
+        Ok(&template),
+        "{text:?} printed as {shown:?}"
+    );
     let count = template.vars().count();
     assert_eq!(
         template.render(|v| format!("${{{v}}}")),
