@@ -193,8 +193,13 @@ fn parse_files(files: &[(&str, &[Document])]) -> Vec<Result<Vec<Document>, Strin
         .filter(|j| j.known.is_none())
         .map(|j| j.text.len())
         .sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let results = if threads > 1 && to_parse >= PARALLEL_MIN_BYTES {
+    // Asked only for big files: available_parallelism() reads the cgroup files each time.
+    let threads = if to_parse >= PARALLEL_MIN_BYTES {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    } else {
+        1
+    };
+    let results = if threads > 1 {
         // Contiguous shares of about equal bytes, parsed at once; results stay in order.
         let share = to_parse.div_ceil(threads);
         let mut shares = Vec::new();

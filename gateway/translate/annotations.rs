@@ -654,6 +654,30 @@ impl<'a> Parser<'a> {
         let secret = self.take("auth-secret");
         let secret_type = self.take("auth-secret-type");
         let realm = self.take("auth-realm");
+        self.basic_auth_from(auth_type, secret, secret_type, realm);
+        // A refusal names the annotation at fault; the rest of the set is refused with it, so
+        // that each one has its report (found by fuzzing: auth-type had none when its Secret
+        // was missing).
+        for (key, _) in [auth_type, secret, secret_type, realm]
+            .into_iter()
+            .flatten()
+        {
+            if !self.out.reports.iter().any(|r| r.annotation == key) {
+                self.refuse(
+                    key,
+                    "basic authentication is not usable (see the other auth-* annotations)",
+                );
+            }
+        }
+    }
+
+    fn basic_auth_from(
+        &mut self,
+        auth_type: Option<(&'a str, &'a str)>,
+        secret: Option<(&'a str, &'a str)>,
+        secret_type: Option<(&'a str, &'a str)>,
+        realm: Option<(&'a str, &'a str)>,
+    ) {
         let Some((type_key, kind)) = auth_type else {
             for (key, _) in [secret, secret_type, realm].into_iter().flatten() {
                 self.refuse(

@@ -20,13 +20,8 @@ impl CidrSet {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut nets = Vec::new();
         for entry in text.split([',', ' ', '\t', '\n']).filter(|e| !e.is_empty()) {
-            let net = match IpNet::from_str(entry) {
-                Ok(net) => net.trunc(),
-                Err(_) => match IpAddr::from_str(entry) {
-                    Ok(ip) => IpNet::from(canonical(ip)),
-                    Err(_) => return Err(format!("{entry:?} is not an IP address or CIDR")),
-                },
-            };
+            let net = parse_entry(entry)
+                .ok_or_else(|| format!("{entry:?} is not an IP address or CIDR"))?;
             nets.push(net);
         }
         if nets.is_empty() {
@@ -63,6 +58,25 @@ impl fmt::Display for CidrSet {
         }
         Ok(())
     }
+}
+
+/// One entry: `address/prefix` (host bits dropped) or a bare address. The address is read by
+/// the standard library, which refuses IPv4 octets with leading zeros (`010.0.0.1`, octal to
+/// some tools), as Go's parser and so ingress-nginx do; ipnet's own parser would take them in
+/// the CIDR form only (found by fuzzing).
+fn parse_entry(entry: &str) -> Option<IpNet> {
+    let Some((addr, prefix)) = entry.split_once('/') else {
+        return IpAddr::from_str(entry)
+            .ok()
+            .map(|ip| IpNet::from(canonical(ip)));
+    };
+    let addr = IpAddr::from_str(addr).ok()?;
+    let digits = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (prefix.len() > 1 && prefix.starts_with('0')) {
+        return None;
+    }
+    let prefix = prefix.parse::<u8>().ok()?;
+    IpNet::new(addr, prefix).ok().map(|net| net.trunc())
 }
 
 /// An IPv4-mapped IPv6 address as IPv4 (a dual-stack listener reports IPv4 peers that way).

@@ -50,6 +50,21 @@ fn cidr_errors_name_the_bad_entry() {
             .contains("example.com")
     );
     assert!(CidrSet::parse(" , ").is_err());
+    // Leading zeros (octal to some tools) are refused in both forms, as Go's parser does
+    // (found by fuzzing: the CIDR form took them).
+    for bad in [
+        "010.0.0.0/8",
+        "10.0.0.02/32",
+        "01.0.0.0/24",
+        "10.0.0.010",
+        "10.0.0.0/08",
+    ] {
+        assert!(CidrSet::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        CidrSet::parse("10.0.0.0/0,::/0").unwrap().to_string(),
+        "0.0.0.0/0,::/0"
+    );
 }
 
 // === client address ===

@@ -354,6 +354,21 @@ fn broken_basic_auth_refuses_the_routes() {
             "{annotations:?}: {:?}",
             p.refused()
         );
+        // Each annotation of the set has one report, refused (found by fuzzing).
+        for (key, _) in &refs {
+            let reports: Vec<_> = p.reports.iter().filter(|r| r.annotation == *key).collect();
+            assert_eq!(reports.len(), 1, "{annotations:?}: {key}: {reports:?}");
+            assert_eq!(
+                reports[0].outcome,
+                Status::Refused,
+                "{annotations:?}: {key}"
+            );
+            assert!(
+                p.warnings.iter().any(|w| w.contains(key)),
+                "{annotations:?}: {key}: {:?}",
+                p.warnings
+            );
+        }
     }
 }
 
