@@ -156,7 +156,10 @@ pub async fn handle(
     };
     let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
     record.span = span;
-    match serve(&plane, &conn, req, &mut record).await {
+    // Boxed: the phases' state machine is tens of KiB (every upstream and policy exchange it
+    // may await), and hyper moves the per-request future it is given several times; boxed,
+    // that future is a pointer and the state is written once, in place.
+    match Box::pin(serve(&plane, &conn, req, &mut record)).await {
         Ok(resp) => resp.finish(record),
         Err(err) => {
             if err.kind.side() == error::Side::Upstream {
@@ -298,7 +301,15 @@ async fn serve(
     };
     let mut answer = match capture {
         Some(capture) => {
-            error_pages::intercept(&plane.upstreams, capture, &route, answer, record).await?
+            // Boxed: its own upstream exchange would otherwise double every request's future.
+            Box::pin(error_pages::intercept(
+                &plane.upstreams,
+                capture,
+                &route,
+                answer,
+                record,
+            ))
+            .await?
         }
         None => answer?,
     };

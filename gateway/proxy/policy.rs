@@ -354,7 +354,8 @@ async fn check_access<B>(
     }
     if let Some(external) = &rules.external {
         let client = client(conn, req);
-        return external_auth::check(upstreams, external, conn, client, req).await;
+        // Boxed: a whole upstream exchange, which would otherwise grow every request's future.
+        return Box::pin(external_auth::check(upstreams, external, conn, client, req)).await;
     }
     Ok(None)
 }

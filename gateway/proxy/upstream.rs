@@ -374,7 +374,9 @@ pub async fn forward(
     let result = if direct {
         send_direct(upstreams, backend, candidates, req, watched, record).await
     } else {
-        send_via_client(
+        // Boxed: hyper-util's client futures are large, and HTTPS, h2c and upgrades are not
+        // the common path; inline, every request's future would carry their size.
+        Box::pin(send_via_client(
             upstreams,
             backend,
             candidates,
@@ -382,7 +384,7 @@ pub async fn forward(
             client_upgrade,
             watched,
             record,
-        )
+        ))
         .await
     };
     // Between reads of the response body too.

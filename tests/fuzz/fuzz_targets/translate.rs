@@ -17,7 +17,7 @@ use gatehouse::objects::{Object, ObjectKey, Objects};
 use gatehouse::routing::{HostMatch, PathMatch};
 use gatehouse::snapshot::{Backend, Route, Snapshot};
 use gatehouse::sources::manifests::parse_documents;
-use gatehouse::translate::{Settings, describe_routes, translate};
+use gatehouse::translate::{Memo, Settings, describe_routes, translate};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -52,14 +52,15 @@ fuzz_target!(|data: &[u8]| {
         new.insert(object.clone());
     }
 
-    let snapshot = translate(&new, &settings, &Snapshot::default());
+    let snapshot = translate(&new, &settings, &mut Memo::default());
     check(&new, &snapshot);
 
-    // Incremental: the change added to the snapshot of before, then taken away again.
-    let old_snapshot = translate(&old, &settings, &Snapshot::default());
-    let added = translate(&new, &settings, &old_snapshot);
+    // Incremental: the change added to what translating before left, then taken away again.
+    let mut memo = Memo::default();
+    let old_snapshot = translate(&old, &settings, &mut memo);
+    let added = translate(&new, &settings, &mut memo);
     assert_same(&snapshot, &added, "incremental translate with the change");
-    let removed = translate(&old, &settings, &added);
+    let removed = translate(&old, &settings, &mut memo);
     assert_same(
         &old_snapshot,
         &removed,
