@@ -1034,7 +1034,7 @@ fn a_broken_access_annotation_refuses_every_route_of_its_ingress_only() {
     let reason = route(&s, "app.test", "/admin").refused().expect("refused");
     assert_eq!(
         reason,
-        "Ingress default/locked is not served: nginx.ingress.kubernetes.io/auth-secret: Secret default/missing-users not found"
+        "Ingress default/locked is not served: nginx.ingress.kubernetes.io/auth-secret: Secret default/missing-users not found; nginx.ingress.kubernetes.io/auth-type: basic authentication is not usable (see the other auth-* annotations)"
     );
     assert!(route(&s, "other.test", "/").refused().is_some());
     assert!(
