@@ -107,6 +107,16 @@ impl ConnInfo {
         }
     }
 
+    /// The client address the source rules, limits and `$remote_addr` see: the peer, or what
+    /// X-Forwarded-For says behind `--trusted-proxies`.
+    pub fn client_addr<B>(&self, req: &Request<B>) -> std::net::IpAddr {
+        crate::snapshot::policy::client_addr(
+            self.remote.ip(),
+            req.headers().get_all(&headers::X_FORWARDED_FOR),
+            &self.trusted_proxies,
+        )
+    }
+
     fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }

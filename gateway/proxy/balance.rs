@@ -20,11 +20,10 @@ use http::{HeaderMap, Request};
 use regex::Regex;
 
 use super::ConnInfo;
-use super::headers::X_FORWARDED_FOR;
 use super::upstream::{Candidates, Upstreams};
 use crate::routing::PathMatch;
 use crate::snapshot::endpoint_keys::{EndpointKeys, key_hash};
-use crate::snapshot::policy::{Canary, CookieAffinity, SameSite, Template, Var, client_addr};
+use crate::snapshot::policy::{Canary, CookieAffinity, SameSite, Template, Var};
 use crate::snapshot::{Backend, Route, ServiceBackend};
 
 /// Tries at finding a fresh balanced key that lands on a wanted endpoint.
@@ -324,12 +323,7 @@ fn hash_key<B>(template: &Template, conn: &ConnInfo, req: &Request<B>) -> String
         }
         Var::Uri => uri.path().to_owned(),
         Var::Args => uri.query().unwrap_or_default().to_owned(),
-        Var::RemoteAddr => client_addr(
-            conn.remote.ip(),
-            req.headers().get_all(&X_FORWARDED_FOR),
-            &conn.trusted_proxies,
-        )
-        .to_string(),
+        Var::RemoteAddr => conn.client_addr(req).to_string(),
         Var::Method => req.method().as_str().to_owned(),
         Var::Header(name) => req
             .headers()

@@ -97,7 +97,7 @@ pub fn take<B>(
     let Some(limit) = policy.limits.connections else {
         return Ok(None);
     };
-    let client = super::policy::client(conn, req);
+    let client = conn.client_addr(req);
     if policy
         .limits
         .exempt

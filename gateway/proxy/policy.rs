@@ -18,14 +18,13 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use super::ConnInfo;
 use super::error::{ErrorKind, ProxyError};
 use super::external_auth;
-use super::headers::X_FORWARDED_FOR;
 use super::request_body::BodyLimits;
 use super::upstream::{RouteUpstream, Upstreams};
 use crate::body::{BoxBody, short_response};
 use crate::snapshot::Route;
 use crate::snapshot::policy::{
     Access, AccessRules, BasicAuth, CanaryRules, Cors, CorsOrigins, PathRewrite, Redirect,
-    RedirectTo, RoutePolicy, Satisfy, Timeouts, Var, client_addr,
+    RedirectTo, RoutePolicy, Satisfy, Timeouts, Var,
 };
 
 /// Successful basic-auth checks remembered at most (then forgotten all at once).
@@ -188,7 +187,7 @@ pub async fn check<B>(
     }
     let limits = &policy.limits;
     if limits.rps.is_some() || limits.rpm.is_some() {
-        let client = client(conn, req);
+        let client = conn.client_addr(req);
         if !limits.exempt.as_ref().is_some_and(|e| e.contains(client))
             && !state.within_rate(policy, client)
         {
@@ -329,7 +328,7 @@ async fn check_access<B>(
     req: &mut Request<B>,
 ) -> Result<Option<Response<BoxBody>>, ProxyError> {
     if rules.has_source_rules() {
-        let client = client(conn, req);
+        let client = conn.client_addr(req);
         if rules.deny.as_ref().is_some_and(|d| d.contains(client)) {
             return Err(ErrorKind::Forbidden.into());
         }
@@ -353,20 +352,11 @@ async fn check_access<B>(
         check_basic(state, basic, req).await?;
     }
     if let Some(external) = &rules.external {
-        let client = client(conn, req);
+        let client = conn.client_addr(req);
         // Boxed: a whole upstream exchange, which would otherwise grow every request's future.
         return Box::pin(external_auth::check(upstreams, external, conn, client, req)).await;
     }
     Ok(None)
-}
-
-/// The client address the source rules (and the limits) see.
-pub(super) fn client<B>(conn: &ConnInfo, req: &Request<B>) -> IpAddr {
-    client_addr(
-        conn.remote.ip(),
-        req.headers().get_all(&X_FORWARDED_FOR),
-        &conn.trusted_proxies,
-    )
 }
 
 /// Basic authentication: a remembered success, or bcrypt off the async workers.
