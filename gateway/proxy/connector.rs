@@ -87,7 +87,9 @@ struct Idle {
 /// One HTTP/1.1 connection: the request side and the I/O side, kept together.
 struct Conn {
     send: SendRequest<BoxBody>,
-    io: Connection<Io, BoxBody>,
+    /// Boxed (once per connection): hyper's connection state is most of a KiB, and a `Conn`
+    /// moves with every request (pool, exchange, response body).
+    io: Box<Connection<Io, BoxBody>>,
     /// Whether it carried a request before (a reused connection may have been closed by the
     /// backend while idle).
     reused: bool,
@@ -242,7 +244,7 @@ async fn dial(
         .map_err(|e| failed(e.into()))?;
     Ok(Conn {
         send,
-        io,
+        io: Box::new(io),
         reused: false,
         idle_since: None,
     })

@@ -47,7 +47,7 @@ pub async fn serve<B>(route: &StaticRoute, req: Request<B>) -> Response<BoxBody>
         return resp;
     }
     let site = &*route.site;
-    let (parts, _) = req.into_parts();
+    let (mut parts, _) = req.into_parts();
     let path = parts.uri.path();
     // The route's own path is the site's root directory: like any directory asked for
     // without its slash, send the client to `PREFIX/`, else the relative links of the index
@@ -72,11 +72,17 @@ pub async fn serve<B>(route: &StaticRoute, req: Request<B>) -> Response<BoxBody>
     if let (Some(index), true) = (&site.index, relative.ends_with('/')) {
         relative.push_str(index);
     }
-    let mut resp = serve_path(route, &parts, &relative).await;
+    // The headers go to ServeDir as they are; a copy is kept only for a fallback page.
+    let headers = match &site.fallback {
+        Some(_) => parts.headers.clone(),
+        None => std::mem::take(&mut parts.headers),
+    };
+    let mut resp = serve_path(route, &parts.method, headers, &relative).await;
     if resp.status() == StatusCode::NOT_FOUND
         && let Some(fallback) = &site.fallback
     {
-        resp = serve_path(route, &parts, &format!("/{fallback}")).await;
+        let headers = std::mem::take(&mut parts.headers);
+        resp = serve_path(route, &parts.method, headers, &format!("/{fallback}")).await;
     }
     let cacheable = resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED;
     if let (Some(value), true) = (&site.cache_control, cacheable) {
@@ -88,16 +94,17 @@ pub async fn serve<B>(route: &StaticRoute, req: Request<B>) -> Response<BoxBody>
 
 async fn serve_path(
     route: &StaticRoute,
-    parts: &http::request::Parts,
+    method: &Method,
+    headers: http::HeaderMap,
     path: &str,
 ) -> Response<BoxBody> {
     let Ok(uri) = Uri::builder().path_and_query(path).build() else {
         return crate::body::short_response(StatusCode::BAD_REQUEST, "bad path\n");
     };
     let mut req = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = headers;
     match files(route).clone().oneshot(req).await {
         Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(never) => match never {},

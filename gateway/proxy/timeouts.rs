@@ -106,19 +106,21 @@ const RECHECK: Duration = Duration::from_millis(250);
 
 /// Waits for `fut` (an exchange up to its response head) unless the request stalls: 504 when
 /// the upstream does not take the body or does not answer within the timeouts.
+///
+/// `fut` is pinned by the caller: taken by value, it would be stored here a second time (and
+/// copied in) for every request.
 pub async fn watch<F: Future>(
-    fut: F,
+    mut fut: Pin<&mut F>,
     progress: &Progress,
     t: &Effective,
 ) -> Result<F::Output, ProxyError> {
-    let mut fut = std::pin::pin!(fut);
     loop {
         let at = progress
             .deadline(t)
             .unwrap_or_else(|| Instant::now() + RECHECK);
         tokio::select! {
             biased;
-            out = &mut fut => return Ok(out),
+            out = fut.as_mut() => return Ok(out),
             () = tokio::time::sleep_until(at) => {
                 // Something may have moved since the deadline was taken.
                 if progress.deadline(t).is_some_and(|d| d <= Instant::now()) {
@@ -135,9 +137,10 @@ pub async fn watch<F: Future>(
 }
 
 /// Waits for `fut` within the global response timeout, or within the route's timeouts (the
-/// caller tells `progress` when the request has a connection).
+/// caller tells `progress` when the request has a connection). `fut` is pinned by the caller,
+/// as for [`watch`].
 pub async fn bounded<F: Future>(
-    fut: F,
+    fut: Pin<&mut F>,
     global: Duration,
     timed: Option<(&Effective, &Progress)>,
 ) -> Result<F::Output, ProxyError> {
@@ -284,7 +287,7 @@ mod tests {
         let progress = Progress::new(false);
         progress.connected();
         let err = watch(
-            std::future::pending::<()>(),
+            std::pin::pin!(std::future::pending::<()>()),
             &progress,
             &effective(300, 60_000),
         )
@@ -301,7 +304,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(700)).await;
             7
         };
-        let out = watch(fut, &progress, &effective(300, 60_000))
+        let out = watch(std::pin::pin!(fut), &progress, &effective(300, 60_000))
             .await
             .unwrap();
         assert_eq!(out, 7);
@@ -312,7 +315,7 @@ mod tests {
         let progress = Progress::new(true);
         progress.connected();
         let err = watch(
-            std::future::pending::<()>(),
+            std::pin::pin!(std::future::pending::<()>()),
             &progress,
             &effective(60_000, 200),
         )

@@ -430,7 +430,8 @@ async fn send_via_client(
         progress.connected();
     }
     let global = upstreams.settings.response_timeout;
-    match timeouts::bounded(client.request(req), global, timed).await {
+    let sent = std::pin::pin!(client.request(req));
+    match timeouts::bounded(sent, global, timed).await {
         Ok(Ok(resp)) => {
             record.upstream_time = Some(started.elapsed());
             Ok(Answer::Done(upstream_response(resp, client_upgrade)))
@@ -460,31 +461,34 @@ async fn send_direct(
         None => (upstreams.settings.connect_timeout, None),
     };
     let (mut tries, mut failed_connects) = (0u32, 0u32);
-    let attempts = async {
-        let mut last = ProxyError::new(ErrorKind::NoEndpoint);
-        for i in candidates {
-            tries += 1;
-            let addr = backend.endpoints[i];
-            *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
-            match upstreams
-                .connector
-                .send_timed(addr, req, connect_timeout, progress)
-                .await
-            {
-                Ok(resp) => return Ok((resp, addr)),
-                Err((err, Some(unsent))) => {
-                    failed_connects += 1;
-                    tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
-                    upstreams.mark_down(addr);
-                    req = unsent;
-                    last = err;
+    let result = {
+        // Pinned here, once: the timeouts wait on it in place.
+        let attempts = std::pin::pin!(async {
+            let mut last = ProxyError::new(ErrorKind::NoEndpoint);
+            for i in candidates {
+                tries += 1;
+                let addr = backend.endpoints[i];
+                *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
+                match upstreams
+                    .connector
+                    .send_timed(addr, req, connect_timeout, progress)
+                    .await
+                {
+                    Ok(resp) => return Ok((resp, addr)),
+                    Err((err, Some(unsent))) => {
+                        failed_connects += 1;
+                        tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
+                        upstreams.mark_down(addr);
+                        req = unsent;
+                        last = err;
+                    }
+                    Err((err, None)) => return Err((err, Some(addr))),
                 }
-                Err((err, None)) => return Err((err, Some(addr))),
             }
-        }
-        Err((last, None))
+            Err((last, None))
+        });
+        timeouts::bounded(attempts, upstreams.settings.response_timeout, timed).await
     };
-    let result = timeouts::bounded(attempts, upstreams.settings.response_timeout, timed).await;
     record.connect_failures = failed_connects;
     record.retries = tries.saturating_sub(1);
     match result {
