@@ -16,6 +16,12 @@ use md5::{Digest as _, Md5};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
+/// The highest bcrypt cost taken: Apache's `htpasswd -B -C` allows 4 to 17; 17 already takes
+/// about 10 s a login on one core, and each step doubles it.
+const MAX_BCRYPT_COST: u32 = 17;
+/// The highest SHA-crypt `rounds=` taken (the default is 5,000; a million takes about 0.5 s).
+const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
+
 /// Users and their password hashes.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Htpasswd {
@@ -154,6 +160,26 @@ impl Hash {
             });
         }
         let parts: Vec<&str> = text.split('$').collect();
+        // Every failed login recomputes the hash: a cost nobody chooses for a login would let
+        // each wrong password burn seconds to hours of a core.
+        if let ["", "2a" | "2b" | "2y", cost, _] = parts.as_slice()
+            && let Ok(cost) = cost.parse::<u32>()
+            && cost > MAX_BCRYPT_COST
+        {
+            return Err(format!(
+                "bcrypt cost {cost} is over {MAX_BCRYPT_COST} (each login would take seconds \
+                 or more; htpasswd -B -C accepts 4 to 17)"
+            ));
+        }
+        if let ["", "5" | "6", rounds, _, _] = parts.as_slice()
+            && let Some(Ok(rounds)) = rounds.strip_prefix("rounds=").map(str::parse::<u32>)
+            && rounds > MAX_SHA_CRYPT_ROUNDS
+        {
+            return Err(format!(
+                "SHA-crypt rounds={rounds} is over {MAX_SHA_CRYPT_ROUNDS} (each login would \
+                 take seconds or more; the default is 5000)"
+            ));
+        }
         let valid = match parts.as_slice() {
             ["", "2a" | "2b" | "2y", cost, rest] => {
                 cost.len() == 2

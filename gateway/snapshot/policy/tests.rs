@@ -207,6 +207,30 @@ fn auth_map_keys_are_users_and_values_hashes() {
 }
 
 #[test]
+fn hashes_whose_every_check_would_burn_seconds_of_cpu_are_refused() {
+    let salt22 = "DhJvYDo98r7HsQbUTIs0Bu";
+    let hash31 = "I5E8b14HZOmvcICMCmCYE94HT2WA4MG";
+    let text = format!(
+        "slow:$2b$18${salt22}{hash31}\n\
+         ok:$2b$17${salt22}{hash31}\n\
+         rounds:$6$rounds=999999999$saltsalt$hRM5XZ86KXEw9UOmjigeVqFgULtFB2sgpC9lXQDfMib3Zgw7mEiUvBJI2EplzfAqxL5Vvwp2scFtv/uamSo5z0\n"
+    );
+    let (users, problems) = Htpasswd::parse_file(&text);
+    assert_eq!(users.len(), 1, "{problems:?}");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("line 1") && problems[0].contains("bcrypt cost 18 is over 17"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("line 3") && problems[1].contains("rounds=999999999"),
+        "{problems:?}"
+    );
+    // Refused users are left out: never let in.
+    assert!(!users.verify("slow", b"correct horse"));
+}
+
+#[test]
 fn hashes_stay_out_of_debug_output() {
     let (users, _) = Htpasswd::parse_file(HTPASSWD);
     let shown = format!("{users:?}");
