@@ -106,12 +106,20 @@ fn fingerprint(text: &str) -> Fingerprint {
 
 /// The documents of a text, split at its `---` lines (each but the first starting with its
 /// `---` line). `None` when the text has what makes document bounds more than `---` lines
-/// (directives, `...` end markers, a byte order mark): it is then parsed as one stream.
+/// (directives, `...` end markers, a byte order mark) or lines this split would not see (YAML
+/// also ends a line at a lone carriage return): it is then parsed as one stream.
 fn split_documents(text: &str) -> Option<Vec<&str>> {
     if text.contains('\u{feff}') {
         return None;
     }
     let bytes = text.as_bytes();
+    let lone_cr = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    if lone_cr {
+        return None;
+    }
     let marker = |at: usize, what: &[u8]| {
         bytes[at..].starts_with(what)
             && matches!(bytes.get(at + 3), None | Some(b' ' | b'\t' | b'\r' | b'\n'))

@@ -99,6 +99,22 @@ fn kinds_gatehouse_does_not_read_are_ignored() {
     assert_eq!(kinds(&objects), ["StaticSite default/docs"]);
 }
 
+/// YAML ends a line at a lone carriage return too, so `...` after one ends a document: the
+/// split at `---` lines cannot see that, and such a text is parsed as one stream. (Found by the
+/// manifests fuzz target: the split parse took a text the stream parse refuses.)
+#[test]
+fn lone_carriage_returns_parse_as_the_stream_does() {
+    let text = "\n&..\r...\r!p)\u{7}Tersi\r\r\rm";
+    let stream = parse_stream(text).map(|o| kinds(&o));
+    assert!(stream.is_err(), "{stream:?}");
+    assert_eq!(parse_documents(text).map(|o| kinds(&o)), stream);
+    let old_mac = "kind: Service\rapiVersion: v1\rmetadata: {name: a, namespace: default}\r---\rkind: Nothing\r";
+    assert_eq!(
+        parse_documents(old_mac).map(|o| kinds(&o)),
+        parse_stream(old_mac).map(|o| kinds(&o))
+    );
+}
+
 #[test]
 fn bad_document_error_names_document_kind_and_name() {
     let text = docs(&[
