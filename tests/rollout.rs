@@ -21,6 +21,15 @@ struct Tally {
     failed: AtomicUsize,
     /// Requests answered by the terminated replica after SIGTERM was sent.
     ok_after_term: AtomicUsize,
+    /// What the failed requests got, for the assertion's message.
+    failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.failures.lock().unwrap().push(what);
+    }
 }
 
 /// The replicas' plain-HTTP addresses and whether the balancer believes each one ready.
@@ -66,11 +75,16 @@ async fn rollout(shutdown_delay: &str) -> (Tally, std::process::ExitStatus) {
     // The readiness probe.
     let admins: Vec<SocketAddr> = replicas.iter().map(|gh| gh.admin).collect();
     let probe = {
-        let (balancer, stop) = (balancer.clone(), stop.clone());
+        let (balancer, stop, tally) = (balancer.clone(), stop.clone(), tally.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for (i, admin) in admins.iter().enumerate() {
-                    let ready = matches!(admin_get(*admin, "/readyz"), Ok((200, _)));
+                    let answer = admin_get(*admin, "/readyz");
+                    let ready = matches!(answer, Ok((200, _)));
+                    if !ready && i == 1 {
+                        let what = format!("probe of the surviving replica: {answer:?}");
+                        tally.failures.lock().unwrap().push(what);
+                    }
                     balancer.ready[i].store(ready, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -95,7 +109,7 @@ async fn rollout(shutdown_delay: &str) -> (Tally, std::process::ExitStatus) {
                 .expect("client");
             while !stop.load(Ordering::Relaxed) {
                 let Some(i) = balancer.pick() else {
-                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    tally.fail("no replica ready".into());
                     continue;
                 };
                 let after_term = i == 0 && terminated.load(Ordering::Relaxed);
@@ -119,9 +133,10 @@ async fn rollout(shutdown_delay: &str) -> (Tally, std::process::ExitStatus) {
                     Err(err) if err.is_connect() => {
                         tally.refused.fetch_add(1, Ordering::Relaxed);
                     }
-                    _ => {
-                        tally.failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                    other => tally.fail(format!(
+                        "replica {i}{}: {other:?}",
+                        if after_term { " after SIGTERM" } else { "" }
+                    )),
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -186,7 +201,8 @@ async fn a_replica_terminated_with_a_shutdown_delay_drops_no_request() {
     assert_eq!(
         (refused, failed),
         (0, 0),
-        "connections refused, requests failed"
+        "connections refused, requests failed: {:?}",
+        tally.failures.lock().unwrap()
     );
     // The balancer kept sending to the replica for a while after SIGTERM: the delay is what
     // made those requests succeed.
