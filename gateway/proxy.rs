@@ -25,6 +25,7 @@ pub mod sni;
 pub mod static_files;
 pub mod timeouts;
 pub mod upstream;
+pub mod vars;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

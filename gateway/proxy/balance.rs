@@ -23,7 +23,7 @@ use super::ConnInfo;
 use super::upstream::{Candidates, Upstreams};
 use crate::routing::PathMatch;
 use crate::snapshot::endpoint_keys::{EndpointKeys, key_hash};
-use crate::snapshot::policy::{Canary, CookieAffinity, SameSite, Template, Var};
+use crate::snapshot::policy::{Canary, CookieAffinity, SameSite, Template};
 use crate::snapshot::{Backend, Route, ServiceBackend};
 
 /// Tries at finding a fresh balanced key that lands on a wanted endpoint.
@@ -288,22 +288,10 @@ static SAME_SITE_NONE_INCOMPATIBLE: LazyLock<Regex> = LazyLock::new(|| {
 
 /// The key part of the request's affinity cookie `name` that was set for this backend.
 fn cookie_key<'a, B>(req: &'a Request<B>, name: &str, keys: &EndpointKeys) -> Option<&'a str> {
-    cookies(req.headers(), name).find_map(|value| {
+    super::headers::request_cookies(req.headers(), name).find_map(|value| {
         let (key, tag) = value.rsplit_once('.')?;
         (tag == keys.tag() && !key.is_empty()).then_some(key)
     })
-}
-
-/// Values of the request cookies named `name`.
-fn cookies<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(move |(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 fn random_key() -> String {
@@ -312,40 +300,7 @@ fn random_key() -> String {
 
 /// `upstream-hash-by`'s key for a request (nginx's variables, from the request as received).
 fn hash_key<B>(template: &Template, conn: &ConnInfo, req: &Request<B>) -> String {
-    let uri = req.uri();
-    template.render(|var| match var {
-        Var::Host => super::route::request_host(req)
-            .map(|h| crate::routing::normalize_host(h).to_ascii_lowercase())
-            .unwrap_or_default(),
-        Var::Scheme => conn.scheme.to_owned(),
-        Var::RequestUri | Var::EscapedRequestUri => {
-            uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
-        }
-        Var::Uri => uri.path().to_owned(),
-        Var::Args => uri.query().unwrap_or_default().to_owned(),
-        Var::RemoteAddr => conn.client_addr(req).to_string(),
-        Var::Method => req.method().as_str().to_owned(),
-        Var::Header(name) => req
-            .headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", "),
-        Var::Cookie(name) => cookies(req.headers(), name)
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        Var::Arg(name) => uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-            .find(|(k, _)| k == &&**name)
-            .map(|(_, v)| v.to_owned())
-            .unwrap_or_default(),
-        Var::Capture(_) => String::new(),
-    })
+    template.render(|var| super::vars::value(var, conn, req))
 }
 
 #[cfg(test)]

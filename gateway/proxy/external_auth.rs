@@ -14,8 +14,6 @@
 //! The subrequest goes through the data plane's pooled clients ([`Upstreams::client_for_url`]),
 //! so connections to the auth service are reused across requests.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -24,8 +22,9 @@ use super::ConnInfo;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::{self, Forwarded};
 use super::upstream::Upstreams;
+use super::vars;
 use crate::body::{BoxBody, short_response};
-use crate::snapshot::policy::{ExternalAuth, SignIn, Template, Var};
+use crate::snapshot::policy::{ExternalAuth, SignIn, Template};
 
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -71,10 +70,9 @@ pub async fn check<B>(
     upstreams: &Upstreams,
     auth: &ExternalAuth,
     conn: &ConnInfo,
-    client: IpAddr,
     req: &mut Request<B>,
 ) -> Result<Option<Response<BoxBody>>, ProxyError> {
-    let url = render(&auth.url, conn, client, req);
+    let url = render(&auth.url, conn, req);
     let sub = subrequest(auth, conn, &url, req)?;
     let https = sub.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
     let limit = upstreams.settings.response_timeout;
@@ -103,7 +101,7 @@ pub async fn check<B>(
             Ok(None)
         }
         StatusCode::UNAUTHORIZED => match &auth.signin {
-            Some(signin) => sign_in(signin, conn, client, req, &parts.headers).map(Some),
+            Some(signin) => sign_in(signin, conn, req, &parts.headers).map(Some),
             None => Err(match parts.headers.get(header::WWW_AUTHENTICATE) {
                 Some(challenge) => ProxyError::with_header(
                     ErrorKind::Unauthorized,
@@ -172,7 +170,7 @@ fn subrequest<B>(
             trusted_peer: conn.trusted_peer,
         },
     );
-    let request_uri = request_uri(req);
+    let request_uri = vars::request_uri(req);
     let original_url = format!("{}://{host}{request_uri}", conn.scheme);
     if let Ok(v) = HeaderValue::from_str(&original_url) {
         headers.insert(X_ORIGINAL_URL.clone(), v);
@@ -228,11 +226,10 @@ fn join_cookies(headers: &mut HeaderMap) {
 fn sign_in<B>(
     signin: &SignIn,
     conn: &ConnInfo,
-    client: IpAddr,
     req: &Request<B>,
     answer: &HeaderMap,
 ) -> Result<Response<BoxBody>, ProxyError> {
-    let mut location = render(&signin.url, conn, client, req);
+    let mut location = render(&signin.url, conn, req);
     if let Some(param) = &signin.redirect_param {
         location.push(if location.contains('?') { '&' } else { '?' });
         location.push_str(param);
@@ -240,7 +237,7 @@ fn sign_in<B>(
         location.push_str(conn.scheme);
         location.push_str("://");
         location.push_str(super::route::request_host(req).unwrap_or_default());
-        escape_component(request_uri(req), &mut location);
+        vars::escape_component(vars::request_uri(req), &mut location);
     }
     let location = HeaderValue::try_from(location)
         .map_err(|e| ProxyError::with_cause(ErrorKind::BadRequest, e))?;
@@ -252,71 +249,10 @@ fn sign_in<B>(
     Ok(resp)
 }
 
-fn request_uri<B>(req: &Request<B>) -> &str {
-    req.uri().path_and_query().map_or("/", |p| p.as_str())
-}
-
 /// A template (`auth-url`, `auth-signin`) filled in for this request, as nginx fills in its
 /// variables (values unescaped, except `$escaped_request_uri`).
-fn render<B>(template: &Template, conn: &ConnInfo, client: IpAddr, req: &Request<B>) -> String {
-    template.render(|var| match var {
-        Var::Host => super::route::request_host(req)
-            .map(|h| crate::routing::normalize_host(h).to_ascii_lowercase())
-            .unwrap_or_default(),
-        Var::Scheme => conn.scheme.to_owned(),
-        Var::RequestUri => request_uri(req).to_owned(),
-        Var::EscapedRequestUri => {
-            let mut out = String::new();
-            escape_component(request_uri(req), &mut out);
-            out
-        }
-        Var::Uri => req.uri().path().to_owned(),
-        Var::Args => req.uri().query().unwrap_or_default().to_owned(),
-        Var::RemoteAddr => client.to_string(),
-        Var::Method => req.method().as_str().to_owned(),
-        Var::Header(name) => req
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        Var::Cookie(name) => cookie(req.headers(), name).unwrap_or_default().to_owned(),
-        Var::Arg(name) => req
-            .uri()
-            .query()
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| k == &&**name)
-            .map_or_else(String::new, |(_, v)| v.to_owned()),
-        Var::Capture(_) => String::new(),
-    })
-}
-
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), as nginx's
-/// `$escaped_request_uri` for a query parameter value.
-fn escape_component(text: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
+fn render<B>(template: &Template, conn: &ConnInfo, req: &Request<B>) -> String {
+    template.render(|var| vars::value(var, conn, req))
 }
 
 /// Reads what is left of an auth answer's body (bounded, before the deadline), so its

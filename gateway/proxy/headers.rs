@@ -23,6 +23,19 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Values of the request cookies named `name`, in the order sent (over all Cookie headers: an
+/// HTTP/2 client may send one per cookie).
+pub fn request_cookies<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
 /// Client-address headers of other conventions: a client could claim any address in them, and
 /// Gatehouse does not vouch for them, so they never reach an upstream.
 const UNVOUCHED: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("true-client-ip")];

@@ -284,26 +284,7 @@ pub fn rewrite<B>(
     req: &mut Request<B>,
 ) -> Result<(), ProxyError> {
     let uri = req.uri();
-    let host = super::route::request_host(req)
-        .map(|h| crate::routing::normalize_host(h).to_ascii_lowercase())
-        .unwrap_or_default();
-    let vars = |var: &Var| -> String {
-        match var {
-            Var::Host => host.clone(),
-            Var::Scheme => conn.scheme.to_owned(),
-            Var::RequestUri => uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-            Var::Uri => uri.path().to_owned(),
-            Var::Args => uri.query().unwrap_or_default().to_owned(),
-            Var::Method => req.method().as_str().to_owned(),
-            Var::Header(name) => req
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            _ => String::new(),
-        }
-    };
+    let vars = |var: &Var| super::vars::value(var, conn, req);
     let Some(target) = rewrite.apply(uri.path(), uri.query(), vars) else {
         return Ok(());
     };
@@ -352,9 +333,8 @@ async fn check_access<B>(
         check_basic(state, basic, req).await?;
     }
     if let Some(external) = &rules.external {
-        let client = conn.client_addr(req);
         // Boxed: a whole upstream exchange, which would otherwise grow every request's future.
-        return Box::pin(external_auth::check(upstreams, external, conn, client, req)).await;
+        return Box::pin(external_auth::check(upstreams, external, conn, req)).await;
     }
     Ok(None)
 }
