@@ -1,6 +1,7 @@
 //! A rolling update as a cluster does it: two Gatehouse replicas from the same manifests behind
 //! a balancer that sends each request to the next replica whose /readyz answers 200 (checked
-//! every 100 ms, as a readiness probe would), one replica terminated with SIGTERM. With
+//! every 100 ms, out after two failures in a row, as a readiness probe would), one replica
+//! terminated with SIGTERM. With
 //! `--shutdown-delay` longer than the balancer takes to notice, no connection is refused and no
 //! request fails.
 mod support;
@@ -40,10 +41,14 @@ struct Balancer {
 }
 
 impl Balancer {
-    /// The next ready replica (index), round robin.
+    /// The next ready replica (index), round robin. One turn of the counter per request, then
+    /// the replicas in order from there: with a counter turn per replica tried, concurrent
+    /// requests could each be handed the same not-ready replica twice and find none.
     fn pick(&self) -> Option<usize> {
-        (0..self.targets.len())
-            .map(|_| self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len())
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
             .find(|&i| self.ready[i].load(Ordering::Relaxed))
     }
 }
@@ -72,11 +77,14 @@ async fn rollout(shutdown_delay: &str) -> (Tally, std::process::ExitStatus) {
     let terminated = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
 
-    // The readiness probe.
+    // The readiness probe: every 100 ms, a replica out after two failures in a row (a
+    // readiness probe's failureThreshold), so the balancer notices 100-200 ms after the replica
+    // stops being ready, whatever the machine's load does to the timing.
     let admins: Vec<SocketAddr> = replicas.iter().map(|gh| gh.admin).collect();
     let probe = {
         let (balancer, stop, tally) = (balancer.clone(), stop.clone(), tally.clone());
         std::thread::spawn(move || {
+            let mut failures = vec![0u32; admins.len()];
             while !stop.load(Ordering::Relaxed) {
                 for (i, admin) in admins.iter().enumerate() {
                     let answer = admin_get(*admin, "/readyz");
@@ -85,7 +93,8 @@ async fn rollout(shutdown_delay: &str) -> (Tally, std::process::ExitStatus) {
                         let what = format!("probe of the surviving replica: {answer:?}");
                         tally.failures.lock().unwrap().push(what);
                     }
-                    balancer.ready[i].store(ready, Ordering::Relaxed);
+                    failures[i] = if ready { 0 } else { failures[i] + 1 };
+                    balancer.ready[i].store(failures[i] < 2, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
