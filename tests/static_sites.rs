@@ -112,6 +112,23 @@ async fn get(
     (status, headers, resp.text().await.expect("body"))
 }
 
+/// A file sent whole over HTTP/1.1 is a success in the metrics, not a client gone mid-body
+/// (hyper stops reading a body once it has sent the declared length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_sent_whole_is_not_counted_as_a_client_gone() {
+    let dir = SiteDir::new();
+    let gh = serve(&dir);
+    let c = client(&gh);
+    for _ in 0..3 {
+        let (status, _, body) = get(&c, "http://site.test/", &[]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "<h1>home</h1>"));
+    }
+    let gone = gh.metric("gatehouse_proxy_errors_total", &["reason=\"client_gone\""]);
+    assert_eq!(gone, 0.0, "whole responses counted as client_gone");
+    let ok = gh.metric("gatehouse_requests_total", &["status=\"200\""]);
+    assert!(ok >= 3.0, "requests_total 200: {ok}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_file_is_served_for_the_root_and_for_directories() {
     let dir = SiteDir::new();

@@ -142,11 +142,19 @@ impl Record {
             self.write(0);
             return resp.map(|b| b.map_err(Into::into).boxed_unsync());
         }
+        // hyper stops polling a body once it has written the length it declared, without
+        // asking for its end: that is the end too, not a client gone mid-body.
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact());
         resp.map(|inner| {
             Recorded {
                 inner,
                 record: Some(self),
                 bytes: 0,
+                declared,
             }
             .boxed_unsync()
         })
@@ -301,6 +309,8 @@ struct Recorded<B> {
     inner: B,
     record: Option<Record>,
     bytes: u64,
+    /// The body's length as the response declared it, if it did.
+    declared: Option<u64>,
 }
 
 impl<B> Body for Recorded<B>
@@ -322,7 +332,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                 }
-                if this.inner.is_end_stream() {
+                if this.inner.is_end_stream() || this.declared == Some(this.bytes) {
                     this.finish(None);
                 }
             }
