@@ -36,6 +36,7 @@ pub fn request_cookies<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<
         .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
 }
+
 /// Client-address headers of other conventions: a client could claim any address in them, and
 /// Gatehouse does not vouch for them, so they never reach an upstream.
 const UNVOUCHED: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("true-client-ip")];

@@ -233,16 +233,10 @@ pub fn to_canary<B>(rules: &CanaryRules, req: &Request<B>) -> bool {
         .header
         .as_ref()
         .and_then(|(name, _)| req.headers().get(name));
-    let cookie = rules.cookie.as_deref().and_then(|name| {
-        req.headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-    });
+    let cookie = rules
+        .cookie
+        .as_deref()
+        .and_then(|name| super::headers::request_cookies(req.headers(), name).next());
     let roll = if rules.weight == 0 || rules.weight_total == 0 {
         u32::MAX
     } else {
