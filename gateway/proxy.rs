@@ -10,6 +10,7 @@
 
 pub mod balance;
 pub mod challenge;
+pub mod client_io;
 pub mod conn_limit;
 pub mod connector;
 pub mod error;
@@ -131,14 +132,13 @@ impl ConnInfo {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// When the connection will have been idle for `timeout`, if nothing starts meanwhile; `None`
-    /// while a request is in flight.
-    pub fn idle_deadline(&self, timeout: std::time::Duration) -> Option<tokio::time::Instant> {
+    /// Since when the connection has had no request in flight; `None` while one is.
+    pub fn idle_since(&self) -> Option<tokio::time::Instant> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
         let last = std::time::Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed));
-        Some(self.opened + last + timeout)
+        Some(self.opened + last)
     }
 
     /// Counts a request the client abandoned. Past the allowance, and while more than a third

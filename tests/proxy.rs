@@ -578,7 +578,7 @@ async fn connection_that_sends_nothing_is_closed_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed_and_the_client_recovers() {
-    let gh = gateway(&[origin::echo("a").await], &["--client-header-timeout=1s"]);
+    let gh = gateway(&[origin::echo("a").await], &["--client-idle-timeout=1s"]);
     let client = gh.client_for(&["app.test"]);
     assert_eq!(
         client

@@ -1,0 +1,200 @@
+//! Serving client connections in process, over `tokio::io::duplex`: parking idle HTTP/1.1
+//! connections, the HTTP/2 sniff, and the timeouts that must hold across a park.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::*;
+use crate::shared::Shared;
+
+fn settings() -> ServerSettings {
+    ServerSettings {
+        header_timeout: Duration::from_millis(1000),
+        idle_timeout: Duration::from_millis(3000),
+        ..ServerSettings::default()
+    }
+}
+
+/// A client end of a connection served as the plain-HTTP listener serves its connections.
+async fn connect(settings: &ServerSettings, drain: &Drain) -> DuplexStream {
+    let plane = Shared::new(Default::default(), false).plane.clone();
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let info = ConnInfo::new(
+        ([127, 0, 0, 1], 40000).into(),
+        "http",
+        HeaderValue::from_static("80"),
+        settings,
+    );
+    let server_conf = Arc::new(http_builder(settings));
+    serve_connection(plane, server_conf, drain, server, info, "http", settings).await;
+    client
+}
+
+/// Reads one response (head and Content-Length body) and returns its status line.
+async fn response(client: &mut DuplexStream) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8(got).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let line = line.to_ascii_lowercase();
+            let value = line.strip_prefix("content-length:")?;
+            value.trim().parse().ok()
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    client.read_exact(&mut body).await.unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+/// Waits for the server to close the connection; how long it took.
+async fn closed_within(client: &mut DuplexStream, limit: Duration) -> Duration {
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout_at(start + limit, client.read(&mut buf)).await {
+            Err(_) => panic!("still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n";
+
+#[tokio::test]
+async fn an_idle_connection_is_served_again_after_it_was_parked() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    for round in 0..3 {
+        client.write_all(GET).await.unwrap();
+        assert_eq!(
+            response(&mut client).await,
+            "HTTP/1.1 404 Not Found",
+            "round {round}"
+        );
+        // Idle well past PARK_AFTER: the next request wakes a parked connection.
+        tokio::time::sleep(PARK_AFTER * 3).await;
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_all_answered() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    client.write_all(&GET.repeat(3)).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(response(&mut client).await, "HTTP/1.1 404 Not Found");
+    }
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    // A request split across the wake-up read and the socket.
+    client.write_all(&GET[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.write_all(&GET[5..]).await.unwrap();
+    assert_eq!(response(&mut client).await, "HTTP/1.1 404 Not Found");
+}
+
+#[tokio::test]
+async fn a_parked_connection_is_closed_at_the_idle_timeout() {
+    let settings = ServerSettings {
+        idle_timeout: Duration::from_millis(800),
+        ..settings()
+    };
+    let drain = Drain::new();
+    let mut client = connect(&settings, &drain).await;
+    client.write_all(GET).await.unwrap();
+    response(&mut client).await;
+    let took = closed_within(&mut client, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(700), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_connections_at_once() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    client.write_all(GET).await.unwrap();
+    response(&mut client).await;
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    let start = tokio::time::Instant::now();
+    drain.drain(Duration::from_secs(5)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "drain took {:?}",
+        start.elapsed()
+    );
+    closed_within(&mut client, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_request_head_sent_slowly_across_parks_still_meets_the_header_timeout() {
+    // The idle timeout (counted from the last response) would end it too: make it long.
+    let settings = ServerSettings {
+        idle_timeout: Duration::from_secs(30),
+        ..settings()
+    };
+    let drain = Drain::new();
+    let mut client = connect(&settings, &drain).await;
+    client.write_all(GET).await.unwrap();
+    response(&mut client).await;
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    // Part of a head, then a byte now and then: each park would start hyper's header timeout
+    // over, were a connection holding part of a request parked again.
+    client.write_all(b"GET / HT").await.unwrap();
+    let start = tokio::time::Instant::now();
+    for byte in b"TP/1.1\r\nHost: nowhere.test\r\n" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if client.write_all(&[*byte]).await.is_err() || drain.signal.receiver_count() == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "a head trickling in held the connection for 4 s"
+        );
+    }
+    let took = start.elapsed();
+    assert!(
+        drain.signal.receiver_count() == 0,
+        "still open after {took:?}"
+    );
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn an_http2_client_is_recognised_by_its_preface() {
+    let (settings, drain) = (settings(), Drain::new());
+    let client = connect(&settings, &drain).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://nowhere.test/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), http::StatusCode::NOT_FOUND);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_closed_at_the_header_timeout() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    let took = closed_within(&mut client, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+}
