@@ -114,6 +114,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ClientIo<IO> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            // And what the socket has after it, in the same read: hyper grows its buffer to
+            // 16 KiB when a request head takes two reads. An error shows at the next read.
+            if self.prefix.is_empty() && buf.remaining() > 0 {
+                let _ = Pin::new(&mut self.io).poll_read(cx, buf);
+            }
             return Poll::Ready(Ok(()));
         }
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);

@@ -77,12 +77,15 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
     HttpServer { http1, http2 }
 }
 
-/// An HTTP/1.1 connection idle (and quiet, see [`client_io`]) this long is parked: hyper's
+/// An HTTP/1.1 connection idle (and quiet, see [`super::client_io`]) this long is parked: hyper's
 /// state for it, with its 8 KiB read and write buffers, is dropped until the client sends again.
-/// 10,000 idle keep-alive connections then hold about 2 KiB each instead of 18 KiB. Not at
-/// once: under keep-alive load every connection is idle between two requests, and rebuilding
-/// the state each time would cost more CPU than the memory is worth.
-const PARK_AFTER: Duration = Duration::from_millis(250);
+/// Not at once: under keep-alive load every connection is idle between two requests, and
+/// rebuilding the state each time would cost more CPU than the memory is worth. Short enough
+/// that a burst of new connections has few unparked at any moment (their buffers are what the
+/// process keeps afterwards).
+const PARK_AFTER: Duration = Duration::from_millis(50);
+/// How soon a connection found busy is checked for idleness again.
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
 
 /// Tells open connections to finish (HTTP/1.1: after the request in flight; HTTP/2: GOAWAY),
 /// and waits until they have.
@@ -220,14 +223,13 @@ async fn serve_client<IO, S>(
                 .with_upgrades(),
         );
         let parking = may_park.then_some(&*quiet);
-        match watch
-            .run(
-                std::pin::Pin::new(&mut *conn),
-                |conn| conn.graceful_shutdown(),
-                parking,
-            )
-            .await
-        {
+        // Boxed too (its timers and select state): a parked task keeps only what waiting takes.
+        let served = Box::pin(watch.run(
+            std::pin::Pin::new(&mut *conn),
+            |conn| conn.graceful_shutdown(),
+            parking,
+        ));
+        match served.await {
             Served::Ended => return,
             Served::Idle => {}
         }
@@ -378,13 +380,15 @@ fn idle_check(
     now: tokio::time::Instant,
     parking: Option<&Quiet>,
 ) -> IdleCheck {
-    let step = if parking.is_some() {
-        PARK_AFTER
+    // A busy connection is looked at again after a while, not at every PARK_AFTER: under
+    // load, that would be a timer firing ten times a second on every connection.
+    let busy_step = if parking.is_some() {
+        BUSY_RECHECK
     } else {
         idle_timeout
     };
     let Some(since) = info.idle_since() else {
-        return IdleCheck::LookAgainAt(now + step);
+        return IdleCheck::LookAgainAt(now + busy_step);
     };
     let close_at = since + idle_timeout;
     if close_at <= now {
