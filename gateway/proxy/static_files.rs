@@ -1,6 +1,7 @@
 //! The static-file phase: a [`StaticRoute`]'s files served by tower-http's `ServeDir`, confined
 //! to the site's root by the kernel (`openat2`), read in place from the page cache.
 
+use std::cell::RefCell;
 use std::future::{Ready, ready};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -105,10 +106,13 @@ async fn serve_path(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    match files(route).clone().oneshot(req).await {
+    let resp = match files(route).clone().oneshot(req).await {
         Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(never) => match never {},
-    }
+    };
+    // A file ServeDir asked about but did not open (HEAD, a precompressed sibling) is closed now.
+    OPENED.take();
+    resp
 }
 
 /// Opens the files ServeDir asks for beneath the site's root, never outside it: `openat2` with
@@ -118,6 +122,10 @@ async fn serve_path(
 ///
 /// File I/O is done in place, not on tokio's blocking pool: like nginx without `aio`, a read from
 /// the page cache costs microseconds, while a hop to the pool and back costs more than the read.
+///
+/// ServeDir asks for a path's metadata (is it a directory?) and then opens it: the metadata call
+/// opens the file as nginx does (read-only, non-blocking, so a FIFO cannot hold the worker) and
+/// leaves it in [`OPENED`] for the open that follows, so a file costs one open and one stat.
 #[derive(Clone, Debug)]
 struct ConfinedBackend {
     /// ServeDir's base path (the root as ServeDir spells it), stripped from the paths it asks for.
@@ -190,6 +198,29 @@ fn outside(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, "outside the site's root")
 }
 
+thread_local! {
+    /// The regular file the last [`ConfinedBackend::metadata`] on this thread opened, with its
+    /// metadata, for the [`ConfinedBackend::open`] of the same path that follows at once (ServeDir
+    /// does not yield between the two: both futures are ready). Emptied after every request
+    /// ([`serve_path`]), so a file is never served from an earlier request's open.
+    static OPENED: RefCell<Option<(PathBuf, PageCacheFile)>> = const { RefCell::new(None) };
+}
+
+impl ConfinedBackend {
+    /// Opens `path` for reading, as a regular file (anything else is not found).
+    fn open_file(&self, path: &Path) -> io::Result<PageCacheFile> {
+        let file = self.open_beneath(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a regular file",
+            ));
+        }
+        Ok(PageCacheFile::new(file, metadata))
+    }
+}
+
 impl FsBackend for ConfinedBackend {
     type File = PageCacheFile;
     type Metadata = std::fs::Metadata;
@@ -197,17 +228,35 @@ impl FsBackend for ConfinedBackend {
     type MetadataFuture = Ready<io::Result<std::fs::Metadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        ready(
-            self.open_beneath(&path, OFlags::RDONLY)
-                .and_then(PageCacheFile::new),
-        )
+        let opened = OPENED.with_borrow_mut(|slot| match slot {
+            Some((opened, _)) if *opened == path => slot.take(),
+            _ => None,
+        });
+        ready(match opened {
+            Some((_, file)) => Ok(file),
+            None => self.open_file(&path),
+        })
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        ready(
-            self.open_beneath(&path, OFlags::PATH)
-                .and_then(|f| f.metadata()),
-        )
+        let opened = self.open_beneath(&path, OFlags::RDONLY | OFlags::NONBLOCK);
+        let file = match opened {
+            Ok(file) => file,
+            // Not readable (a directory may be searchable only): its metadata is still wanted.
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                return ready(
+                    self.open_beneath(&path, OFlags::PATH)
+                        .and_then(|f| f.metadata()),
+                );
+            }
+            Err(err) => return ready(Err(err)),
+        };
+        ready(file.metadata().inspect(|metadata| {
+            if metadata.is_file() {
+                let file = PageCacheFile::new(file, metadata.clone());
+                OPENED.set(Some((path, file)));
+            }
+        }))
     }
 }
 
@@ -215,15 +264,21 @@ impl FsBackend for ConfinedBackend {
 #[derive(Debug)]
 pub struct PageCacheFile {
     file: std::fs::File,
+    /// Taken when the file was opened: ServeDir's Content-Length and validators come from it.
+    metadata: std::fs::Metadata,
     /// Bytes left from the current position: a read prepares only this much of the (64 KiB)
     /// buffer, not all of it, since safe code must zero a buffer before reading into it.
     remaining: u64,
 }
 
 impl PageCacheFile {
-    fn new(file: std::fs::File) -> io::Result<Self> {
-        let remaining = file.metadata()?.len();
-        Ok(Self { file, remaining })
+    fn new(file: std::fs::File, metadata: std::fs::Metadata) -> Self {
+        let remaining = metadata.len();
+        Self {
+            file,
+            metadata,
+            remaining,
+        }
     }
 }
 
@@ -233,16 +288,20 @@ impl AsyncRead for PageCacheFile {
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // At least one byte, so a file that grew since it was opened still reads to its end.
+        // The response declared the length the file had when opened: past it is the end (a
+        // file that grew since would overrun its Content-Length), and no read is needed to
+        // find that out.
         let want = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
-            .clamp(1, buf.remaining().max(1));
-        let n = std::io::Read::read(
-            &mut self.file,
-            buf.initialize_unfilled_to(want.min(buf.remaining())),
-        )?;
+            .min(buf.remaining());
+        if want == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let n = std::io::Read::read(&mut self.file, buf.initialize_unfilled_to(want))?;
         buf.advance(n);
-        self.remaining = self.remaining.saturating_sub(n as u64);
+        // A file that shrank ends early (n = 0): the body is then short of its length, and the
+        // connection says so by closing.
+        self.remaining = if n == 0 { 0 } else { self.remaining - n as u64 };
         Poll::Ready(Ok(()))
     }
 }
@@ -250,7 +309,7 @@ impl AsyncRead for PageCacheFile {
 impl AsyncSeek for PageCacheFile {
     fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
         let at = std::io::Seek::seek(&mut self.file, position)?;
-        self.remaining = self.file.metadata()?.len().saturating_sub(at);
+        self.remaining = self.metadata.len().saturating_sub(at);
         Ok(())
     }
 
@@ -264,6 +323,9 @@ impl FsFile for PageCacheFile {
     type MetadataFuture<'a> = Ready<io::Result<std::fs::Metadata>>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
-        ready(self.file.metadata())
+        ready(Ok(self.metadata.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! The static-file phase in process: what a client gets, and what the file handling it relies on
+//! (one open per file, no blocking on special files, the length fixed at open) does.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tokio::io::AsyncReadExt;
+
+use super::*;
+use crate::objects::{ObjectKey, StaticSiteSpec};
+use crate::static_site::Site;
+
+fn route(root: &Path) -> StaticRoute {
+    let spec = StaticSiteSpec {
+        root: root.display().to_string(),
+        index: None,
+        fallback: None,
+        cache_control: None,
+    };
+    let site = Site::new(ObjectKey::new("default", "site"), &spec, None).expect("site");
+    Arc::new(site).route("")
+}
+
+async fn request(
+    route: &StaticRoute,
+    method: Method,
+    path: &str,
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(())
+        .expect("request");
+    let resp = serve(route, req).await;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes().to_vec();
+    (parts.status, parts.headers, body)
+}
+
+/// The descriptors of this process open on `path`.
+fn open_descriptors(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[tokio::test]
+async fn files_are_served_whole_and_head_tells_their_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.txt"), "hello, world\n").expect("write");
+    let route = route(dir.path());
+    let (status, headers, body) = request(&route, Method::GET, "/a.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"hello, world\n");
+    assert_eq!(headers[header::CONTENT_LENGTH], "13");
+    let (status, headers, body) = request(&route, Method::HEAD, "/a.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_LENGTH], "13");
+    assert!(body.is_empty());
+    let (status, _, _) = request(&route, Method::GET, "/missing.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn no_file_stays_open_after_its_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.txt");
+    std::fs::write(&file, "abc").expect("write");
+    std::fs::write(dir.path().join("a.txt.gz"), "not really gzip").expect("write");
+    let file = file.canonicalize().expect("canonical");
+    let route = route(dir.path());
+    // HEAD asks for the metadata only; a precompressed sibling is opened instead of the file
+    // whose metadata was asked for: neither may leave the file open.
+    let (status, _, _) = request(&route, Method::HEAD, "/a.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(open_descriptors(&file), 0, "open after HEAD");
+    let req = Request::builder()
+        .uri("/a.txt")
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(())
+        .expect("request");
+    let resp = serve(&route, req).await;
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    drop(resp);
+    assert_eq!(open_descriptors(&file), 0, "open after a precompressed GET");
+}
+
+#[tokio::test]
+async fn a_file_replaced_between_requests_is_served_new() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.txt");
+    std::fs::write(&file, "old").expect("write");
+    let route = route(dir.path());
+    assert_eq!(
+        request(&route, Method::HEAD, "/a.txt").await.0,
+        StatusCode::OK
+    );
+    let staged = dir.path().join(".a.txt.new");
+    std::fs::write(&staged, "new!").expect("write");
+    std::fs::rename(&staged, &file).expect("rename");
+    let (status, _, body) = request(&route, Method::GET, "/a.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"new!");
+}
+
+/// Opening a FIFO for reading waits for a writer: it must not hold the worker (it is not a
+/// file to serve at all).
+#[test]
+fn a_fifo_in_the_root_is_not_found_and_does_not_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let route = route(dir.path());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let status = runtime.block_on(async { request(&route, Method::GET, "/pipe").await.0 });
+        let _ = tx.send(status);
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a request for a FIFO still unanswered after 5 s");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The response's Content-Length is the length the file had when opened: a file that grows
+/// meanwhile is read to that length only (more would overrun the declared length and break the
+/// connection).
+#[tokio::test]
+async fn a_file_is_read_to_the_length_it_had_when_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.txt");
+    std::fs::write(&path, "0123456789").expect("write");
+    let backend = ConfinedBackend::new(dir.path());
+    let mut file = backend
+        .open(PathBuf::from(".").join(dir.path()).join("log.txt"))
+        .await
+        .expect("open");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"more"))
+        .expect("append");
+    let mut read = Vec::new();
+    file.read_to_end(&mut read).await.expect("read");
+    assert_eq!(read, b"0123456789");
+}
