@@ -188,11 +188,11 @@ impl Record {
                 .inc();
         }
         let elapsed = self.start.elapsed();
-        route.duration.observe(elapsed.as_secs_f64());
-        route.request_size.observe(self.request_size as f64);
-        route.response_size.observe(bytes as f64);
+        route.duration().observe(elapsed.as_secs_f64());
+        route.request_size().observe(self.request_size as f64);
+        route.response_size().observe(bytes as f64);
         if let Some(t) = self.upstream_time {
-            route.upstream_duration.observe(t.as_secs_f64());
+            route.upstream_duration().observe(t.as_secs_f64());
         }
         if let Some(access) = &self.access {
             self.log_access(access, host, bytes, elapsed);
