@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::error::{ErrorKind, ProxyError};
@@ -77,6 +78,34 @@ struct Pool {
     idle: Mutex<Vec<Idle>>,
     connecting: Arc<Semaphore>,
     settings: ConnectorSettings,
+    /// Exchanges whose client went away, finishing in the background: their connections come
+    /// back to the pool soon ([`ComingBack`]).
+    coming_back: AtomicUsize,
+    /// Woken when a connection comes back or an abandoned exchange ends, while any are out.
+    returned: Notify,
+}
+
+/// How long a request that finds no idle connection waits for one an abandoned exchange is
+/// about to hand back, before it opens a new one. Without it, a client that resets its
+/// streams as fast as it sends them makes every new request connect while the last batch's
+/// connections are still finishing.
+const COMING_BACK_WAIT: Duration = Duration::from_millis(100);
+
+/// Counts an abandoned exchange finishing in the background for as long as it lives.
+struct ComingBack(Arc<Pool>);
+
+impl ComingBack {
+    fn new(pool: Arc<Pool>) -> Self {
+        pool.coming_back.fetch_add(1, Ordering::AcqRel);
+        Self(pool)
+    }
+}
+
+impl Drop for ComingBack {
+    fn drop(&mut self) {
+        self.0.coming_back.fetch_sub(1, Ordering::AcqRel);
+        self.0.returned.notify_waiters();
+    }
 }
 
 struct Idle {
@@ -130,6 +159,8 @@ impl Connector {
                 self.settings.max_connecting_per_endpoint.max(1),
             )),
             settings: self.settings.clone(),
+            coming_back: AtomicUsize::new(0),
+            returned: Notify::new(),
         });
         let mut out = made.clone();
         self.pools.rcu(|current| {
@@ -197,6 +228,9 @@ impl Connector {
     /// being thrown away (a client resetting streams cannot make the backend accept
     /// connection after connection).
     async fn connect(&self, pool: &Arc<Pool>, timeout: Duration) -> Result<Conn, ProxyError> {
+        if let Some(conn) = pool.wait_coming_back().await {
+            return Ok(conn);
+        }
         let permit = tokio::time::timeout(timeout, pool.connecting.clone().acquire_owned())
             .await
             .ok()
@@ -281,10 +315,42 @@ impl Pool {
         let now = Instant::now();
         conn.reused = true;
         conn.idle_since = Some(now);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.settings.max_idle_per_endpoint {
-            idle.push(Idle { conn, since: now });
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.settings.max_idle_per_endpoint {
+                idle.push(Idle { conn, since: now });
+            }
         }
+        if self.coming_back.load(Ordering::Acquire) > 0 {
+            self.returned.notify_waiters();
+        }
+    }
+
+    /// While abandoned exchanges are finishing, a connection one of them hands back (at most
+    /// [`COMING_BACK_WAIT`]); `None` at once when none are.
+    async fn wait_coming_back(&self) -> Option<Conn> {
+        if self.coming_back.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let wait = async {
+            loop {
+                // Registered before looking, so a hand-back between the look and the wait
+                // still wakes it.
+                let mut notified = std::pin::pin!(self.returned.notified());
+                notified.as_mut().enable();
+                if let Some(conn) = self.checkout() {
+                    return Some(conn);
+                }
+                if self.coming_back.load(Ordering::Acquire) == 0 {
+                    return None;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(COMING_BACK_WAIT, wait)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -441,7 +507,9 @@ impl Drop for InFlight {
         };
         let pool = self.pool.clone();
         let deadline = pool.settings.abandoned_timeout;
+        let coming_back = ComingBack::new(pool.clone());
         runtime.spawn(async move {
+            let _coming_back = coming_back;
             let mut rest = InFlight { sent: Some(sent), conn: Some(conn), pool: pool.clone(), io_done: false };
             let finished = tokio::time::timeout(deadline, async {
                 let resp = poll_fn(|cx| rest.poll_response(cx)).await.ok()?;
@@ -514,7 +582,9 @@ impl Drop for UpstreamBody {
         };
         let pool = self.pool.clone();
         let deadline = pool.settings.abandoned_timeout;
+        let coming_back = ComingBack::new(pool.clone());
         runtime.spawn(async move {
+            let _coming_back = coming_back;
             let mut rest = UpstreamBody {
                 body: Some(body),
                 conn: Some(conn),
