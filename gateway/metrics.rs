@@ -379,6 +379,16 @@ impl Metrics {
         }
     }
 
+    /// The histograms every route has, in the order of [`RouteMetrics::histogram`]'s indexes.
+    fn route_histograms(&self) -> [&HistogramVec; 4] {
+        [
+            &self.request_duration,
+            &self.upstream_duration,
+            &self.request_size,
+            &self.response_size,
+        ]
+    }
+
     /// Removes the series of the label sets in `gone` that none of `live` has.
     fn remove_gone(&self, gone: &[RouteLabels], live: &HashMap<RouteLabels, Arc<RouteMetrics>>) {
         let touched: HashSet<[&str; 3]> = gone.iter().map(RouteLabels::base).collect();
@@ -397,12 +407,7 @@ impl Metrics {
             }
         }
         for base in touched.iter().filter(|base| !bases.contains(*base)) {
-            for vec in [
-                &self.request_duration,
-                &self.upstream_duration,
-                &self.request_size,
-                &self.response_size,
-            ] {
+            for vec in self.route_histograms() {
                 // Not there when the route never served.
                 let _ = vec.remove_label_values(base);
             }
@@ -585,13 +590,9 @@ impl RouteMetrics {
         Self {
             metrics_requests: metrics.requests.clone(),
             requests: (0..=labels.hosts.len()).map(|_| OnceLock::new()).collect(),
-            histograms: [
-                &metrics.request_duration,
-                &metrics.upstream_duration,
-                &metrics.request_size,
-                &metrics.response_size,
-            ]
-            .map(|vec| (vec.clone(), OnceLock::new())),
+            histograms: metrics
+                .route_histograms()
+                .map(|vec| (vec.clone(), OnceLock::new())),
             published: AtomicU64::new(0),
             labels,
         }
@@ -607,7 +608,7 @@ impl RouteMetrics {
         self.histogram(0)
     }
 
-    /// `gatehouse_upstream_duration_seconds`.
+    /// `gatehouse_upstream_response_seconds`.
     pub fn upstream_duration(&self) -> &Histogram {
         self.histogram(1)
     }

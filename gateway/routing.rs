@@ -460,22 +460,12 @@ impl<T> RouteTable<T> {
         exact.chain(wildcard).chain(any)
     }
 
-    /// Every host entry in a stable order: exact, wildcard, then every-host rules.
+    /// Every host entry in a stable order: exact, wildcard, then every-host rules (the order of
+    /// [`HostMatch`]'s variants), each kind by name.
     pub fn hosts(&self) -> Vec<(HostMatch, &HostRoutes<T>)> {
-        let mut exact: Vec<_> = self
-            .exact
-            .iter()
-            .map(|(h, r)| (HostMatch::Exact(h.clone()), &**r))
-            .collect();
-        let mut wildcard: Vec<_> = self
-            .wildcard
-            .iter()
-            .map(|(h, r)| (HostMatch::Wildcard(h.clone()), &**r))
-            .collect();
-        exact.sort_by(|a, b| a.0.cmp(&b.0));
-        wildcard.sort_by(|a, b| a.0.cmp(&b.0));
-        let any = self.any.as_deref().map(|r| (HostMatch::Any, r));
-        exact.into_iter().chain(wildcard).chain(any).collect()
+        let mut hosts: Vec<_> = self.hosts_unordered().collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        hosts
     }
 
     /// Number of host entries (exact and wildcard).

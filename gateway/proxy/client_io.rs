@@ -66,10 +66,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientIo<IO> {
         self.prefix = joined.into();
     }
 
-    pub fn has_unread(&self) -> bool {
-        !self.prefix.is_empty()
-    }
-
     /// Reads the start of the connection until it is known whether it is HTTP/2 (the preface)
     /// or not; what was read is replayed to the server that takes it. `Ok(None)`: the client
     /// closed first.

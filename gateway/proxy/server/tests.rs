@@ -31,6 +31,14 @@ async fn connect(settings: &ServerSettings, drain: &Drain) -> DuplexStream {
     client
 }
 
+/// [`connect`], after one request and its response: an idle keep-alive connection.
+async fn served_once(settings: &ServerSettings, drain: &Drain) -> DuplexStream {
+    let mut client = connect(settings, drain).await;
+    client.write_all(GET).await.unwrap();
+    response(&mut client).await;
+    client
+}
+
 /// Reads one response (head and Content-Length body) and returns its status line.
 async fn response(client: &mut DuplexStream) -> String {
     let mut got = Vec::new();
@@ -116,9 +124,7 @@ async fn a_parked_connection_is_closed_at_the_idle_timeout() {
         ..settings()
     };
     let drain = Drain::new();
-    let mut client = connect(&settings, &drain).await;
-    client.write_all(GET).await.unwrap();
-    response(&mut client).await;
+    let mut client = served_once(&settings, &drain).await;
     let took = closed_within(&mut client, Duration::from_secs(3)).await;
     assert!(took >= Duration::from_millis(700), "closed after {took:?}");
 }
@@ -126,9 +132,7 @@ async fn a_parked_connection_is_closed_at_the_idle_timeout() {
 #[tokio::test]
 async fn shutdown_closes_parked_connections_at_once() {
     let (settings, drain) = (settings(), Drain::new());
-    let mut client = connect(&settings, &drain).await;
-    client.write_all(GET).await.unwrap();
-    response(&mut client).await;
+    let mut client = served_once(&settings, &drain).await;
     tokio::time::sleep(PARK_AFTER * 3).await;
     let start = tokio::time::Instant::now();
     drain.drain(Duration::from_secs(5)).await;
@@ -148,9 +152,7 @@ async fn a_request_head_sent_slowly_across_parks_still_meets_the_header_timeout(
         ..settings()
     };
     let drain = Drain::new();
-    let mut client = connect(&settings, &drain).await;
-    client.write_all(GET).await.unwrap();
-    response(&mut client).await;
+    let mut client = served_once(&settings, &drain).await;
     tokio::time::sleep(PARK_AFTER * 3).await;
     // Part of a head, then a byte now and then: each park would start hyper's header timeout
     // over, were a connection holding part of a request parked again.
