@@ -162,6 +162,12 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// Threads that serve traffic. One runs every connection in arrival order on a single
+    /// thread, as one nginx worker does. [default: the CPUs the process may use, its cgroup's
+    /// CPU limit included]
+    #[arg(long, env = "GATEHOUSE_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
+
     /// Log one line per request. [default: true]
     #[arg(long, env = "GATEHOUSE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub access_log: Option<bool>,
@@ -453,6 +459,8 @@ pub struct Config {
     pub https_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub log_format: LogFormat,
+    /// `--worker-threads`, resolved.
+    pub worker_threads: usize,
     /// `--otlp-endpoint`: tracing on.
     pub tracing: Option<crate::otel::Settings>,
     /// `--log-level`, checked; `None`: $RUST_LOG or `info`.
@@ -572,6 +580,11 @@ impl Args {
                 .or(file.admin_listen)
                 .unwrap_or(([127, 0, 0, 1], 9090).into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            worker_threads: match self.worker_threads.or(file.worker_threads) {
+                Some(0) => return Err("--worker-threads 0: at least one is needed".into()),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, usize::from),
+            },
             tracing: match self.otlp_endpoint.or(file.otlp_endpoint) {
                 Some(url) => Some(crate::otel::Settings {
                     endpoint: crate::otel::parse_endpoint(&url)?,

@@ -33,10 +33,19 @@ fn main() -> ExitCode {
         Err(err) => return fail(&err),
     };
     init_logging(config.log_format, config.log_level.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker runs on tokio's current-thread scheduler: its run queue is one FIFO, so under
+    // load every connection waits its turn, where the multi-thread scheduler's local queue (256
+    // tasks) overflows into a global one it visits seldom, and a few connections wait hundreds
+    // of milliseconds. It has no other worker to steal from or wake, either.
+    let mut builder = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => return fail(&format!("cannot start the runtime: {err}")),
     };

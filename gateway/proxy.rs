@@ -167,10 +167,10 @@ pub async fn handle(
     };
     let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
     record.span = span;
-    // Boxed: the phases' state machine is tens of KiB (every upstream and policy exchange it
-    // may await), and hyper moves the per-request future it is given several times; boxed,
-    // that future is a pointer and the state is written once, in place.
-    match Box::pin(serve(&plane, &conn, req, &mut record)).await {
+    // Not boxed here: the listener boxes the whole per-request future once (server.rs), and a
+    // second box would cost every request another allocation of the phases' ~7 KiB state and
+    // another pointer to follow on each poll.
+    match serve(&plane, &conn, req, &mut record).await {
         Ok(resp) => resp.finish(record),
         Err(err) => {
             if err.kind.side() == error::Side::Upstream {

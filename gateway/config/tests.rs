@@ -98,6 +98,15 @@ fn log_level_is_a_checked_filter() {
     assert!(err.contains("--log-level"), "{err}");
 }
 
+#[test]
+fn worker_threads_default_to_the_usable_cpus_and_zero_is_refused() {
+    let usable = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(resolve(&[]).worker_threads, usable);
+    assert_eq!(resolve(&["--worker-threads", "1"]).worker_threads, 1);
+    let err = try_resolve(&["--worker-threads", "0"]).unwrap_err();
+    assert!(err.contains("--worker-threads 0"), "{err}");
+}
+
 fn try_resolve(args: &[&str]) -> Result<Config, String> {
     let args = Args::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))
         .map_err(|e| e.to_string())?;

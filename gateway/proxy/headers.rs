@@ -62,33 +62,49 @@ fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the Connection header names. With `upgrade`,
 /// keeps `Connection: upgrade` and `Upgrade` so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none: one pass over the names (cheap compares) decides.
-    if !upgrade
-        && !headers
-            .keys()
-            .any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name))
-    {
+    // One pass over the names (compares, no hashing) finds which are there: most messages
+    // carry none, or only `Connection: keep-alive`, and a removal costs a hash lookup each.
+    const UPGRADE_BIT: u16 = 1 << 8; // after the 8 of HOP_BY_HOP
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        } else if name == header::UPGRADE {
+            present |= UPGRADE_BIT;
+        }
+    }
+    if present == 0 && !upgrade {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    // HOP_BY_HOP[0] is Connection: the headers its tokens name go too. Looked up among the
+    // names present rather than hashed, as they are nearly always ones removed anyway.
+    if present & 1 != 0 {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|name| *name != header::UPGRADE)
+            .map(str::trim)
+            .filter_map(|token| {
+                headers
+                    .keys()
+                    .find(|name| name.as_str().eq_ignore_ascii_case(token))
+            })
+            .filter(|name| **name != header::UPGRADE && !HOP_BY_HOP.contains(name))
+            .cloned()
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
 }
@@ -131,10 +147,20 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
     headers.insert(&X_FORWARDED_PORT, fwd.port.clone());
     match fwd.host {
-        Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
+        Some(host) => {
+            headers.insert(&X_FORWARDED_HOST, host.clone());
+        }
+        None => remove_present(headers, &X_FORWARDED_HOST),
+    }
     for name in &UNVOUCHED {
+        remove_present(headers, name);
+    }
+}
+
+/// Removes a header clients rarely send: a pass over the names is cheaper than the hash
+/// lookup a removal of an absent name costs.
+fn remove_present(headers: &mut HeaderMap, name: &HeaderName) {
+    if headers.keys().any(|n| n == name) {
         headers.remove(name);
     }
 }
@@ -168,7 +194,9 @@ pub fn new_request_id() -> HeaderValue {
         id[2 * i] = HEX[usize::from(byte >> 4)];
         id[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by one reference-counted allocation: the clones (upstream header, log) share it.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -190,6 +218,46 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn headers_named_by_connection_go_whatever_their_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Secret ,CLOSE"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-length"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.append("x-many", HeaderValue::from_static("1"));
+        h.append("x-many", HeaderValue::from_static("2"));
+        let before = h.clone();
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn every_value_of_a_repeated_hop_by_hop_header_goes() {
+        let mut h = HeaderMap::new();
+        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     #[test]
@@ -236,6 +304,24 @@ mod tests {
         assert_eq!(h.get(&X_FORWARDED_PORT).unwrap(), "8080");
         assert!(h.get(header::FORWARDED).is_none());
         assert!(h.get("true-client-ip").is_none());
+    }
+
+    #[test]
+    fn a_client_written_forwarded_host_goes_when_the_request_has_no_host() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("evil.test"));
+        let port = HeaderValue::from_static("80");
+        let client_ip = HeaderValue::from_static("10.1.2.3");
+        let fwd = Forwarded {
+            client_ip: &client_ip,
+            proto: "http",
+            port: &port,
+            host: None,
+            trusted_peer: false,
+        };
+        set_forwarded(&mut h, fwd);
+        assert!(h.get(&X_FORWARDED_HOST).is_none(), "{h:?}");
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.1.2.3");
     }
 
     #[test]

@@ -151,8 +151,10 @@ pub async fn serve_connection<IO>(
         move |req| {
             requested.store(true, Ordering::Relaxed);
             let (plane, info) = (plane.clone(), info.clone());
-            // Boxed: hyper keeps room for one in-flight request future per connection, so an
-            // unboxed (large) future would be paid for by every idle connection.
+            // Boxed, once for the request's phases (several KiB: every upstream and policy
+            // exchange they may await): hyper keeps room for one in-flight request future per
+            // connection and moves it, so unboxed it would be paid for by every idle
+            // connection and copied on every move.
             Box::pin(async move { Ok::<_, Infallible>(super::handle(plane, info, req).await) })
         }
     });
@@ -306,19 +308,11 @@ impl Watch {
         let idle = tokio::time::sleep(first_check);
         let mut idle = std::pin::pin!(idle);
         loop {
+            // The connection first: when its idle timer fires in the same turn as the client's
+            // next request arrives (a busy worker runs it late), hyper takes the request and the
+            // connection is not parked only to be rebuilt at once.
             tokio::select! {
-                () = &mut idle, if !closing => {
-                    let now = tokio::time::Instant::now();
-                    match idle_check(info, idle_timeout, now, parking) {
-                        IdleCheck::Close => {
-                            tracing::debug!("connection idle past the idle timeout; closing");
-                            closing = true;
-                            graceful_shutdown(conn.as_mut());
-                        }
-                        IdleCheck::Park => return Served::Idle,
-                        IdleCheck::LookAgainAt(at) => idle.as_mut().reset(at),
-                    }
-                },
+                biased;
                 result = conn.as_mut() => {
                     if let Err(err) = result {
                         tracing::debug!(error = %err, "connection ended with an error");
@@ -339,6 +333,18 @@ impl Watch {
                     plane.metrics.proxy_errors.with_label_values(&["too_many_resets"]).inc();
                     graceful_shutdown(conn.as_mut());
                 }
+                () = &mut idle, if !closing => {
+                    let now = tokio::time::Instant::now();
+                    match idle_check(info, idle_timeout, now, parking) {
+                        IdleCheck::Close => {
+                            tracing::debug!("connection idle past the idle timeout; closing");
+                            closing = true;
+                            graceful_shutdown(conn.as_mut());
+                        }
+                        IdleCheck::Park => return Served::Idle,
+                        IdleCheck::LookAgainAt(at) => idle.as_mut().reset(at),
+                    }
+                },
             }
         }
     }
