@@ -51,12 +51,18 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
+    list_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// The elements of a comma-separated list header (`Connection`, `TE`), over all its lines,
+/// trimmed. Lines that are not visible ASCII hold no tokens.
+pub fn list_tokens<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'h str> {
     headers
-        .get_all(header::CONNECTION)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
 }
 
 /// Removes hop-by-hop headers, including those the Connection header names. With `upgrade`,
@@ -79,12 +85,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // HOP_BY_HOP[0] is Connection: the headers its tokens name go too. Looked up among the
     // names present rather than hashed, as they are nearly always ones removed anyway.
     if present & 1 != 0 {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+        let named: Vec<HeaderName> = list_tokens(headers, &header::CONNECTION)
             .filter_map(|token| {
                 headers
                     .keys()

@@ -565,13 +565,8 @@ fn prepare(
         UpstreamProtocol::H2c | UpstreamProtocol::H2Tls
     );
     let te_trailers = h2
-        && parts
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        && headers::list_tokens(&parts.headers, &header::TE)
+            .any(|t| t.eq_ignore_ascii_case("trailers"));
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     if te_trailers {
         parts
