@@ -1,14 +1,18 @@
-//! The upstream dial side for HTTP/1.1: a pool of keep-alive connections per endpoint, each
-//! connection driven from the task of the request that uses it (no dispatch task, no channel
-//! hop per request, as nginx's single loop does it).
+//! The upstream dial side for HTTP/1.1: a pool of keep-alive connections per endpoint, and the
+//! exchange on one, read and written from the task of the request that uses it (no dispatch
+//! task, no channel hop, no second parse of what [`h1`] already read, as nginx's single loop
+//! does it).
 //!
 //! A connection is checked out, carries one exchange, and goes back to its pool when the
 //! response body has been read to the end. A client that goes away before the response headers
 //! came does not cost the backend a new connection: the exchange is finished in the background
 //! and the connection returned. Connects in flight per endpoint are bounded.
 
+mod h1;
+
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,22 +21,17 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Request, Response};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use self::h1::{Decoded, Decoder, RequestFraming};
 use super::error::{ErrorKind, ProxyError};
 use super::timeouts::Progress;
 use crate::body::{BoxBody, BoxError};
-
-type Io = TokioIo<TcpStream>;
 
 /// Limits of the HTTP/1.1 connection pools.
 #[derive(Clone, Debug)]
@@ -65,7 +64,6 @@ impl Default for ConnectorSettings {
 /// The pools of every endpoint, made on first use.
 pub struct Connector {
     settings: ConnectorSettings,
-    builder: http1::Builder,
     /// Read on every request without a lock; written when a new endpoint is first used.
     pools: ArcSwap<HashMap<SocketAddr, Arc<Pool>>>,
     /// Counts connects made (for tests and metrics).
@@ -113,31 +111,30 @@ struct Idle {
     since: Instant,
 }
 
-/// One HTTP/1.1 connection: the request side and the I/O side, kept together.
+/// One HTTP/1.1 connection to an endpoint.
 struct Conn {
-    send: SendRequest<BoxBody>,
-    /// Boxed (once per connection): hyper's connection state is most of a KiB, and a `Conn`
-    /// moves with every request (pool, exchange, response body).
-    io: Box<Connection<Io, BoxBody>>,
+    stream: TcpStream,
+    /// Bytes read and not yet taken: empty between exchanges (left unallocated while idle).
+    buf: BytesMut,
     /// Whether it carried a request before (a reused connection may have been closed by the
     /// backend while idle).
     reused: bool,
-    /// When it last finished an exchange.
-    idle_since: Option<Instant>,
 }
 
 /// The response of an exchange, its body still to come.
 pub type UpstreamResponse = Response<UpstreamBody>;
 
+/// Bytes asked of the socket per read of a response head (nginx's `proxy_buffer_size`).
+const HEAD_READ: usize = 8 * 1024;
+/// Most bytes asked of the socket per read of a response body.
+const BODY_READ: usize = 64 * 1024;
+
 // === impl Connector ===
 
 impl Connector {
     pub fn new(settings: ConnectorSettings) -> Self {
-        let mut builder = http1::Builder::new();
-        builder.max_buf_size(256 * 1024);
         Self {
             settings,
-            builder,
             pools: ArcSwap::default(),
             connects: std::sync::atomic::AtomicU64::new(0),
         }
@@ -191,19 +188,10 @@ impl Connector {
         connect_timeout: Duration,
         progress: Option<&Progress>,
     ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
-        // An origin server gets the origin-form target (RFC 9112 §3.2.1): absolute-form is for
-        // proxies, and some servers (Python's http.server) answer it with 404.
-        if req.uri().scheme().is_some() {
-            let origin = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            *req.uri_mut() = http::Uri::from(origin);
-        }
         let pool = self.pool(addr);
-        // A pooled connection may turn out closed before the request went out: then the
-        // request comes back untouched and the next one (or a new one) is tried.
+        let mut head = None;
+        // A pooled connection may turn out closed by the backend before it answered: then the
+        // request, if nothing of it is lost, goes out again on the next one (or a new one).
         loop {
             let conn = match pool.checkout() {
                 Some(conn) => conn,
@@ -215,9 +203,13 @@ impl Connector {
             if let Some(progress) = progress {
                 progress.connected();
             }
-            match exchange(conn, req, &pool).await {
+            let (bytes, framing) = head.get_or_insert_with(|| {
+                let has_body = !req.body().is_end_stream();
+                h1::encode_head(&req, has_body)
+            });
+            match exchange(conn, bytes, *framing, &mut req, &pool).await {
                 Ok(resp) => return Ok(resp),
-                Err(Failed::NotSent(r)) => req = *r,
+                Err(Failed::Resend) => {}
                 Err(Failed::Sent(err)) => return Err((err, None)),
             }
         }
@@ -246,9 +238,9 @@ impl Connector {
         self.connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (builder, dialled) = (self.builder.clone(), pool.clone());
+        let dialled = pool.clone();
         tokio::spawn(async move {
-            let result = dial(&builder, dialled.addr, timeout).await;
+            let result = dial(dialled.addr, timeout).await;
             drop(permit);
             if let Err(Ok(conn)) = tx.send(result) {
                 dialled.checkin(conn);
@@ -259,12 +251,8 @@ impl Connector {
     }
 }
 
-/// Opens a TCP connection and sets HTTP/1.1 up on it (no bytes are exchanged for that).
-async fn dial(
-    builder: &http1::Builder,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<Conn, ProxyError> {
+/// Opens a TCP connection for HTTP/1.1 (no bytes are exchanged for that).
+async fn dial(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
     let failed =
         |cause: BoxError| ProxyError::with_cause(ErrorKind::ConnectFailed, cause).retry_safe(true);
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -272,16 +260,128 @@ async fn dial(
         .map_err(|_| failed("connect timed out".into()))?
         .map_err(|e| failed(e.into()))?;
     let _ = stream.set_nodelay(true);
-    let (send, io) = builder
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed(e.into()))?;
     Ok(Conn {
-        send,
-        io: Box::new(io),
+        stream,
+        buf: BytesMut::new(),
         reused: false,
-        idle_since: None,
     })
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// Whether an idle connection is still open and quiet. No syscall when the runtime has
+    /// seen nothing arrive on it since its last read ran dry.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads what the socket has into `buf`, asking for up to `want` bytes; `Ok(0)` at its end.
+    /// Through `AsyncRead`, which marks the socket drained after a short read: the idle check
+    /// of [`Conn::is_open`] then costs no syscall.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want.min(1024) {
+            self.buf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+
+    /// Reads until a whole response head is in, past any interim (1xx) responses.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+        got_bytes: &mut bool,
+    ) -> Poll<Result<h1::Head, HeadError>> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(head) =
+                    h1::parse_head(&mut self.buf, head_request).map_err(HeadError::Malformed)?
+            {
+                return Poll::Ready(Ok(head));
+            }
+            match ready!(self.poll_fill(cx, HEAD_READ)) {
+                Ok(0) if !*got_bytes => return Poll::Ready(Err(HeadError::ClosedBeforeAnswer)),
+                Ok(0) => return Poll::Ready(Err(HeadError::Cut)),
+                Ok(_) => *got_bytes = true,
+                Err(e) if !*got_bytes && is_reset(&e) => {
+                    return Poll::Ready(Err(HeadError::ClosedBeforeAnswer));
+                }
+                Err(e) => return Poll::Ready(Err(HeadError::Io(e))),
+            }
+        }
+    }
+}
+
+/// Writes all of `bufs` (in one syscall when the socket takes them), advancing them.
+async fn write_all(stream: &TcpStream, bufs: &mut [Bytes]) -> io::Result<usize> {
+    let mut written = 0;
+    loop {
+        let slices: Vec<io::IoSlice<'_>> = bufs
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        if slices.is_empty() {
+            return Ok(written);
+        }
+        let n = match stream.try_write_vectored(&slices) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        written += n;
+        let mut left = n;
+        for b in bufs.iter_mut() {
+            let step = left.min(b.len());
+            b.advance(step);
+            left -= step;
+        }
+    }
+}
+
+/// Writes the request head from a buffer that stays whole (it may be sent again). On error,
+/// whether part of it went out.
+async fn write_head(stream: &TcpStream, head: &[u8]) -> Result<(), (io::Error, bool)> {
+    let mut written = 0;
+    while written < head.len() {
+        match stream.try_write(&head[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await.map_err(|e| (e, written > 0))?;
+            }
+            Err(e) => return Err((e, written > 0)),
+        }
+    }
+    Ok(())
+}
+
+fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Why no response head came.
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    /// Closed (or reset) before a single byte of an answer: on a reused connection, the
+    /// backend most likely closed it while idle, just as the request went out.
+    #[error("upstream closed the connection before answering")]
+    ClosedBeforeAnswer,
+    #[error("upstream closed the connection in the middle of the response head")]
+    Cut,
+    #[error(transparent)]
+    Malformed(h1::Malformed),
+    #[error(transparent)]
+    Io(io::Error),
 }
 
 // === impl Pool ===
@@ -301,20 +401,23 @@ impl Pool {
             idle.drain(..expired);
         }
         while let Some(Idle { conn, .. }) = idle.pop() {
-            if !conn.send.is_closed() {
+            if conn.is_open() {
                 return Some(conn);
             }
         }
         None
     }
 
+    /// Takes a connection back after a complete exchange (with nothing unread on it).
     fn checkin(&self, mut conn: Conn) {
-        if conn.send.is_closed() {
+        if !conn.buf.is_empty() {
             return;
         }
-        let now = Instant::now();
+        // Its buffer is most likely still shared with the last body's bytes; the next exchange
+        // gets a fresh one, and an idle connection holds none.
+        conn.buf = BytesMut::new();
         conn.reused = true;
-        conn.idle_since = Some(now);
+        let now = Instant::now();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.settings.max_idle_per_endpoint {
@@ -355,204 +458,255 @@ impl Pool {
 }
 
 enum Failed {
-    /// Nothing was written: the request comes back (boxed: this is the rare path).
-    NotSent(Box<Request<BoxBody>>),
+    /// The connection closed before the backend could have acted on the request, and the
+    /// request is whole: send it again on another connection.
+    Resend,
     Sent(ProxyError),
 }
 
-/// One exchange on one connection: waits until it can send, sends, and waits for the response
-/// headers, driving the connection's I/O from this task all along.
+/// One exchange on one connection: writes the request (its body while watching for an early
+/// answer), then reads the response head.
 async fn exchange(
     conn: Conn,
-    req: Request<BoxBody>,
+    head: &[u8],
+    framing: RequestFraming,
+    req: &mut Request<BoxBody>,
     pool: &Arc<Pool>,
 ) -> Result<UpstreamResponse, Failed> {
-    // Ready means the previous exchange is over and the backend has not closed the connection.
-    // A client gone meanwhile leaves the connection to the pool.
-    let mut waiting = Waiting {
-        conn: Some(conn),
-        pool,
-    };
-    let ready = poll_fn(|cx| {
-        let Some(conn) = waiting.conn.as_mut() else {
-            return Poll::Ready(Err(None));
-        };
-        if let Poll::Ready(result) = Pin::new(&mut conn.io).poll(cx) {
-            // The connection ended while idle.
-            return Poll::Ready(Err(result.err()));
-        }
-        conn.send.poll_ready(cx).map_err(Some)
-    })
-    .await;
-    let (Ok(()), Some(mut conn)) = (ready, waiting.conn.take()) else {
-        waiting.conn = None;
-        return Err(Failed::NotSent(Box::new(req)));
-    };
-    // A backend may close a connection that sat idle just as a request goes out on it; a
-    // bodiless idempotent request on such a connection keeps its head to send it again.
-    let resend = (conn.reused
-        && conn
-            .idle_since
-            .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
-        && req.method().is_idempotent()
-        && req.body().is_end_stream())
-    .then(|| clone_head(&req));
-    let sent = conn.send.try_send_request(req);
-    let mut in_flight = InFlight {
-        sent: Some(Box::pin(sent)),
+    let reused = conn.reused;
+    let mut flight = InFlight {
         conn: Some(conn),
         pool: pool.clone(),
-        io_done: false,
+        sent: false,
+        head_request: req.method() == Method::HEAD,
     };
-    match poll_fn(|cx| in_flight.poll_response(cx)).await {
-        Ok(resp) => {
-            let conn = in_flight.conn.take();
-            in_flight.sent = None;
-            let pool = pool.clone();
-            Ok(resp.map(|body| UpstreamBody {
-                body: Some(body),
-                conn,
-                pool,
-            }))
-        }
-        Err(mut err) => {
-            in_flight.sent = None;
-            in_flight.conn = None;
-            if let Some(req) = err.take_message() {
-                return Err(Failed::NotSent(Box::new(req)));
+    let failed =
+        |err: BoxError| Failed::Sent(ProxyError::with_cause(ErrorKind::UpstreamFailed, err));
+    let conn = flight.conn.as_mut().expect("set above");
+    if let Err((err, partly)) = write_head(&conn.stream, head).await {
+        flight.conn = None;
+        // The backend cannot have acted on a request it did not get whole; on a reused
+        // connection this is a backend that closed it while idle, not a failure.
+        return if reused && (!partly || req.method().is_idempotent()) {
+            Err(Failed::Resend)
+        } else {
+            Err(failed(err.into()))
+        };
+    }
+    let mut early = false;
+    if framing != RequestFraming::Empty {
+        let body = std::mem::replace(req.body_mut(), crate::body::empty());
+        early = match send_body_watching(conn, body, framing).await {
+            Ok(early) => early,
+            Err(err) => {
+                flight.conn = None;
+                return Err(failed(err));
             }
-            let err = err.into_error();
-            // Closed before any byte of a response came back: safe to send again.
-            let closed = err.is_incomplete_message() || err.is_canceled() || err.is_closed();
-            match resend {
-                Some(req) if closed => Err(Failed::NotSent(Box::new(req))),
-                _ => Err(Failed::Sent(ProxyError::with_cause(
-                    ErrorKind::UpstreamFailed,
-                    err,
-                ))),
+        };
+    }
+    flight.sent = !early;
+    let head_request = flight.head_request;
+    let conn = flight.conn.as_mut().expect("set above");
+    let mut got_bytes = !conn.buf.is_empty();
+    match poll_fn(|cx| conn.poll_head(cx, head_request, &mut got_bytes)).await {
+        Ok(head) => {
+            let conn = flight.conn.take().expect("set above");
+            let keep_alive = head.keep_alive && !early;
+            let body = UpstreamBody::new(conn, head.body, keep_alive, pool.clone());
+            Ok(head.response.map(|()| body))
+        }
+        Err(err) => {
+            flight.conn = None;
+            match err {
+                HeadError::ClosedBeforeAnswer
+                    if reused
+                        && framing == RequestFraming::Empty
+                        && req.method().is_idempotent() =>
+                {
+                    Err(Failed::Resend)
+                }
+                err => Err(failed(err.into())),
             }
         }
     }
 }
 
-/// A connection checked out for an exchange that has not started: back to the pool if the
-/// exchange is dropped here.
-struct Waiting<'a> {
-    conn: Option<Conn>,
-    pool: &'a Pool,
+/// Sends the request body while watching for a response head: a backend may answer (a 413,
+/// a redirect) before taking the whole body, and then the rest is not sent. `Ok(true)`: it
+/// answered (or closed) early, and the connection cannot carry another exchange.
+async fn send_body_watching(
+    conn: &mut Conn,
+    body: BoxBody,
+    framing: RequestFraming,
+) -> Result<bool, BoxError> {
+    let Conn { stream, buf, .. } = conn;
+    let stream = &*stream;
+    let mut sending = std::pin::pin!(send_body(stream, body, framing));
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = sending.as_mut().poll(cx) {
+            return Poll::Ready(result.map(|()| false));
+        }
+        // Anything the backend says now, past interim answers (`100 Continue` to an
+        // `Expect`), is an early answer: stop sending; the head read takes it from there.
+        loop {
+            if stream.poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            buf.reserve(HEAD_READ);
+            match stream.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(n) if n > 0 && !h1::skip_interim(buf) => continue,
+                // An end or a failure the head read finds again.
+                _ => return Poll::Ready(Ok(true)),
+            }
+        }
+    })
+    .await
 }
 
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.checkin(conn);
+/// Writes a request body in its framing.
+async fn send_body(
+    stream: &TcpStream,
+    mut body: BoxBody,
+    framing: RequestFraming,
+) -> Result<(), BoxError> {
+    let mut sent = 0u64;
+    loop {
+        let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await else {
+            break;
+        };
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) => {
+                sent += data.len() as u64;
+                match framing {
+                    RequestFraming::Length(n) if sent > n => {
+                        return Err("request body longer than its Content-Length".into());
+                    }
+                    RequestFraming::Chunked => {
+                        let line = h1::chunk_line(data.len());
+                        write_all(stream, &mut [line, data, Bytes::from_static(b"\r\n")]).await?;
+                    }
+                    _ => {
+                        write_all(stream, &mut [data]).await?;
+                    }
+                }
+            }
+            Err(frame) => {
+                if let (Ok(trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
+                    write_all(stream, &mut [h1::last_chunk(Some(&trailers))]).await?;
+                    return Ok(());
+                }
+            }
         }
     }
+    match framing {
+        RequestFraming::Chunked => {
+            write_all(stream, &mut [h1::last_chunk(None)]).await?;
+        }
+        RequestFraming::Length(n) if sent != n => {
+            return Err("request body shorter than its Content-Length".into());
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
-/// The request line and headers of a bodiless request, to send it again.
-fn clone_head(req: &Request<BoxBody>) -> Request<BoxBody> {
-    let mut copy = Request::new(crate::body::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
-type SentFuture = Pin<
-    Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<BoxBody>>>> + Send>,
->;
-
-/// An exchange waiting for its response headers. Dropped before they came (the client went
-/// away), it finishes in the background so the connection can be used again.
+/// A connection carrying an exchange that has no response head yet. Dropped so (the client
+/// went away), a request that is all out has its answer read to the end in the background, so
+/// the connection can be used again; one cut off in the middle is closed.
 struct InFlight {
-    sent: Option<SentFuture>,
     conn: Option<Conn>,
     pool: Arc<Pool>,
-    io_done: bool,
-}
-
-// === impl InFlight ===
-
-impl InFlight {
-    fn poll_response(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Response<Incoming>, TrySendError<Request<BoxBody>>>> {
-        if !self.io_done
-            && let Some(conn) = self.conn.as_mut()
-            && Pin::new(&mut conn.io).poll(cx).is_ready()
-        {
-            // The I/O side ended (closed or failed): the response future resolves with why.
-            self.io_done = true;
-        }
-        match self.sent.as_mut() {
-            Some(sent) => sent.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
-    }
+    /// The whole request is out.
+    sent: bool,
+    head_request: bool,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let (Some(sent), Some(conn)) = (self.sent.take(), self.conn.take()) else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
-        if self.io_done {
+        if !self.sent {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let pool = self.pool.clone();
+        let head_request = self.head_request;
         let deadline = pool.settings.abandoned_timeout;
         let coming_back = ComingBack::new(pool.clone());
         runtime.spawn(async move {
             let _coming_back = coming_back;
-            let mut rest = InFlight { sent: Some(sent), conn: Some(conn), pool: pool.clone(), io_done: false };
             let finished = tokio::time::timeout(deadline, async {
-                let resp = poll_fn(|cx| rest.poll_response(cx)).await.ok()?;
-                let conn = rest.conn.take();
-                rest.sent = None;
-                let mut body = UpstreamBody { body: Some(resp.into_body()), conn, pool: pool.clone() };
-                while let Some(frame) = body.frame().await {
-                    frame.ok()?;
-                }
-                Some(())
+                let mut got_bytes = !conn.buf.is_empty();
+                let head = poll_fn(|cx| conn.poll_head(cx, head_request, &mut got_bytes))
+                    .await
+                    .ok()?;
+                let mut body = UpstreamBody::new(conn, head.body, head.keep_alive, pool.clone());
+                body.in_background = true;
+                body.drain().await
             })
             .await;
-            if finished.is_err() {
-                tracing::debug!(upstream = %pool.addr, "abandoned exchange did not finish in time; connection closed");
+            if !matches!(finished, Ok(Some(()))) {
+                tracing::debug!(upstream = %pool.addr, "abandoned exchange did not finish; connection closed");
             }
-            rest.sent = None;
         });
     }
 }
 
-/// A response body from an upstream. Reading it drives the connection's I/O; read to the end,
-/// it hands the connection back to its pool. Dropped early, the connection is closed.
+/// A response body from an upstream, read off its connection as it is polled; read to the
+/// end, it hands the connection back to its pool. Dropped early, the connection is closed (or
+/// a short rest read out in the background first).
 pub struct UpstreamBody {
-    /// `None` only once dropped.
-    body: Option<Incoming>,
+    /// `None` once the body is over (the connection went back or was closed).
     conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
     pool: Arc<Pool>,
+    /// The upstream closed: what is in the buffer is all there is.
+    eof: bool,
+    /// Read out by Gatehouse itself for its connection: dropped unfinished, it closes.
+    in_background: bool,
 }
 
 // === impl UpstreamBody ===
 
 impl UpstreamBody {
-    /// Hands the connection back once the response is complete.
+    fn new(conn: Conn, decoder: Decoder, keep_alive: bool, pool: Arc<Pool>) -> Self {
+        let mut body = Self {
+            conn: Some(conn),
+            decoder,
+            keep_alive,
+            pool,
+            eof: false,
+            in_background: false,
+        };
+        if body.decoder.is_done() {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is over: the connection goes back when it can carry another exchange.
     fn finish(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && self.decoder.is_done()
+        {
             self.pool.checkin(conn);
         }
     }
 
-    /// Upgraded or otherwise special responses: the plain body, driving the connection
-    /// elsewhere is the caller's business.
-    pub fn into_boxed(self) -> BoxBody {
-        self.map_err(BoxError::from).boxed_unsync()
+    /// Reads the rest and throws it away; `Some` when the body ended well.
+    async fn drain(&mut self) -> Option<()> {
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
+            frame.ok()?;
+        }
+        Some(())
     }
 }
 
@@ -566,84 +720,92 @@ impl Drop for UpstreamBody {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let short = self
-            .body
-            .as_ref()
-            .and_then(|b| b.size_hint().upper())
-            .is_some_and(|n| n <= DRAIN_LIMIT);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if !short {
+        let short = self.decoder.remaining().is_some_and(|n| n <= DRAIN_LIMIT);
+        if !short || !self.keep_alive || self.in_background {
             return;
         }
-        let Some(body) = self.body.take() else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let pool = self.pool.clone();
         let deadline = pool.settings.abandoned_timeout;
         let coming_back = ComingBack::new(pool.clone());
+        let mut rest = UpstreamBody {
+            conn: Some(conn),
+            decoder: self.decoder.clone(),
+            keep_alive: true,
+            pool,
+            eof: self.eof,
+            in_background: true,
+        };
         runtime.spawn(async move {
             let _coming_back = coming_back;
-            let mut rest = UpstreamBody {
-                body: Some(body),
-                conn: Some(conn),
-                pool,
-            };
-            let _ = tokio::time::timeout(deadline, async {
-                while let Some(frame) = rest.frame().await {
-                    if frame.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await;
+            let _ = tokio::time::timeout(deadline, rest.drain()).await;
         });
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        let Some(body) = this.body.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
-            // Readers stop at the end of stream without polling for `None`: hand the
-            // connection back as soon as the last frame is out.
-            if frame.is_none() || body.is_end_stream() {
-                this.finish();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.buf, this.eof) {
+                // Readers stop at the end of a body of known length without polling for `None`:
+                // the connection goes back as soon as the last bytes are out.
+                Ok(Decoded::Data(data)) => {
+                    if this.decoder.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::Trailers(trailers)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Ok(Decoded::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {
+                    let want = this
+                        .decoder
+                        .remaining()
+                        .map_or(BODY_READ, |n| n.min(BODY_READ as u64) as usize);
+                    match ready!(conn.poll_fill(cx, want)) {
+                        Ok(0) => this.eof = true,
+                        Ok(_) => {}
+                        Err(err) => {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                    }
+                }
+                Err(err) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
             }
-            return Poll::Ready(frame);
         }
-        if let Some(conn) = this.conn.as_mut()
-            && let Poll::Ready(result) = Pin::new(&mut conn.io).poll(cx)
-        {
-            // The connection ended; whatever the body still has (or its error) follows.
-            this.conn = None;
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "upstream connection failed mid-body");
-            }
-        }
-        let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-        if frame.is_none() || body.is_end_stream() {
-            this.finish();
-        }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
+        self.decoder.is_done() || self.conn.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.as_ref().map(Body::size_hint).unwrap_or_default()
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 

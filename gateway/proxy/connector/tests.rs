@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
@@ -218,4 +219,338 @@ async fn connects_in_flight_per_endpoint_are_bounded() {
     // and gave up at the connect timeout. Unbounded, all ten would dial.
     let dialled = connector.connects();
     assert!((2..=4).contains(&dialled), "{dialled} connects");
+}
+
+/// An origin speaking raw bytes: `script` gets each accepted connection and its number (from 0).
+async fn scripted<F, Fut>(script: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(script(stream, n));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one request head off `stream` (bytes after it are left in `pending`).
+async fn read_head(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = pending.drain(..end + 4).collect();
+            return Some(String::from_utf8(head).unwrap());
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn write(stream: &mut tokio::net::TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.write_all(bytes).await;
+}
+
+/// A request body whose parts the test hands over one by one.
+fn streamed(
+    method: &str,
+    addr: SocketAddr,
+    len: Option<usize>,
+) -> (Request<BoxBody>, tokio::sync::mpsc::Sender<Bytes>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let part = rx.recv().await?;
+        Some((Ok::<_, BoxError>(Frame::data(part)), rx))
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}/upload"))
+        .header(http::header::HOST, "app.test");
+    if let Some(len) = len {
+        req = req.header(http::header::CONTENT_LENGTH, len);
+    }
+    let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+    (req.body(body).unwrap(), tx)
+}
+
+#[tokio::test]
+async fn a_backend_answering_before_the_whole_body_stops_the_upload() {
+    let (addr, accepted) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        if read_head(&mut s, &mut pending).await.is_some() {
+            write(
+                &mut s,
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig",
+            )
+            .await;
+        }
+        // Reads nothing more: the upload must not be waited for.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let (req, parts) = streamed("POST", addr, Some(1 << 20));
+    parts.send(Bytes::from_static(b"first part")).await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), connector.send(addr, req))
+        .await
+        .expect("the early answer was not passed on while the body was unfinished")
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(resp.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body_text(resp).await, "big");
+    // The connection carries half a request: it is not used again.
+    let _ = tokio::time::timeout(Duration::from_millis(500), connector.send(addr, get(addr))).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_interim_continue_does_not_stop_the_body() {
+    let (addr, _) = scripted(|mut s, _| async move {
+        use tokio::io::AsyncReadExt;
+        let mut pending = Vec::new();
+        let head = read_head(&mut s, &mut pending).await.unwrap();
+        assert!(head.contains("content-length: 10"), "{head}");
+        write(&mut s, b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        while pending.len() < 10 {
+            let mut chunk = [0u8; 64];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the body stopped");
+            pending.extend_from_slice(&chunk[..n]);
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+            String::from_utf8(pending).unwrap()
+        );
+        write(&mut s, reply.as_bytes()).await;
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let (mut req, parts) = streamed("PUT", addr, Some(10));
+    req.headers_mut().insert(
+        http::header::EXPECT,
+        http::HeaderValue::from_static("100-continue"),
+    );
+    tokio::spawn(async move {
+        parts.send(Bytes::from_static(b"hello")).await.unwrap();
+        // The rest after the origin's 100 Continue has come.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        parts.send(Bytes::from_static(b"world")).await.unwrap();
+    });
+    let resp = connector.send(addr, req).await.map_err(|(e, _)| e).unwrap();
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    assert_eq!(body_text(resp).await, "helloworld");
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_goes_chunked() {
+    let (addr, _) = scripted(|mut s, _| async move {
+        use tokio::io::AsyncReadExt;
+        let mut pending = Vec::new();
+        let head = read_head(&mut s, &mut pending).await.unwrap();
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        while !pending.ends_with(b"0\r\n\r\n") {
+            let mut chunk = [0u8; 64];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the body stopped");
+            pending.extend_from_slice(&chunk[..n]);
+        }
+        let wire = String::from_utf8(pending).unwrap();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{wire}",
+            wire.len()
+        );
+        write(&mut s, reply.as_bytes()).await;
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let (req, parts) = streamed("POST", addr, None);
+    tokio::spawn(async move {
+        parts.send(Bytes::from_static(b"hello")).await.unwrap();
+        parts.send(Bytes::from_static(b", world")).await.unwrap();
+    });
+    let resp = connector.send(addr, req).await.map_err(|(e, _)| e).unwrap();
+    assert_eq!(
+        body_text(resp).await,
+        "5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_answer_comes_through_with_its_trailers_and_keeps_its_connection() {
+    let (addr, accepted) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        while read_head(&mut s, &mut pending).await.is_some() {
+            write(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            write(&mut s, b"6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n").await;
+        }
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    for _ in 0..2 {
+        let resp = connector
+            .send(addr, get(addr))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-checksum"], "42");
+        assert_eq!(&collected.to_bytes()[..], b"hello world");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_answer_ended_by_closing_is_read_to_the_close_and_its_connection_not_reused() {
+    let (addr, accepted) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        if read_head(&mut s, &mut pending).await.is_some() {
+            write(&mut s, b"HTTP/1.1 200 OK\r\n\r\nuntil ").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            write(&mut s, b"the end").await;
+        }
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    for _ in 0..2 {
+        let resp = connector
+            .send(addr, get(addr))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(body_text(resp).await, "until the end");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// The backend closes a kept-alive connection just as the next request arrives on it: an
+/// idempotent request goes again on a new connection; a POST does not (it may have acted).
+#[tokio::test]
+async fn a_request_a_backend_dropped_unanswered_goes_again_only_when_idempotent() {
+    let (addr, accepted) = scripted(|mut s, n| async move {
+        let mut pending = Vec::new();
+        if read_head(&mut s, &mut pending).await.is_some() {
+            write(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+        // The first connection takes the second request and closes without a word.
+        if n == 0 {
+            let _ = read_head(&mut s, &mut pending).await;
+            return;
+        }
+        while read_head(&mut s, &mut pending).await.is_some() {
+            write(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    for _ in 0..2 {
+        let resp = connector
+            .send(addr, get(addr))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(body_text(resp).await, "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the GET was not sent again"
+    );
+
+    let (addr, _) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        if read_head(&mut s, &mut pending).await.is_some() {
+            write(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+        let _ = read_head(&mut s, &mut pending).await;
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let post = || {
+        Request::post(format!("http://{addr}/"))
+            .header(http::header::HOST, "app.test")
+            .body(crate::body::empty())
+            .unwrap()
+    };
+    connector
+        .send(addr, post())
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let (err, unsent) = connector
+        .send(addr, post())
+        .await
+        .err()
+        .expect("a POST sent twice");
+    assert_eq!(err.kind, ErrorKind::UpstreamFailed);
+    assert!(unsent.is_none());
+}
+
+#[tokio::test]
+async fn answers_that_are_not_http_are_upstream_failures() {
+    for reply in [
+        &b"SSH-2.0-OpenSSH_9.6\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+    ] {
+        let (addr, _) = scripted(move |mut s, _| async move {
+            let mut pending = Vec::new();
+            if read_head(&mut s, &mut pending).await.is_some() {
+                write(&mut s, reply).await;
+            }
+        })
+        .await;
+        let connector = Connector::new(ConnectorSettings::default());
+        let (err, _) = connector
+            .send(addr, get(addr))
+            .await
+            .err()
+            .expect("a broken answer was taken");
+        assert_eq!(
+            err.kind,
+            ErrorKind::UpstreamFailed,
+            "{}",
+            String::from_utf8_lossy(reply)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_an_error_and_its_connection_goes() {
+    let (addr, accepted) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        if read_head(&mut s, &mut pending).await.is_some() {
+            write(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf").await;
+        }
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let resp = connector
+        .send(addr, get(addr))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let err = resp
+        .into_body()
+        .collect()
+        .await
+        .expect_err("a cut body ended well");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    let _ = connector.send(addr, get(addr)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
