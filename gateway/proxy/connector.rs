@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use self::h1::{Decoded, Decoder, RequestFraming};
 use super::error::{ErrorKind, ProxyError};
+use super::headers::Overrides;
 use super::timeouts::Progress;
 use crate::body::{BoxBody, BoxError};
 
@@ -175,16 +176,19 @@ impl Connector {
         addr: SocketAddr,
         req: Request<BoxBody>,
     ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
-        self.send_timed(addr, req, self.settings.connect_timeout, None)
+        let none = Overrides::default();
+        self.send_timed(addr, req, &none, self.settings.connect_timeout, None)
             .await
     }
 
-    /// [`Connector::send`] with a route's connect timeout; `progress` learns when the request
-    /// has a connection (its send and read clocks start then).
+    /// [`Connector::send`] with the headers this hop sets, a route's connect timeout, and
+    /// `progress`, which learns when the request has a connection (its send and read clocks
+    /// start then).
     pub async fn send_timed(
         &self,
         addr: SocketAddr,
         mut req: Request<BoxBody>,
+        overrides: &Overrides,
         connect_timeout: Duration,
         progress: Option<&Progress>,
     ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
@@ -205,7 +209,7 @@ impl Connector {
             }
             let (bytes, framing) = head.get_or_insert_with(|| {
                 let has_body = !req.body().is_end_stream();
-                h1::encode_head(&req, has_body)
+                h1::encode_head(&req, has_body, overrides)
             });
             match exchange(conn, bytes, *framing, &mut req, &pool).await {
                 Ok(resp) => return Ok(resp),

@@ -122,11 +122,62 @@ pub struct Forwarded<'a> {
     pub trusted_peer: bool,
 }
 
-/// Sets the forwarding headers. Gatehouse is the edge: X-Forwarded-For is the client's address
+/// Headers this hop sets on a request to an upstream (`None`: removes), replacing any of the
+/// same name the client sent. Applied to the header map for hyper's clients; the HTTP/1.1
+/// connector writes them after the client's own headers, skipping the replaced ones, as nginx
+/// builds its upstream request: the map then neither grows nor hashes a name per header.
+#[derive(Debug, Default)]
+pub struct Overrides(Vec<(HeaderName, Option<HeaderValue>)>);
+
+impl Overrides {
+    /// Room for the forwarding headers, the request id and a route's own without regrowing.
+    pub fn new() -> Self {
+        Self(Vec::with_capacity(10))
+    }
+
+    /// Sets `name` (again: the last value wins).
+    pub fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+        self.put(name, Some(value));
+    }
+
+    pub fn remove(&mut self, name: &HeaderName) {
+        self.put(name, None);
+    }
+
+    fn put(&mut self, name: &HeaderName, value: Option<HeaderValue>) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((name.clone(), value)),
+        }
+    }
+
+    /// Whether a client's header of this name gives way.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    /// The headers set, in the order they were first set.
+    pub fn values(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().filter_map(|(n, v)| Some((n, v.as_ref()?)))
+    }
+
+    pub fn apply(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            match value {
+                Some(value) => {
+                    headers.insert(name, value);
+                }
+                None => remove_present(headers, &name),
+            }
+        }
+    }
+}
+
+/// The forwarding headers. Gatehouse is the edge: X-Forwarded-For is the client's address
 /// (appended to what a trusted proxy sent, else replacing whatever the client wrote),
 /// X-Real-IP is the client's address, the other X-Forwarded-* describe this hop, and
 /// `Forwarded` / `True-Client-IP` from the client are removed.
-pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
+pub fn forwarded(headers: &HeaderMap, fwd: Forwarded<'_>, out: &mut Overrides) {
     let prior = headers
         .get(&X_FORWARDED_FOR)
         .filter(|v| fwd.trusted_peer && !v.is_empty());
@@ -140,22 +191,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
         }
         None => None,
     };
-    headers.insert(
+    out.set(
         &X_FORWARDED_FOR,
         xff.unwrap_or_else(|| fwd.client_ip.clone()),
     );
-    headers.insert(&X_REAL_IP, fwd.client_ip.clone());
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-    headers.insert(&X_FORWARDED_PORT, fwd.port.clone());
+    out.set(&X_REAL_IP, fwd.client_ip.clone());
+    out.set(&X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+    out.set(&X_FORWARDED_PORT, fwd.port.clone());
     match fwd.host {
-        Some(host) => {
-            headers.insert(&X_FORWARDED_HOST, host.clone());
-        }
-        None => remove_present(headers, &X_FORWARDED_HOST),
+        Some(host) => out.set(&X_FORWARDED_HOST, host.clone()),
+        None => out.remove(&X_FORWARDED_HOST),
     }
     for name in &UNVOUCHED {
-        remove_present(headers, name);
+        out.remove(name);
     }
+}
+
+/// [`forwarded`], applied to `headers`.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
+    let mut out = Overrides::new();
+    forwarded(headers, fwd, &mut out);
+    out.apply(headers);
 }
 
 /// Removes a header clients rarely send: a pass over the names is cheaper than the hash
@@ -168,6 +224,14 @@ fn remove_present(headers: &mut HeaderMap, name: &HeaderName) {
 
 /// Keeps a client's X-Request-Id or makes a new one; returns the value used.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let mut out = Overrides::default();
+    let id = request_id(headers, &mut out);
+    out.apply(headers);
+    id
+}
+
+/// The client's X-Request-Id, or a new one set in `out`.
+pub fn request_id(headers: &HeaderMap, out: &mut Overrides) -> HeaderValue {
     if let Some(id) = headers
         .get(&X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 200)
@@ -175,7 +239,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
         return id.clone();
     }
     let id = new_request_id();
-    headers.insert(&X_REQUEST_ID, id.clone());
+    out.set(&X_REQUEST_ID, id.clone());
     id
 }
 

@@ -349,12 +349,21 @@ pub async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     request_body::check_declared(req.headers(), &route.body_limits)?;
-    let id = headers::ensure_request_id(req.headers_mut());
+    let mut overrides = headers::Overrides::new();
+    let id = headers::request_id(req.headers(), &mut overrides);
     if record.logs_access() {
         record.request_id = Some(id);
     }
     let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
-    let mut req = prepare(conn, backend, route, req, upgrade, body_outcome.as_ref());
+    let mut req = prepare(
+        conn,
+        backend,
+        route,
+        req,
+        upgrade,
+        body_outcome.as_ref(),
+        &mut overrides,
+    );
     // Only a route with timeouts of its own pays for watching them.
     let timed = route.timeouts.map(|t| {
         let s = &upstreams.settings;
@@ -372,8 +381,12 @@ pub async fn forward(
     let watched = timed.as_ref().map(|(t, p)| (t, &**p));
     let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
     let result = if direct {
-        send_direct(upstreams, backend, candidates, req, watched, record).await
+        send_direct(
+            upstreams, backend, candidates, req, &overrides, watched, record,
+        )
+        .await
     } else {
+        overrides.apply(req.headers_mut());
         // Boxed: hyper-util's client futures are large, and HTTPS, h2c and upgrades are not
         // the common path; inline, every request's future would carry their size.
         Box::pin(send_via_client(
@@ -452,6 +465,7 @@ async fn send_direct(
     backend: &ServiceBackend,
     candidates: std::iter::Peekable<Candidates>,
     mut req: Request<BoxBody>,
+    overrides: &headers::Overrides,
     timed: Option<(&timeouts::Effective, &timeouts::Progress)>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
@@ -471,7 +485,7 @@ async fn send_direct(
                 *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
                 match upstreams
                     .connector
-                    .send_timed(addr, req, connect_timeout, progress)
+                    .send_timed(addr, req, overrides, connect_timeout, progress)
                     .await
                 {
                     Ok(resp) => return Ok((resp, addr)),
@@ -517,7 +531,8 @@ pub async fn send_own(
 ) -> Result<Answer, ProxyError> {
     let candidates = upstreams.candidates(backend).peekable();
     if backend.protocol == UpstreamProtocol::Http {
-        send_direct(upstreams, backend, candidates, req, None, record).await
+        let none = headers::Overrides::default();
+        send_direct(upstreams, backend, candidates, req, &none, None, record).await
     } else {
         send_via_client(upstreams, backend, candidates, req, None, None, record).await
     }
@@ -547,6 +562,7 @@ fn prepare(
     req: Request<Incoming>,
     upgrade: bool,
     body_outcome: Option<&request_body::Outcome>,
+    overrides: &mut headers::Overrides,
 ) -> Request<BoxBody> {
     let (mut parts, body) = req.into_parts();
     // HTTP/2 requests carry the host in :authority; HTTP/1.1 upstreams need a Host header.
@@ -581,15 +597,13 @@ fn prepare(
         host: host.as_ref(),
         trusted_peer: conn.trusted_peer,
     };
-    headers::set_forwarded(&mut parts.headers, fwd);
-    // After the forwarding headers: X-Forwarded-Host keeps the host the client asked for.
+    headers::forwarded(&parts.headers, fwd, overrides);
+    // X-Forwarded-Host keeps the host the client asked for.
     if let Some(vhost) = route.vhost {
-        parts.headers.insert(header::HOST, vhost.clone());
+        overrides.set(&header::HOST, vhost.clone());
     }
     if let Some(prefix) = route.forwarded_prefix {
-        parts
-            .headers
-            .insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
+        overrides.set(&X_FORWARDED_PREFIX, prefix.clone());
     }
     parts.version = match backend.protocol {
         UpstreamProtocol::Http | UpstreamProtocol::Https => Version::HTTP_11,

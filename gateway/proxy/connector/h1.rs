@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 
-use crate::proxy::headers;
+use crate::proxy::headers::{self, Overrides};
 
 /// Most headers an upstream response may carry (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -28,14 +28,20 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// The request line and headers, ready to write; `has_body` says whether a body follows.
-/// The target is origin-form (an origin server gets no absolute-form, RFC 9112 §3.2.1).
-pub fn encode_head<B>(req: &Request<B>, has_body: bool) -> (Vec<u8>, RequestFraming) {
+/// The request line and headers, ready to write: the request's own headers but those
+/// `overrides` replaces, then the overrides. `has_body` says whether a body follows. The target
+/// is origin-form (an origin server gets no absolute-form, RFC 9112 §3.2.1).
+pub fn encode_head<B>(
+    req: &Request<B>,
+    has_body: bool,
+    overrides: &Overrides,
+) -> (Vec<u8>, RequestFraming) {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let method = req.method().as_str();
     let size = req
         .headers()
         .iter()
+        .chain(overrides.values())
         .fold(method.len() + path.len() + 16, |n, (k, v)| {
             n + k.as_str().len() + v.len() + 4
         });
@@ -53,13 +59,13 @@ pub fn encode_head<B>(req: &Request<B>, has_body: bool) -> (Vec<u8>, RequestFram
                 .and_then(|v| v.trim().parse::<u64>().ok());
         }
         // Framing is this hop's: set below from what the body is.
-        if name == header::TRANSFER_ENCODING {
+        if name == header::TRANSFER_ENCODING || overrides.replaces(name) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(&mut out, name, value);
+    }
+    for (name, value) in overrides.values() {
+        field(&mut out, name, value);
     }
     let framing = match (has_body, declared) {
         (false, _) => RequestFraming::Empty,
@@ -71,6 +77,13 @@ pub fn encode_head<B>(req: &Request<B>, has_body: bool) -> (Vec<u8>, RequestFram
     };
     out.extend_from_slice(b"\r\n");
     (out, framing)
+}
+
+fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The chunk-size line of a chunk of `len` bytes.
@@ -85,10 +98,7 @@ pub fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
     };
     let mut out = b"0\r\n".to_vec();
     for (name, value) in trailers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(&mut out, name, value);
     }
     out.extend_from_slice(b"\r\n");
     Bytes::from(out)

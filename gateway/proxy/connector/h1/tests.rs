@@ -22,7 +22,7 @@ fn the_head_is_origin_form_with_the_headers_as_they_are() {
         .header("x-many", "2")
         .body(())
         .unwrap();
-    let (head, framing) = encode_head(&req, false);
+    let (head, framing) = encode_head(&req, false, &Overrides::default());
     assert_eq!(
         text(&head),
         "GET /a/b?x=1 HTTP/1.1\r\nhost: app.test\r\nx-many: 1\r\nx-many: 2\r\n\r\n"
@@ -30,16 +30,45 @@ fn the_head_is_origin_form_with_the_headers_as_they_are() {
     assert_eq!(framing, RequestFraming::Empty);
 }
 
+/// What this hop sets replaces the client's headers of the same names, whatever their case,
+/// and what it removes is not sent.
+#[test]
+fn overrides_replace_the_clients_headers_of_their_names() {
+    let req = Request::get("/")
+        .header("host", "app.test")
+        .header("X-Real-IP", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("accept", "*/*")
+        .body(())
+        .unwrap();
+    let mut overrides = Overrides::default();
+    overrides.set(
+        &HeaderName::from_static("x-real-ip"),
+        HeaderValue::from_static("10.0.0.7"),
+    );
+    overrides.remove(&header::FORWARDED);
+    overrides.set(&header::HOST, HeaderValue::from_static("vhost.internal"));
+    let (head, _) = encode_head(&req, false, &overrides);
+    assert_eq!(
+        text(&head),
+        "GET / HTTP/1.1\r\naccept: */*\r\nx-real-ip: 10.0.0.7\r\nhost: vhost.internal\r\n\r\n"
+    );
+}
+
 #[test]
 fn a_body_goes_by_its_declared_length_or_else_chunked() {
-    let (head, framing) = encode_head(&request("/up", &[("content-length", "5")]), true);
+    let (head, framing) = encode_head(
+        &request("/up", &[("content-length", "5")]),
+        true,
+        &Overrides::default(),
+    );
     assert_eq!(framing, RequestFraming::Length(5));
     assert!(!text(&head).contains("transfer-encoding"));
 
     // A length the client did not declare (a chunked upload, an HTTP/2 stream): chunked here,
     // whatever Transfer-Encoding the request carried.
     let req = request("/up", &[("transfer-encoding", "gzip, chunked")]);
-    let (head, framing) = encode_head(&req, true);
+    let (head, framing) = encode_head(&req, true, &Overrides::default());
     assert_eq!(framing, RequestFraming::Chunked);
     assert_eq!(
         text(&head),
