@@ -65,6 +65,12 @@ pub fn list_tokens<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterat
         .map(str::trim)
 }
 
+/// Whether a header belongs to one connection only (the ones [`remove_hop_by_hop`] removes by
+/// name, `Upgrade` included).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names. With `upgrade`,
 /// keeps `Connection: upgrade` and `Upgrade` so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -135,20 +141,16 @@ impl Overrides {
         Self(Vec::with_capacity(10))
     }
 
-    /// Sets `name` (again: the last value wins).
+    /// Sets `name`, which is not set yet (the callers set distinct names: no lookup needed).
     pub fn set(&mut self, name: &HeaderName, value: HeaderValue) {
-        self.put(name, Some(value));
+        debug_assert!(!self.replaces(name), "{name} set twice");
+        self.0.push((name.clone(), Some(value)));
     }
 
+    /// Removes the client's `name`, which is not set yet.
     pub fn remove(&mut self, name: &HeaderName) {
-        self.put(name, None);
-    }
-
-    fn put(&mut self, name: &HeaderName, value: Option<HeaderValue>) {
-        match self.0.iter_mut().find(|(n, _)| n == name) {
-            Some((_, slot)) => *slot = value,
-            None => self.0.push((name.clone(), value)),
-        }
+        debug_assert!(!self.replaces(name), "{name} set twice");
+        self.0.push((name.clone(), None));
     }
 
     /// Whether a client's header of this name gives way.

@@ -509,8 +509,7 @@ async fn send_direct(
         Ok(Ok((resp, addr))) => {
             record.upstream = Some(addr);
             record.upstream_time = Some(started.elapsed());
-            let mut resp = resp;
-            headers::remove_hop_by_hop(resp.headers_mut(), false);
+            // The connector kept no hop-by-hop headers.
             Ok(Answer::Upstream(resp))
         }
         Ok(Err((err, addr))) => {

@@ -180,14 +180,112 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             fields.push((name, start..start + h.value.len()));
         }
         let head = buf.split_to(len).freeze();
+        // Hop-by-hop headers are read for what they say about this connection and not kept:
+        // the response goes on without them.
+        let mut hop = HopByHop::default();
         let mut map = HeaderMap::with_capacity(fields.len());
         for (name, range) in fields {
             let value = HeaderValue::from_maybe_shared(head.slice(range))
                 .map_err(|_| Malformed::Header(name.to_string()))?;
-            map.append(name, value);
+            if headers::is_hop_by_hop(&name) {
+                hop.note(&name, &value);
+            } else {
+                map.append(name, value);
+            }
         }
-        return framing(status, http10, map, head_request).map(Some);
+        for name in &hop.named {
+            map.remove(name);
+        }
+        return framing(status, http10, map, head_request, &hop).map(Some);
     }
+}
+
+/// What a response's hop-by-hop headers say.
+#[derive(Default)]
+struct HopByHop {
+    close: bool,
+    keep_alive: bool,
+    /// Other headers `Connection` names: hop-by-hop too (RFC 9110 §7.6.1).
+    named: Vec<HeaderName>,
+    transfer_encoding: bool,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+}
+
+impl HopByHop {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let tokens = || {
+            value
+                .to_str()
+                .into_iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+        };
+        if name == header::CONNECTION {
+            for token in tokens() {
+                if token.eq_ignore_ascii_case("close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    self.keep_alive = true;
+                } else if let Ok(named) = HeaderName::from_bytes(token.as_bytes()) {
+                    self.named.push(named);
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            // Of several lines, the last one's last coding is the message's last.
+            if let Some(last) = tokens().next_back() {
+                self.chunked = last.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+}
+
+/// The body's framing and the connection's fate from a parsed head (RFC 9112 §6.3, §9.3).
+fn framing(
+    status: StatusCode,
+    http10: bool,
+    headers: HeaderMap,
+    head_request: bool,
+    hop: &HopByHop,
+) -> Result<Head, Malformed> {
+    let mut keep_alive = !hop.close && (!http10 || hop.keep_alive);
+    let bodiless =
+        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let body = if bodiless {
+        Decoder::Length(0)
+    } else if hop.transfer_encoding {
+        // Transfer-Encoding wins over Content-Length; a message carrying both may be an
+        // attempt at smuggling, so its connection is not reused.
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            keep_alive = false;
+        }
+        if hop.chunked {
+            Decoder::Chunked(Chunked::Size)
+        } else {
+            keep_alive = false;
+            Decoder::UntilClose
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        Decoder::Length(content_length(&headers)?)
+    } else {
+        keep_alive = false;
+        Decoder::UntilClose
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = if http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *response.headers_mut() = headers;
+    Ok(Head {
+        response,
+        body,
+        keep_alive,
+    })
 }
 
 /// Takes complete interim (1xx) responses off the front of `buf`, as they come while a
@@ -216,59 +314,6 @@ pub fn skip_interim(buf: &mut BytesMut) -> bool {
             _ => return !buf.is_empty(),
         }
     }
-}
-
-/// The body's framing and the connection's fate from a parsed head (RFC 9112 §6.3, §9.3).
-fn framing(
-    status: StatusCode,
-    http10: bool,
-    headers: HeaderMap,
-    head_request: bool,
-) -> Result<Head, Malformed> {
-    let close = headers::list_tokens(&headers, &header::CONNECTION)
-        .any(|t| t.eq_ignore_ascii_case("close"));
-    let keep_alive_token = http10
-        && headers::list_tokens(&headers, &header::CONNECTION)
-            .any(|t| t.eq_ignore_ascii_case("keep-alive"));
-    let mut keep_alive = !close && (!http10 || keep_alive_token);
-    let bodiless =
-        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let body = if bodiless {
-        Decoder::Length(0)
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Transfer-Encoding wins over Content-Length; a message carrying both may be an
-        // attempt at smuggling, so its connection is not reused.
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            keep_alive = false;
-        }
-        let chunked = headers::list_tokens(&headers, &header::TRANSFER_ENCODING)
-            .last()
-            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        if chunked {
-            Decoder::Chunked(Chunked::Size)
-        } else {
-            keep_alive = false;
-            Decoder::UntilClose
-        }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Decoder::Length(content_length(&headers)?)
-    } else {
-        keep_alive = false;
-        Decoder::UntilClose
-    };
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = if http10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *response.headers_mut() = headers;
-    Ok(Head {
-        response,
-        body,
-        keep_alive,
-    })
 }
 
 /// The one length all Content-Length lines agree on (a list of equal values counts as one).

@@ -116,6 +116,23 @@ fn a_head_in_pieces_waits_for_the_rest_and_leaves_the_body_in_the_buffer() {
 }
 
 #[test]
+fn hop_by_hop_headers_are_read_and_not_passed_on() {
+    let (head, _) = parsed_whole(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Session\r\nKeep-Alive: timeout=5\r\n\
+          X-Session: 1\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nX-App: kept\r\n\r\n",
+    );
+    let names: Vec<&str> = head.response.headers().keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-app"]);
+    assert_eq!(head.body, Decoder::Chunked(Chunked::Size));
+    assert!(head.keep_alive);
+    // Coding lines in order: the last line's last coding decides.
+    let (head, _) = parsed_whole(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+    );
+    assert_eq!(head.body, Decoder::UntilClose);
+}
+
+#[test]
 fn interim_responses_are_skipped_and_a_switch_without_upgrade_is_refused() {
     let (head, rest) =
         parsed_whole(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
