@@ -319,8 +319,7 @@ impl Conn {
 }
 
 /// Writes all of `bufs` (in one syscall when the socket takes them), advancing them.
-async fn write_all(stream: &TcpStream, bufs: &mut [Bytes]) -> io::Result<usize> {
-    let mut written = 0;
+async fn write_all(stream: &TcpStream, bufs: &mut [Bytes]) -> io::Result<()> {
     loop {
         let slices: Vec<io::IoSlice<'_>> = bufs
             .iter()
@@ -328,7 +327,7 @@ async fn write_all(stream: &TcpStream, bufs: &mut [Bytes]) -> io::Result<usize> 
             .map(|b| io::IoSlice::new(b))
             .collect();
         if slices.is_empty() {
-            return Ok(written);
+            return Ok(());
         }
         let n = match stream.try_write_vectored(&slices) {
             Ok(n) => n,
@@ -338,7 +337,6 @@ async fn write_all(stream: &TcpStream, bufs: &mut [Bytes]) -> io::Result<usize> 
             }
             Err(e) => return Err(e),
         };
-        written += n;
         let mut left = n;
         for b in bufs.iter_mut() {
             let step = left.min(b.len());
@@ -597,6 +595,8 @@ async fn send_body(
                     }
                 }
             }
+            // Trailers go only with chunked framing; beside a declared length there is no place
+            // for them, and they are dropped (as hyper's client does).
             Err(frame) => {
                 if let (Ok(trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
                     write_all(stream, &mut [h1::last_chunk(Some(&trailers))]).await?;
