@@ -68,6 +68,52 @@ async fn http1_and_h2c_prior_knowledge_share_one_listener() {
     assert_eq!(echo["headers"]["x-forwarded-host"], "app.test");
 }
 
+/// An HTTP/1.0 backend (Python's `http.server` is one) answers each request and closes: the
+/// client still gets HTTP/1.1 answers and keeps its connection (RFC 9110 §6.2: a proxy sends
+/// its own version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_backend_does_not_downgrade_the_clients_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer =
+                    b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\nContent-Length: 5\r\n\r\nhello";
+                let _ = s.write_all(answer).await;
+            });
+        }
+    });
+    let gh = gateway(&[backend], &[]);
+    let mut client = tokio::net::TcpStream::connect(gh.http).await.unwrap();
+    for _ in 0..2 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(b"hello") {
+            let n = client.read(&mut chunk).await.unwrap();
+            let text = String::from_utf8_lossy(&answer);
+            assert!(n > 0, "the client's connection was closed: {text}");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_request_is_routed_and_forwarded_by_its_authority() {
     let gh = gateway(&[origin::echo("a").await], &[]);

@@ -648,6 +648,9 @@ fn upstream_response(
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<BoxBody> {
+    // This hop's version (RFC 9110 §6.2): an HTTP/1.0 backend does not make the client's
+    // HTTP/1.1 connection a closing HTTP/1.0 one.
+    *resp.version_mut() = Version::HTTP_11;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {
         (true, Some(client_upgrade)) => {

@@ -275,11 +275,9 @@ fn framing(
     };
     let mut response = Response::new(());
     *response.status_mut() = status;
-    *response.version_mut() = if http10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
+    // The version is this hop's: the client gets Gatehouse's own (RFC 9110 §6.2), and an
+    // HTTP/1.0 backend does not turn the client's connection into a closing HTTP/1.0 one.
+    *response.version_mut() = Version::HTTP_11;
     *response.headers_mut() = headers;
     Ok(Head {
         response,

@@ -197,8 +197,9 @@ fn framing_and_connection_reuse_follow_rfc_9112() {
         assert_eq!(head.body, body, "{}", text(bytes));
         assert_eq!(head.keep_alive, keep_alive, "{}", text(bytes));
     }
+    // The client gets this hop's version, not the backend's.
     let (head, _) = parsed_whole(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(head.response.version(), Version::HTTP_10);
+    assert_eq!(head.response.version(), Version::HTTP_11);
 }
 
 #[test]
