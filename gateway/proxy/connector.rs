@@ -11,7 +11,7 @@
 mod h1;
 
 use std::collections::HashMap;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -636,30 +636,39 @@ impl Drop for InFlight {
         if !self.sent {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let pool = self.pool.clone();
         let head_request = self.head_request;
-        let deadline = pool.settings.abandoned_timeout;
-        let coming_back = ComingBack::new(pool.clone());
-        runtime.spawn(async move {
-            let _coming_back = coming_back;
-            let finished = tokio::time::timeout(deadline, async {
-                let mut got_bytes = !conn.buf.is_empty();
-                let head = poll_fn(|cx| conn.poll_head(cx, head_request, &mut got_bytes))
-                    .await
-                    .ok()?;
-                let mut body = UpstreamBody::new(conn, head.body, head.keep_alive, pool.clone());
-                body.in_background = true;
-                body.drain().await
-            })
-            .await;
-            if !matches!(finished, Ok(Some(()))) {
-                tracing::debug!(upstream = %pool.addr, "abandoned exchange did not finish; connection closed");
-            }
+        finish_in_background(&self.pool, async move {
+            let mut got_bytes = !conn.buf.is_empty();
+            let head = poll_fn(|cx| conn.poll_head(cx, head_request, &mut got_bytes))
+                .await
+                .ok()?;
+            let mut body = UpstreamBody::new(conn, head.body, head.keep_alive, pool);
+            body.in_background = true;
+            body.drain().await
         });
     }
+}
+
+/// Runs `work`, which reads out an exchange whose client went away so that its connection
+/// goes back to the pool, in a task of its own: at most the abandoned timeout, and counted as
+/// a connection coming back meanwhile ([`Pool::wait_coming_back`]).
+fn finish_in_background<F>(pool: &Arc<Pool>, work: F)
+where
+    F: Future<Output = Option<()>> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let coming_back = ComingBack::new(pool.clone());
+    let (deadline, addr) = (pool.settings.abandoned_timeout, pool.addr);
+    runtime.spawn(async move {
+        let _coming_back = coming_back;
+        let finished = tokio::time::timeout(deadline, work).await;
+        if !matches!(finished, Ok(Some(()))) {
+            tracing::debug!(upstream = %addr, "abandoned exchange did not finish; connection closed");
+        }
+    });
 }
 
 /// A response body from an upstream, read off its connection as it is polled; read to the
@@ -728,24 +737,15 @@ impl Drop for UpstreamBody {
         if !short || !self.keep_alive || self.in_background {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = self.pool.clone();
-        let deadline = pool.settings.abandoned_timeout;
-        let coming_back = ComingBack::new(pool.clone());
         let mut rest = UpstreamBody {
             conn: Some(conn),
             decoder: self.decoder.clone(),
             keep_alive: true,
-            pool,
+            pool: self.pool.clone(),
             eof: self.eof,
             in_background: true,
         };
-        runtime.spawn(async move {
-            let _coming_back = coming_back;
-            let _ = tokio::time::timeout(deadline, rest.drain()).await;
-        });
+        finish_in_background(&self.pool, async move { rest.drain().await });
     }
 }
 

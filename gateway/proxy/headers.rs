@@ -57,10 +57,14 @@ fn has_connection_token(headers: &HeaderMap, token: &str) -> bool {
 /// The elements of a comma-separated list header (`Connection`, `TE`), over all its lines,
 /// trimmed. Lines that are not visible ASCII hold no tokens.
 pub fn list_tokens<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'h str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    headers.get_all(name).iter().flat_map(value_tokens)
+}
+
+/// The elements of one line of a comma-separated list header, trimmed.
+pub fn value_tokens(value: &HeaderValue) -> impl DoubleEndedIterator<Item = &str> {
+    value
+        .to_str()
+        .into_iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
 }

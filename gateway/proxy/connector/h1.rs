@@ -214,14 +214,7 @@ struct HopByHop {
 
 impl HopByHop {
     fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let tokens = || {
-            value
-                .to_str()
-                .into_iter()
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-        };
+        let tokens = || headers::value_tokens(value).filter(|t| !t.is_empty());
         if name == header::CONNECTION {
             for token in tokens() {
                 if token.eq_ignore_ascii_case("close") {

@@ -64,6 +64,15 @@ fn get(addr: SocketAddr) -> Request<BoxBody> {
         .unwrap()
 }
 
+/// A GET of `addr` that must be answered.
+async fn fetch(connector: &Connector, addr: SocketAddr) -> UpstreamResponse {
+    connector
+        .send(addr, get(addr))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap()
+}
+
 async fn body_text(resp: UpstreamResponse) -> String {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
@@ -74,11 +83,7 @@ async fn sequential_requests_reuse_one_pooled_connection() {
     let (addr, accepted) = origin(Duration::ZERO, false).await;
     let connector = Connector::new(ConnectorSettings::default());
     for _ in 0..20 {
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         assert_eq!(body_text(resp).await, "hello");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -94,17 +99,9 @@ async fn a_body_dropped_before_its_end_keeps_its_connection_only_when_the_rest_i
         let body = Bytes::from(vec![b'x'; len]);
         let (addr, accepted) = origin_saying(Duration::ZERO, false, body).await;
         let connector = Connector::new(ConnectorSettings::default());
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         drop(resp);
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         assert_eq!(body_text(resp).await.len(), len);
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -127,11 +124,7 @@ async fn an_abandoned_exchange_finishes_and_keeps_its_connection() {
     );
     // The exchange finishes in the background and hands its connection back.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let resp = connector
-        .send(addr, get(addr))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let resp = fetch(&connector, addr).await;
     assert_eq!(body_text(resp).await, "hello");
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -145,11 +138,7 @@ async fn a_connection_the_origin_closed_is_replaced_without_failing_the_request(
     let (addr, accepted) = origin(Duration::ZERO, true).await;
     let connector = Connector::new(ConnectorSettings::default());
     for _ in 0..5 {
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         assert_eq!(body_text(resp).await, "hello");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
@@ -403,11 +392,7 @@ async fn a_chunked_answer_comes_through_with_its_trailers_and_keeps_its_connecti
     .await;
     let connector = Connector::new(ConnectorSettings::default());
     for _ in 0..2 {
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         let collected = resp.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-checksum"], "42");
         assert_eq!(&collected.to_bytes()[..], b"hello world");
@@ -428,11 +413,7 @@ async fn an_answer_ended_by_closing_is_read_to_the_close_and_its_connection_not_
     .await;
     let connector = Connector::new(ConnectorSettings::default());
     for _ in 0..2 {
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         assert_eq!(body_text(resp).await, "until the end");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -459,11 +440,7 @@ async fn a_request_a_backend_dropped_unanswered_goes_again_only_when_idempotent(
     .await;
     let connector = Connector::new(ConnectorSettings::default());
     for _ in 0..2 {
-        let resp = connector
-            .send(addr, get(addr))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let resp = fetch(&connector, addr).await;
         assert_eq!(body_text(resp).await, "ok");
     }
     assert_eq!(
@@ -540,11 +517,7 @@ async fn a_body_cut_short_is_an_error_and_its_connection_goes() {
     })
     .await;
     let connector = Connector::new(ConnectorSettings::default());
-    let resp = connector
-        .send(addr, get(addr))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let resp = fetch(&connector, addr).await;
     let err = resp
         .into_body()
         .collect()
