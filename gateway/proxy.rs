@@ -74,6 +74,8 @@ pub struct ConnInfo {
     /// When the last request ended, in milliseconds since `opened`.
     last_done_ms: AtomicU64,
     opened: tokio::time::Instant,
+    /// Where static files go by `sendfile` (HTTP/1.x on a plain socket only).
+    file_regions: std::sync::OnceLock<Arc<client_io::FileRegions>>,
 }
 
 /// Abandoned requests a connection may have before the ratio to completed ones is checked.
@@ -106,7 +108,18 @@ impl ConnInfo {
             in_flight: AtomicU32::new(0),
             last_done_ms: AtomicU64::new(0),
             opened: tokio::time::Instant::now(),
+            file_regions: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets static files on this connection be sent with `sendfile` (see
+    /// [`client_io::FileRegions`]): only for an HTTP/1.x connection on a plain socket.
+    pub fn use_file_regions(&self, files: Arc<client_io::FileRegions>) {
+        let _ = self.file_regions.set(files);
+    }
+
+    pub fn file_regions(&self) -> Option<&Arc<client_io::FileRegions>> {
+        self.file_regions.get()
     }
 
     /// The client address the source rules, limits and `$remote_addr` see: the peer, or what
@@ -277,7 +290,9 @@ async fn serve(
         _ => None,
     };
     let answer = match (fallback.or(service), backend) {
-        (None, Backend::Static(site)) => Ok(Answer::Done(static_files::serve(site, req).await)),
+        (None, Backend::Static(site)) => Ok(Answer::Done(
+            static_files::serve(site, req, conn.file_regions()).await,
+        )),
         (None, _) => Err(ErrorKind::NoEndpoint.into()),
         (Some(backend), _) => {
             // Affinity and hashing see the request as the client sent it; a default backend

@@ -5,16 +5,22 @@
 //!   connection) before the socket's;
 //! - tell whether the connection is *quiet*: everything hyper wrote has been flushed and its
 //!   last read found nothing to read. Only then may an idle HTTP/1.1 connection be parked (its
-//!   hyper state dropped, buffers and all) without losing a byte in either direction.
+//!   hyper state dropped, buffers and all) without losing a byte in either direction;
+//! - send a static file's bytes from the page cache to the socket with `sendfile`, never
+//!   copying them through user space (see [`FileRegions`]).
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): a client speaking HTTP/2 without TLS
 /// negotiation (h2c prior knowledge, or ALPN `h2`) starts with it.
@@ -37,20 +43,142 @@ impl Quiet {
     }
 }
 
+/// A stream a client connection is served on.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The socket itself, when what is written goes to it as it is (not through TLS): a file
+    /// can then be sent with `sendfile`.
+    fn plain_socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl ClientStream for TcpStream {
+    fn plain_socket(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
+
+impl ClientStream for tokio::io::DuplexStream {}
+
+/// Parts of files a response body hands to the connection's socket by reference.
+///
+/// hyper writes what a body yields; it cannot send a file. So the static-file phase yields a
+/// *placeholder* for each part of a file (bytes of one shared zeroed region, of the part's
+/// length: hyper's framing and counting stay right) and queues the part here. When hyper writes
+/// a placeholder, [`ClientIo`] sends the queued part with `sendfile` in its place. hyper writes
+/// in order, so the front of the queue is always the placeholder being written; anything else
+/// is a broken invariant and fails the connection rather than send zeroes.
+///
+/// Only for HTTP/1.x on a plain socket: HTTP/2 and TLS copy what they send into frames or
+/// records, and would send the placeholder's zeroes.
+#[derive(Debug, Default)]
+pub struct FileRegions {
+    queue: Mutex<VecDeque<FileRegion>>,
+}
+
+#[derive(Debug)]
+struct FileRegion {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+    /// How much of it has been sent.
+    sent: usize,
+}
+
+/// The largest part of a file one placeholder stands for.
+pub const MAX_FILE_REGION: usize = 1 << 20;
+
+/// The placeholders' bytes: zeroes, allocated once and never touched (the pages are mapped
+/// lazily, so this costs address space, not memory).
+static PLACEHOLDER: LazyLock<&'static [u8]> =
+    LazyLock::new(|| Box::leak(vec![0u8; MAX_FILE_REGION].into_boxed_slice()));
+
+fn placeholder_offset(buf: &[u8]) -> Option<usize> {
+    let at = (buf.as_ptr() as usize).checked_sub(PLACEHOLDER.as_ptr() as usize)?;
+    (at < MAX_FILE_REGION).then_some(at)
+}
+
+// === impl FileRegions ===
+
+impl FileRegions {
+    /// Queues `len` bytes of `file` from `offset` (`len` ≤ [`MAX_FILE_REGION`]) and returns the
+    /// placeholder that stands for them in the body.
+    pub fn push(&self, file: Arc<File>, offset: u64, len: usize) -> Bytes {
+        assert!(
+            len <= MAX_FILE_REGION,
+            "file region larger than its placeholder"
+        );
+        self.lock().push_back(FileRegion {
+            file,
+            offset,
+            len,
+            sent: 0,
+        });
+        Bytes::from_static(&PLACEHOLDER[..len])
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<FileRegion>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends (part of) the front region, which `buf`, a placeholder, stands for.
+    fn send_front(&self, socket: &TcpStream, buf: &[u8], at: usize) -> io::Result<usize> {
+        let mut queue = self.lock();
+        let Some(front) = queue.front_mut() else {
+            return Err(out_of_step());
+        };
+        if at != front.sent || buf.len() != front.len - front.sent {
+            return Err(out_of_step());
+        }
+        let mut offset = front.offset + at as u64;
+        let n = rustix::fs::sendfile(socket, &*front.file, Some(&mut offset), buf.len())?;
+        if n == 0 {
+            // The file shrank since it was opened: its response cannot be what it declared.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than when its response began",
+            ));
+        }
+        front.sent += n;
+        if front.sent == front.len {
+            queue.pop_front();
+        }
+        Ok(n)
+    }
+}
+
+fn out_of_step() -> io::Error {
+    io::Error::other("file placeholder written out of step with its queue")
+}
+
 /// A client stream with bytes to replay first, reporting whether it is quiet.
 pub struct ClientIo<IO> {
     io: IO,
     prefix: Bytes,
     quiet: Arc<Quiet>,
+    /// Set on plain sockets: see [`FileRegions`].
+    files: Option<Arc<FileRegions>>,
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> ClientIo<IO> {
+impl<IO: ClientStream> ClientIo<IO> {
     pub fn new(io: IO) -> Self {
+        let files = io.plain_socket().map(|_| Arc::default());
         Self {
             io,
             prefix: Bytes::new(),
             quiet: Arc::default(),
+            files,
         }
+    }
+
+    /// Where an HTTP/1.x response may queue parts of files for this connection's socket; none
+    /// on TLS.
+    pub fn file_regions(&self) -> Option<Arc<FileRegions>> {
+        self.files.clone()
     }
 
     pub fn quiet(&self) -> Arc<Quiet> {
@@ -100,6 +228,43 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientIo<IO> {
     }
 }
 
+impl<IO: ClientStream> ClientIo<IO> {
+    /// Writes `bufs`, some of which are file placeholders, in one system call: the plain
+    /// buffers before the first placeholder with `sendmsg` (`MSG_MORE`: the file follows in
+    /// the same segments, as nginx's `tcp_nopush` does), or, when a placeholder comes first,
+    /// its file region with `sendfile`.
+    fn poll_write_with_files(
+        &self,
+        cx: &mut Context<'_>,
+        files: &FileRegions,
+        bufs: &[io::IoSlice<'_>],
+        first_file: usize,
+    ) -> Poll<io::Result<usize>> {
+        let Some(socket) = self.io.plain_socket() else {
+            return Poll::Ready(Err(out_of_step()));
+        };
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            let sent = socket.try_io(Interest::WRITABLE, || match first_file {
+                0 => {
+                    let at = placeholder_offset(&bufs[0]).expect("a placeholder");
+                    files.send_front(socket, &bufs[0], at)
+                }
+                n => Ok(rustix::net::sendmsg(
+                    socket,
+                    &bufs[..n],
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::MORE | SendFlags::NOSIGNAL,
+                )?),
+            });
+            match sent {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                sent => return Poll::Ready(sent),
+            }
+        }
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for ClientIo<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -125,7 +290,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ClientIo<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
+impl<IO: ClientStream> AsyncWrite for ClientIo<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -141,6 +306,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.quiet.unflushed.store(true, Ordering::Relaxed);
+        if let Some(files) = &self.files
+            && let Some(first) = bufs.iter().position(|b| placeholder_offset(b).is_some())
+        {
+            return self.poll_write_with_files(cx, files, bufs, first);
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -164,7 +334,105 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::IoSlice;
     use tokio::io::{AsyncWriteExt, duplex};
+
+    /// A connected pair of loopback sockets: the client's end, and the server's in a ClientIo.
+    async fn socket_pair() -> (TcpStream, ClientIo<TcpStream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, ClientIo::new(server))
+    }
+
+    /// Writes `parts` through `poll_write_vectored` as hyper does: whatever is left of them,
+    /// advanced by what each call wrote.
+    async fn write_all_vectored(io: &mut ClientIo<TcpStream>, parts: &[&[u8]]) -> io::Result<()> {
+        let mut parts = parts.to_vec();
+        while !parts.is_empty() {
+            let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            let mut n = io.write_vectored(&slices).await?;
+            while n > 0 {
+                let first = parts[0].len().min(n);
+                parts[0] = &parts[0][first..];
+                n -= first;
+                if parts[0].is_empty() {
+                    parts.remove(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn file_with(bytes: &[u8]) -> Arc<File> {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, bytes).unwrap();
+        Arc::new(file)
+    }
+
+    #[tokio::test]
+    async fn a_file_placeholder_goes_out_as_the_files_bytes() {
+        let (mut client, mut io) = socket_pair().await;
+        let files = io.file_regions().expect("a plain socket takes files");
+        let file = file_with(b"0123456789abcdef");
+        let first = files.push(file.clone(), 4, 8);
+        let second = files.push(file, 0, 2);
+        assert!(
+            first.iter().all(|&b| b == 0),
+            "a placeholder is not the file"
+        );
+        write_all_vectored(&mut io, &[b"head:", &first, b":", &second, b":tail"])
+            .await
+            .unwrap();
+        io.flush().await.unwrap();
+        let mut read = vec![0u8; 21];
+        client.read_exact(&mut read).await.unwrap();
+        assert_eq!(read, b"head:456789ab:01:tail");
+        assert!(files.lock().is_empty(), "every region sent is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_out_of_step_with_its_queue_fails_instead_of_sending_zeroes() {
+        let (mut client, mut io) = socket_pair().await;
+        let files = io.file_regions().unwrap();
+        // A placeholder nothing was queued for.
+        let stray = Bytes::from_static(&PLACEHOLDER[..6]);
+        let err = write_all_vectored(&mut io, &[&stray]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Other);
+        // One written from another place than the queue's front has reached.
+        let queued = files.push(file_with(b"abcdef"), 0, 6);
+        let err = write_all_vectored(&mut io, &[&queued[2..]])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Other);
+        drop(io);
+        let mut read = Vec::new();
+        client.read_to_end(&mut read).await.unwrap();
+        assert!(read.is_empty(), "sent {read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_region_fails_the_write_after_what_it_has() {
+        let (mut client, mut io) = socket_pair().await;
+        let files = io.file_regions().unwrap();
+        let placeholder = files.push(file_with(b"abc"), 0, 6);
+        let err = write_all_vectored(&mut io, &[&placeholder])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        drop(io);
+        let mut read = Vec::new();
+        client.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"abc");
+    }
+
+    #[tokio::test]
+    async fn streams_other_than_plain_sockets_take_no_files() {
+        let (_, server) = duplex(64);
+        assert!(ClientIo::new(server).file_regions().is_none());
+    }
 
     #[tokio::test]
     async fn the_http2_preface_is_recognised_and_replayed() {

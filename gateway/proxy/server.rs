@@ -10,12 +10,11 @@ use http::header::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::ConnInfo;
-use super::client_io::{ClientIo, Quiet};
+use super::client_io::{ClientIo, ClientStream, Quiet};
 use crate::shared::DataPlane;
 
 /// Limits of the client side.
@@ -138,7 +137,7 @@ pub async fn serve_connection<IO>(
     listener: &'static str,
     settings: &ServerSettings,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: ClientStream,
 {
     let info = Arc::new(info);
     let gauge = plane
@@ -181,7 +180,7 @@ async fn serve_client<IO, S>(
     mut service: S,
     watch: &mut Watch,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: ClientStream,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::BoxBody>
         + Clone
         + Send
@@ -210,6 +209,11 @@ async fn serve_client<IO, S>(
         let conn = Box::pin(server.http2.serve_connection(TokioIo::new(io), service));
         watch.run(conn, |conn| conn.graceful_shutdown(), None).await;
         return;
+    }
+    // HTTP/1.x writes a file's bytes as they are: the static-file phase may send them with
+    // sendfile (hyper writes vectored on sockets that are, which this relies on).
+    if let Some(files) = io.file_regions() {
+        watch.info.use_file_regions(files);
     }
     // Parking is given up on a connection that was parked holding part of a request: each new
     // hyper state would start its header timeout over, and a client sending a head byte by
@@ -351,10 +355,7 @@ impl Watch {
 
     /// Holds a parked connection until the client sends again (`true`), or closes it: at the
     /// idle timeout, at shutdown, or when the client does.
-    async fn wait_parked<IO: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut ClientIo<IO>,
-    ) -> bool {
+    async fn wait_parked<IO: ClientStream>(&mut self, io: &mut ClientIo<IO>) -> bool {
         let now = tokio::time::Instant::now();
         let close_at = self
             .info

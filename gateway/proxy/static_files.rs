@@ -1,5 +1,8 @@
 //! The static-file phase: a [`StaticRoute`]'s files served by tower-http's `ServeDir`, confined
-//! to the site's root by the kernel (`openat2`), read in place from the page cache.
+//! to the site's root by the kernel (`openat2`). ServeDir decides the answer (conditional
+//! requests, ranges, precompressed siblings, types); the file's bytes are then sent by
+//! [`FileBody`]: with `sendfile` on HTTP/1.x over a plain socket, else read in place from the
+//! page cache.
 
 use std::cell::RefCell;
 use std::future::{Ready, ready};
@@ -10,8 +13,10 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
@@ -19,13 +24,14 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend as FsBackend, DefaultServeDirFallback, File as FsFile};
 
-use crate::body::BoxBody;
+use super::client_io::{FileRegions, MAX_FILE_REGION};
+use crate::body::{BoxBody, BoxError};
 use crate::static_site::StaticRoute;
 
 type Files = ServeDir<DefaultServeDirFallback, ConfinedBackend>;
 
 /// The route's file server, made the first time the route serves and kept in its slot.
-fn files(route: &StaticRoute) -> &Files {
+fn file_server(route: &StaticRoute) -> &Files {
     if let Some(files) = route.files.get::<Files>() {
         return files;
     }
@@ -38,8 +44,13 @@ fn files(route: &StaticRoute) -> &Files {
     route.files.get::<Files>().expect("set just now")
 }
 
-/// Serves a GET or HEAD request; other methods get 405.
-pub async fn serve<B>(route: &StaticRoute, req: Request<B>) -> Response<BoxBody> {
+/// Serves a GET or HEAD request; other methods get 405. `files`: the connection's socket takes
+/// file regions (`sendfile`).
+pub async fn serve<B>(
+    route: &StaticRoute,
+    req: Request<B>,
+    files: Option<&Arc<FileRegions>>,
+) -> Response<BoxBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp =
             crate::body::short_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -78,12 +89,13 @@ pub async fn serve<B>(route: &StaticRoute, req: Request<B>) -> Response<BoxBody>
         Some(_) => parts.headers.clone(),
         None => std::mem::take(&mut parts.headers),
     };
-    let mut resp = serve_path(route, &parts.method, headers, &relative).await;
+    let mut resp = serve_path(route, &parts.method, headers, &relative, files).await;
     if resp.status() == StatusCode::NOT_FOUND
         && let Some(fallback) = &site.fallback
     {
         let headers = std::mem::take(&mut parts.headers);
-        resp = serve_path(route, &parts.method, headers, &format!("/{fallback}")).await;
+        let fallback = format!("/{fallback}");
+        resp = serve_path(route, &parts.method, headers, &fallback, files).await;
     }
     let cacheable = resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED;
     if let (Some(value), true) = (&site.cache_control, cacheable) {
@@ -98,6 +110,7 @@ async fn serve_path(
     method: &Method,
     headers: http::HeaderMap,
     path: &str,
+    files: Option<&Arc<FileRegions>>,
 ) -> Response<BoxBody> {
     let Ok(uri) = Uri::builder().path_and_query(path).build() else {
         return crate::body::short_response(StatusCode::BAD_REQUEST, "bad path\n");
@@ -106,13 +119,119 @@ async fn serve_path(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    let resp = match files(route).clone().oneshot(req).await {
-        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+    let resp = match file_server(route).clone().oneshot(req).await {
+        Ok(resp) => resp,
         Err(never) => match never {},
     };
     // A file ServeDir asked about but did not open (HEAD, a precompressed sibling) is closed now.
     OPENED.take();
-    resp
+    let served = SERVED.take();
+    // The file's bytes, as ServeDir framed them, go out by FileBody; ServeDir's own body (a
+    // 64 KiB buffer per response, read through AsyncRead) is dropped unread.
+    if let (Some(file), true) = (served, method == Method::GET)
+        && let Some((offset, len)) = body_range(resp.status(), resp.headers())
+    {
+        let (parts, _) = resp.into_parts();
+        let body = FileBody {
+            file,
+            offset,
+            remaining: len,
+            regions: files.cloned(),
+        };
+        return Response::from_parts(parts, body.boxed_unsync());
+    }
+    resp.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+/// Where in the file the body of ServeDir's answer lies: all of it for 200, the range of
+/// Content-Range for 206; `None` for answers without the file's bytes.
+fn body_range(status: StatusCode, headers: &HeaderMap) -> Option<(u64, u64)> {
+    let len: u64 = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    match status {
+        StatusCode::OK => Some((0, len)),
+        StatusCode::PARTIAL_CONTENT => {
+            // `bytes START-END/SIZE`, as ServeDir writes it (single ranges only).
+            let range = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+            let (start, _) = range.strip_prefix("bytes ")?.split_once('-')?;
+            Some((start.parse().ok()?, len))
+        }
+        _ => None,
+    }
+}
+
+/// The bytes of a file served, from `offset` on, as many as the response declared (the length
+/// the file had when opened: a file that grew since would overrun it; one that shrank ends the
+/// body with an error, and the connection says so by closing).
+///
+/// Given the connection's [`FileRegions`], a frame is a placeholder the socket replaces by the
+/// file's bytes (`sendfile`, no copy through user space); otherwise the bytes are read in place
+/// with `pread`, into a buffer of the frame's size, never zeroed first.
+struct FileBody {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    remaining: u64,
+    regions: Option<Arc<FileRegions>>,
+}
+
+/// The largest frame read into memory (TLS, HTTP/2): ServeDir's chunk size.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let data = match &this.regions {
+            Some(regions) => {
+                let len = this.remaining.min(MAX_FILE_REGION as u64) as usize;
+                regions.push(this.file.clone(), this.offset, len)
+            }
+            None => {
+                let len = this.remaining.min(READ_CHUNK as u64) as usize;
+                let mut buf = Vec::with_capacity(len);
+                let read = rustix::io::pread(
+                    &*this.file,
+                    rustix::buffer::spare_capacity(&mut buf),
+                    this.offset,
+                );
+                match read {
+                    Ok(0) => return Poll::Ready(Some(Err(shorter().into()))),
+                    Ok(_) => Bytes::from(buf),
+                    Err(err) => return Poll::Ready(Some(Err(io::Error::from(err).into()))),
+                }
+            }
+        };
+        this.offset += data.len() as u64;
+        this.remaining -= data.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn shorter() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "file shorter than when its response began",
+    )
 }
 
 /// Opens the files ServeDir asks for beneath the site's root, never outside it: `openat2` with
@@ -204,6 +323,9 @@ thread_local! {
     /// does not yield between the two: both futures are ready). Emptied after every request
     /// ([`serve_path`]), so a file is never served from an earlier request's open.
     static OPENED: RefCell<Option<(PathBuf, PageCacheFile)>> = const { RefCell::new(None) };
+    /// The file ServeDir opened to serve (the last [`ConfinedBackend::open`]): [`serve_path`]
+    /// sends its bytes with a [`FileBody`]. Emptied after every request, like [`OPENED`].
+    static SERVED: RefCell<Option<Arc<std::fs::File>>> = const { RefCell::new(None) };
 }
 
 impl ConfinedBackend {
@@ -232,10 +354,14 @@ impl FsBackend for ConfinedBackend {
             Some((opened, _)) if *opened == path => slot.take(),
             _ => None,
         });
-        ready(match opened {
+        let file = match opened {
             Some((_, file)) => Ok(file),
             None => self.open_file(&path),
-        })
+        };
+        if let Ok(file) = &file {
+            SERVED.set(Some(file.file.clone()));
+        }
+        ready(file)
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
@@ -263,7 +389,8 @@ impl FsBackend for ConfinedBackend {
 /// A file read in place (see [`ConfinedBackend`]).
 #[derive(Debug)]
 pub struct PageCacheFile {
-    file: std::fs::File,
+    /// Shared with the [`FileBody`] that sends it.
+    file: Arc<std::fs::File>,
     /// Taken when the file was opened: ServeDir's Content-Length and validators come from it.
     metadata: std::fs::Metadata,
     /// Bytes left from the current position: a read prepares only this much of the (64 KiB)
@@ -275,7 +402,7 @@ impl PageCacheFile {
     fn new(file: std::fs::File, metadata: std::fs::Metadata) -> Self {
         let remaining = metadata.len();
         Self {
-            file,
+            file: Arc::new(file),
             metadata,
             remaining,
         }
@@ -297,7 +424,7 @@ impl AsyncRead for PageCacheFile {
         if want == 0 {
             return Poll::Ready(Ok(()));
         }
-        let n = std::io::Read::read(&mut self.file, buf.initialize_unfilled_to(want))?;
+        let n = std::io::Read::read(&mut &*self.file, buf.initialize_unfilled_to(want))?;
         buf.advance(n);
         // A file that shrank ends early (n = 0): the body is then short of its length, and the
         // connection says so by closing.
@@ -308,13 +435,13 @@ impl AsyncRead for PageCacheFile {
 
 impl AsyncSeek for PageCacheFile {
     fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
-        let at = std::io::Seek::seek(&mut self.file, position)?;
+        let at = std::io::Seek::seek(&mut &*self.file, position)?;
         self.remaining = self.metadata.len().saturating_sub(at);
         Ok(())
     }
 
-    fn poll_complete(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        Poll::Ready(std::io::Seek::stream_position(&mut self.file))
+    fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Poll::Ready(std::io::Seek::stream_position(&mut &*self.file))
     }
 }
 

@@ -35,7 +35,7 @@ async fn request(
         .uri(path)
         .body(())
         .expect("request");
-    let resp = serve(route, req).await;
+    let resp = serve(route, req, None).await;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes().to_vec();
     (parts.status, parts.headers, body)
@@ -85,7 +85,7 @@ async fn no_file_stays_open_after_its_request() {
         .header(header::ACCEPT_ENCODING, "gzip")
         .body(())
         .expect("request");
-    let resp = serve(&route, req).await;
+    let resp = serve(&route, req, None).await;
     assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
     drop(resp);
     assert_eq!(open_descriptors(&file), 0, "open after a precompressed GET");
@@ -156,4 +156,59 @@ async fn a_file_is_read_to_the_length_it_had_when_opened() {
     let mut read = Vec::new();
     file.read_to_end(&mut read).await.expect("read");
     assert_eq!(read, b"0123456789");
+}
+
+/// The bytes go out as the response declared them when it was built: a range from its start,
+/// and a file that grew meanwhile only to the declared length.
+#[tokio::test]
+async fn the_body_is_the_declared_part_of_the_file_as_it_was_when_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("digits.txt");
+    let digits: Vec<u8> = (0..200_000u32).map(|i| b'0' + (i % 10) as u8).collect();
+    std::fs::write(&path, &digits).expect("write");
+    let route = route(dir.path());
+    let req = Request::builder()
+        .uri("/digits.txt")
+        .header(header::RANGE, "bytes=70001-150000")
+        .body(())
+        .expect("request");
+    let resp = serve(&route, req, None).await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, digits[70001..=150000]);
+
+    let req = Request::builder()
+        .uri("/digits.txt")
+        .body(())
+        .expect("request");
+    let resp = serve(&route, req, None).await;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"more"))
+        .expect("append");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body.len(), digits.len());
+    assert!(body == digits, "not the file as it was");
+}
+
+/// A file cut short after its answer began cannot be what the answer declared: the body ends
+/// in an error (the connection then closes), not early as if complete.
+#[tokio::test]
+async fn a_file_truncated_under_its_answer_ends_the_body_in_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, vec![7u8; 300_000]).expect("write");
+    let route = route(dir.path());
+    let req = Request::builder()
+        .uri("/big.bin")
+        .body(())
+        .expect("request");
+    let resp = serve(&route, req, None).await;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(100_000))
+        .expect("truncate");
+    assert!(resp.into_body().collect().await.is_err());
 }
