@@ -212,3 +212,24 @@ async fn a_file_truncated_under_its_answer_ends_the_body_in_an_error() {
         .expect("truncate");
     assert!(resp.into_body().collect().await.is_err());
 }
+
+/// What the backend opens beneath the root is ServeDir's path without its base, whatever way
+/// the root is spelt; a path not under the base is outside.
+#[test]
+fn paths_are_taken_relative_to_the_base_as_servedir_joins_them() {
+    for (root, path, relative) in [
+        ("/srv/site", "/srv/site/a.txt", Some("a.txt")),
+        ("/srv/site/", "/srv/site/css/app.css", Some("css/app.css")),
+        ("/srv/site", "/srv/site", Some(".")),
+        ("site", "./site/ a b.txt", Some(" a b.txt")),
+        ("/srv/site", "/srv/sitemap.xml", None),
+        ("/srv/site", "/srv/other/a.txt", None),
+    ] {
+        let backend = ConfinedBackend::new(Path::new(root));
+        assert_eq!(
+            backend.relative(Path::new(path)),
+            relative.map(Path::new),
+            "{root} + {path}"
+        );
+    }
+}
