@@ -153,6 +153,63 @@ async fn websocket_is_proxied_both_ways() {
     ws.close(None).await.unwrap();
 }
 
+/// The streams of one HTTP/2 connection run in that connection's task: one waiting on a slow
+/// backend must hold up none of the others, and all of them finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_holds_up_no_other_stream_on_its_http2_connection() {
+    let (slow, mut started) = origin::slow("slow", Duration::from_secs(3)).await;
+    let ing = ingress("web")
+        .prefix("app.test", "/", svc("web", 80))
+        .prefix("app.test", "/slow", svc("slow", 80));
+    let yaml = docs(&[
+        service_yaml("default", "web", &[origin::echo("fast").await]),
+        service_yaml("default", "slow", &[slow]),
+        ing.yaml(),
+    ]);
+    let gh = Gatehouse::start_with(&[("main.yaml", &yaml)], &[]);
+    let client = gh.h2c_client_for(&["app.test"]);
+    let slow_request = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("http://app.test/slow").send().await }
+    });
+    started
+        .recv()
+        .await
+        .expect("the slow backend got its request");
+    let start = Instant::now();
+    let fast: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let resp = client
+                    .get(format!("http://app.test/fast/{i}"))
+                    .send()
+                    .await
+                    .expect("fast request");
+                assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+                echo_of(resp).await["path"].as_str().map(str::to_owned)
+            })
+        })
+        .collect();
+    for (i, answer) in futures_util::future::join_all(fast)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            answer.unwrap().as_deref(),
+            Some(format!("/fast/{i}").as_str())
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the fast streams waited {:?} behind the slow one",
+        start.elapsed()
+    );
+    let slow = slow_request.await.unwrap().expect("slow request");
+    assert_eq!(echo_of(slow).await["origin"], "slow");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upstream_is_used_when_the_ingress_asks_for_it() {
     let ing = ingress("web")
