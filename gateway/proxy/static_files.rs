@@ -397,7 +397,9 @@ impl FsBackend for ConfinedBackend {
     }
 }
 
-/// A file read in place (see [`ConfinedBackend`]).
+/// A file as ServeDir sees it, read in place (see [`ConfinedBackend`]). Its bytes normally go
+/// out through a [`FileBody`] instead; ServeDir's own body reads it only where [`serve_path`]
+/// finds no byte range to replace that body with.
 #[derive(Debug)]
 pub struct PageCacheFile {
     /// Shared with the [`FileBody`] that sends it.
