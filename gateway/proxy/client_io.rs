@@ -137,11 +137,7 @@ impl FileRegions {
         let mut offset = front.offset + at as u64;
         let n = rustix::fs::sendfile(socket, &*front.file, Some(&mut offset), buf.len())?;
         if n == 0 {
-            // The file shrank since it was opened: its response cannot be what it declared.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than when its response began",
-            ));
+            return Err(file_shrank());
         }
         front.sent += n;
         if front.sent == front.len {
@@ -149,6 +145,15 @@ impl FileRegions {
         }
         Ok(n)
     }
+}
+
+/// A file that ends before the part of it a response declared: it shrank since it was opened,
+/// and the response cannot be what it said.
+pub fn file_shrank() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "file shorter than when its response began",
+    )
 }
 
 fn out_of_step() -> io::Error {

@@ -24,7 +24,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tower_http::services::fs::{Backend as FsBackend, DefaultServeDirFallback, File as FsFile};
 
-use super::client_io::{FileRegions, MAX_FILE_REGION};
+use super::client_io::{FileRegions, MAX_FILE_REGION, file_shrank};
 use crate::body::{BoxBody, BoxError};
 use crate::static_site::StaticRoute;
 
@@ -207,7 +207,7 @@ impl Body for FileBody {
                     this.offset,
                 );
                 match read {
-                    Ok(0) => return Poll::Ready(Some(Err(shorter().into()))),
+                    Ok(0) => return Poll::Ready(Some(Err(file_shrank().into()))),
                     Ok(_) => Bytes::from(buf),
                     Err(err) => return Poll::Ready(Some(Err(io::Error::from(err).into()))),
                 }
@@ -225,13 +225,6 @@ impl Body for FileBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
     }
-}
-
-fn shorter() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "file shorter than when its response began",
-    )
 }
 
 /// Opens the files ServeDir asks for beneath the site's root, never outside it: `openat2` with
