@@ -289,19 +289,8 @@ async fn admin_listener_closes_a_client_that_trickles_its_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_off_mid_body_is_counted_and_logged() {
     // An origin that promises 100000 bytes, sends 10, and closes.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
-                    .await;
-            });
-        }
-    });
+    let addr =
+        origin::raw_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789").await;
     let gh = gateway(&[addr], &[]);
     let resp = raw_request(
         gh.http,

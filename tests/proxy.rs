@@ -74,25 +74,10 @@ async fn http1_and_h2c_prior_knowledge_share_one_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http10_backend_does_not_downgrade_the_clients_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let answer =
-                    b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\nContent-Length: 5\r\n\r\nhello";
-                let _ = s.write_all(answer).await;
-            });
-        }
-    });
+    let backend = origin::raw_answer(
+        b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
     let gh = gateway(&[backend], &[]);
     let mut client = tokio::net::TcpStream::connect(gh.http).await.unwrap();
     for _ in 0..2 {

@@ -298,7 +298,6 @@ pub async fn stalling_body(first: &'static str, stall: Duration) -> SocketAddr {
 /// A raw origin that reads request heads and never the bodies (a backend that stopped taking
 /// the request); `heads` gets a message per head read. Connections are held for a minute.
 pub async fn not_reading_bodies() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
-    use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind origin");
@@ -311,13 +310,8 @@ pub async fn not_reading_bodies() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = tx.send(());
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -326,4 +320,39 @@ pub async fn not_reading_bodies() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         }
     });
     (addr, heads)
+}
+
+/// Reads from `stream` until a whole request head has come; `false` if the client closed or
+/// failed first.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// A raw origin that answers the first request on each connection with `answer`, byte for byte,
+/// and closes: for answers hyper would not write (an HTTP/1.0 status line, a body cut short).
+pub async fn raw_answer(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut stream).await {
+                    let _ = stream.write_all(answer).await;
+                }
+            });
+        }
+    });
+    addr
 }
