@@ -10,6 +10,7 @@
 
 pub mod balance;
 pub mod challenge;
+pub mod client_h1;
 pub mod client_io;
 pub mod conn_limit;
 pub mod connector;
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use request_body::ClientBody;
 
 pub use crate::body::{BoxBody, BoxError, short_response};
 pub use error::{ErrorKind, ProxyError};
@@ -172,7 +173,7 @@ impl ConnInfo {
 pub async fn handle(
     plane: Arc<DataPlane>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Response<BoxBody> {
     let span = match plane.tracer.get() {
         Some(tracer) => tracer.start(req.headers_mut()),
@@ -232,7 +233,7 @@ impl Answer {
 async fn serve(
     plane: &DataPlane,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).

@@ -14,9 +14,9 @@
 //!
 //! Routes without an error policy never come here.
 
+use super::request_body::ClientBody;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::error::{ProxyError, Side};
 use super::record::Record;
@@ -66,7 +66,7 @@ impl<'r> Capture<'r> {
     pub fn new(
         errors: Option<&'r ErrorPolicy>,
         backend: &'r Backend,
-        req: &mut Request<Incoming>,
+        req: &mut Request<ClientBody>,
     ) -> Option<Self> {
         let errors = errors.filter(|e| !e.intercept.is_empty())?;
         let Backend::Service(service) = backend else {

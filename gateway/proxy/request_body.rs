@@ -76,9 +76,46 @@ impl Outcome {
     }
 }
 
+/// A client's request body: none, for a request read without hyper (see
+/// [`super::client_h1`], which serves only requests without one), or hyper's stream.
+#[derive(Debug)]
+pub enum ClientBody {
+    Empty,
+    Stream(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A request body under [`BodyLimits`].
 pub struct LimitedBody {
-    inner: Incoming,
+    inner: ClientBody,
     remaining: Option<u64>,
     timeout: Duration,
     silence: Pin<Box<Sleep>>,
@@ -88,7 +125,7 @@ pub struct LimitedBody {
 // === impl LimitedBody ===
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limits: &BodyLimits, outcome: Outcome) -> Self {
+    pub fn new(inner: ClientBody, limits: &BodyLimits, outcome: Outcome) -> Self {
         Self {
             inner,
             remaining: limits.max_bytes,

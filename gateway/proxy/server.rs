@@ -1,9 +1,12 @@
 //! Listeners: accept connections and serve HTTP/1.1 and HTTP/2 (h2c prior knowledge) on them.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -13,8 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::ConnInfo;
 use super::client_io::{ClientIo, ClientStream, Quiet};
+use super::{ConnInfo, client_h1};
 use crate::shared::DataPlane;
 
 /// Limits of the client side.
@@ -154,6 +157,7 @@ pub async fn serve_connection<IO>(
             // exchange they may await): hyper keeps room for one in-flight request future per
             // connection and moves it, so unboxed it would be paid for by every idle
             // connection and copied on every move.
+            let req = req.map(super::request_body::ClientBody::Stream);
             Box::pin(async move { Ok::<_, Infallible>(super::handle(plane, info, req).await) })
         }
     });
@@ -164,6 +168,7 @@ pub async fn serve_connection<IO>(
         requested,
         header_timeout: settings.header_timeout,
         idle_timeout: settings.idle_timeout,
+        max_header_bytes: settings.max_header_bytes,
     };
     tokio::spawn(async move {
         gauge.inc();
@@ -211,16 +216,61 @@ async fn serve_client<IO, S>(
         return;
     }
     // HTTP/1.x writes a file's bytes as they are: the static-file phase may send them with
-    // sendfile (hyper writes vectored on sockets that are, which this relies on).
+    // sendfile (both servers below write vectored, which this relies on).
     if let Some(files) = io.file_regions() {
         watch.info.use_file_regions(files);
     }
+    // Requests without a body are served by client_h1; hyper takes any other, and the
+    // connection from there until it is next parked.
+    let mut to_hyper = false;
+    // Bytes read by client_h1 and not yet used (a pipelined request, part of a head).
+    let mut buf = bytes::BytesMut::new();
     // Parking is given up on a connection that was parked holding part of a request: each new
-    // hyper state would start its header timeout over, and a client sending a head byte by
+    // server state would start its header timeout over, and a client sending a head byte by
     // byte could then take for ever.
     let mut may_park = true;
     loop {
         let quiet = io.quiet();
+        let parking = may_park.then_some(&*quiet);
+        if !to_hyper {
+            let closing = AtomicBool::new(false);
+            let (plane, info, requested) = (
+                watch.plane.clone(),
+                watch.info.clone(),
+                watch.requested.clone(),
+            );
+            let exchange = client_h1::Exchange {
+                plane: &plane,
+                info: &info,
+                requested: &requested,
+                closing: &closing,
+                max_header_bytes: watch.max_header_bytes,
+                header_timeout: watch.header_timeout,
+            };
+            let served = {
+                let serving = client_h1::serve(&mut io, &mut buf, &exchange);
+                // Boxed, so a parked task keeps only what waiting takes.
+                Box::pin(watch.run(
+                    Box::pin(serving),
+                    |_| closing.store(true, Ordering::Relaxed),
+                    parking,
+                ))
+                .await
+            };
+            match served {
+                Served::Ended(Some(client_h1::Next::Hyper)) => to_hyper = true,
+                Served::Ended(_) => return,
+                Served::Idle if buf.is_empty() => {
+                    // Its buffer goes while it is parked.
+                    buf = bytes::BytesMut::new();
+                    if !watch.wait_parked(&mut io).await {
+                        return;
+                    }
+                }
+                Served::Idle => may_park = false,
+            }
+            continue;
+        }
         // Boxed, so a parked connection's task does not keep room for it.
         let mut conn = Box::new(
             server
@@ -228,7 +278,6 @@ async fn serve_client<IO, S>(
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        let parking = may_park.then_some(&*quiet);
         // Boxed too (its timers and select state): a parked task keeps only what waiting takes.
         let served = Box::pin(watch.run(
             std::pin::Pin::new(&mut *conn),
@@ -236,13 +285,14 @@ async fn serve_client<IO, S>(
             parking,
         ));
         match served.await {
-            Served::Ended => return,
+            Served::Ended(_) => return,
             Served::Idle => {}
         }
         let Some(parts) = conn.into_parts() else {
             return;
         };
         (io, service) = (parts.io.into_inner(), parts.service);
+        to_hyper = false;
         if !parts.read_buf.is_empty() {
             io.unread(&parts.read_buf);
             may_park = false;
@@ -256,11 +306,81 @@ async fn serve_client<IO, S>(
 }
 
 /// How [`Watch::run`] ended.
-enum Served {
-    /// The connection is over.
-    Ended,
+enum Served<T> {
+    /// The connection is over, or its server is: what it returned, unless it failed.
+    Ended(Option<T>),
     /// Idle and quiet past [`PARK_AFTER`]: hyper's state may be dropped.
     Idle,
+}
+
+/// What [`Watch::run`] watches for besides the connection.
+enum Signal {
+    NoFirstRequest,
+    Stop,
+    TooManyResets,
+    IdleTimer,
+}
+
+/// A waker of its own for futures polled beside a busier one in the same task: it notes that
+/// they woke, and wakes the task.
+struct WakeFlag {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+/// A [`WakeFlag`] and the waker that sets it.
+struct Wakes {
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+}
+
+impl Wakes {
+    fn new() -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: Default::default(),
+        });
+        let waker = Waker::from(flag.clone());
+        Self { flag, waker }
+    }
+
+    /// `inner`, polled only when it has woken, and at its first poll.
+    fn on_wake<'w, F: Future>(&'w self, inner: Pin<&'w mut F>) -> OnWake<'w, F> {
+        self.flag.woken.store(true, Ordering::Relaxed);
+        OnWake { wakes: self, inner }
+    }
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// See [`Wakes::on_wake`].
+struct OnWake<'w, F> {
+    wakes: &'w Wakes,
+    inner: Pin<&'w mut F>,
+}
+
+impl<F: Future> Future for OnWake<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let wakes = self.wakes;
+        wakes.flag.task.register(cx.waker());
+        if !wakes.flag.woken.swap(false, Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&wakes.waker))
+    }
 }
 
 /// What watches a connection while hyper serves it: shutdown, timeouts, rapid resets.
@@ -271,19 +391,21 @@ struct Watch {
     requested: Arc<AtomicBool>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 impl Watch {
     /// Drives `conn` until it ends, or, given `parking`, until it is idle and quiet past
     /// [`PARK_AFTER`].
-    async fn run<C>(
+    async fn run<C, T, E>(
         &mut self,
         mut conn: std::pin::Pin<impl std::ops::DerefMut<Target = C>>,
         graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
         parking: Option<&Quiet>,
-    ) -> Served
+    ) -> Served<T>
     where
-        C: std::future::Future<Output = hyper::Result<()>>,
+        C: std::future::Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
     {
         let Watch {
             plane,
@@ -292,6 +414,7 @@ impl Watch {
             requested,
             header_timeout,
             idle_timeout,
+            ..
         } = self;
         let (header_timeout, idle_timeout) = (*header_timeout, *idle_timeout);
         // hyper's header_read_timeout only starts once a request does: a connection that sends
@@ -311,33 +434,58 @@ impl Watch {
         };
         let idle = tokio::time::sleep(first_check);
         let mut idle = std::pin::pin!(idle);
+        let wakes = Wakes::new();
         loop {
-            // The connection first: when its idle timer fires in the same turn as the client's
-            // next request arrives (a busy worker runs it late), hyper takes the request and the
-            // connection is not parked only to be rebuilt at once.
-            tokio::select! {
-                biased;
-                result = conn.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(error = %err, "connection ended with an error");
+            // What rarely happens is polled only when it wakes the task, not at every wake the
+            // connection causes (several per request).
+            let closed = closing;
+            let signal = {
+                let signals = std::pin::pin!(async {
+                    tokio::select! {
+                        biased;
+                        () = &mut no_first_request => Signal::NoFirstRequest,
+                        _ = stop.wait_for(|stop| *stop), if !closed => Signal::Stop,
+                        () = info.too_many_resets.notified(), if !closed => Signal::TooManyResets,
+                        () = &mut idle, if !closed => Signal::IdleTimer,
                     }
-                    return Served::Ended;
+                });
+                let mut signals = std::pin::pin!(wakes.on_wake(signals));
+                // The connection first: when its idle timer fires in the same turn as the client's
+                // next request arrives (a busy worker runs it late), the request is taken and the
+                // connection is not parked only to be rebuilt at once.
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(Err(result));
+                    }
+                    signals.as_mut().poll(cx).map(Ok)
+                })
+                .await
+            };
+            match signal {
+                Err(Ok(next)) => return Served::Ended(Some(next)),
+                Err(Err(err)) => {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                    return Served::Ended(None);
                 }
-                () = &mut no_first_request => {
+                Ok(Signal::NoFirstRequest) => {
                     tracing::debug!("no request within the header timeout; connection closed");
-                    return Served::Ended;
+                    return Served::Ended(None);
                 }
-                _ = stop.wait_for(|stop| *stop), if !closing => {
+                Ok(Signal::Stop) => {
                     closing = true;
                     graceful_shutdown(conn.as_mut());
                 }
-                () = info.too_many_resets.notified(), if !closing => {
+                Ok(Signal::TooManyResets) => {
                     closing = true;
                     tracing::info!(client = %info.remote, "client abandons requests faster than it lets them finish; closing its connection");
-                    plane.metrics.proxy_errors.with_label_values(&["too_many_resets"]).inc();
+                    plane
+                        .metrics
+                        .proxy_errors
+                        .with_label_values(&["too_many_resets"])
+                        .inc();
                     graceful_shutdown(conn.as_mut());
                 }
-                () = &mut idle, if !closing => {
+                Ok(Signal::IdleTimer) => {
                     let now = tokio::time::Instant::now();
                     match idle_check(info, idle_timeout, now, parking) {
                         IdleCheck::Close => {
@@ -348,7 +496,7 @@ impl Watch {
                         IdleCheck::Park => return Served::Idle,
                         IdleCheck::LookAgainAt(at) => idle.as_mut().reset(at),
                     }
-                },
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::request_body::ClientBody;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -339,7 +340,7 @@ pub async fn forward(
     backend: &ServiceBackend,
     candidates: Candidates,
     route: &RouteUpstream<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     record: &mut Record,
 ) -> Result<Answer, ProxyError> {
     let mut candidates = candidates.peekable();
@@ -558,7 +559,7 @@ fn prepare(
     conn: &ConnInfo,
     backend: &ServiceBackend,
     route: &RouteUpstream<'_>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     upgrade: bool,
     body_outcome: Option<&request_body::Outcome>,
     overrides: &mut headers::Overrides,

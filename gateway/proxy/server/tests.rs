@@ -41,6 +41,13 @@ async fn served_once(settings: &ServerSettings, drain: &Drain) -> DuplexStream {
 
 /// Reads one response (head and Content-Length body) and returns its status line.
 async fn response(client: &mut DuplexStream) -> String {
+    let head = read_response(client, false).await;
+    head.lines().next().unwrap().to_owned()
+}
+
+/// Reads one response's head, and its Content-Length body unless it answers a HEAD request;
+/// returns the head.
+async fn read_response(client: &mut DuplexStream, head_request: bool) -> String {
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
     while !got.ends_with(b"\r\n\r\n") {
@@ -65,9 +72,11 @@ async fn response(client: &mut DuplexStream) -> String {
             value.trim().parse().ok()
         })
         .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    client.read_exact(&mut body).await.unwrap();
-    head.lines().next().unwrap().to_owned()
+    if !head_request {
+        let mut body = vec![0u8; length];
+        client.read_exact(&mut body).await.unwrap();
+    }
+    head
 }
 
 /// Waits for the server to close the connection; how long it took.
@@ -199,4 +208,69 @@ async fn a_client_that_sends_nothing_is_closed_at_the_header_timeout() {
     let mut client = connect(&settings, &drain).await;
     let took = closed_within(&mut client, Duration::from_secs(3)).await;
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn requests_with_and_without_bodies_share_a_connection_in_order() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    // Served without hyper, then by hyper (a body) from the POST on, in one write.
+    client
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n\
+              HEAD / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n\
+              POST / HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 5\r\n\r\nhello\
+              GET / HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let get = read_response(&mut client, false).await;
+    assert!(get.starts_with("HTTP/1.1 404 Not Found\r\n"), "{get}");
+    let head = read_response(&mut client, true).await;
+    assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+    // HEAD keeps the length a GET would have had, and sends no body: the next response
+    // follows at once.
+    let length = |head: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("content-length: ").map(str::to_owned))
+    };
+    assert_eq!(length(&head), length(&get));
+    assert_eq!(response(&mut client).await, "HTTP/1.1 404 Not Found");
+    assert_eq!(response(&mut client).await, "HTTP/1.1 404 Not Found");
+    closed_within(&mut client, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_request_asking_to_close_is_answered_with_the_close() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    assert_eq!(response(&mut client).await, "HTTP/1.1 404 Not Found");
+    // Parked after the body request, and served without hyper again after it (hyper would
+    // close without saying so).
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut client, false).await;
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    closed_within(&mut client, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_connection_between_requests_before_it_is_parked() {
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = served_once(&settings, &drain).await;
+    let start = tokio::time::Instant::now();
+    drain.drain(Duration::from_secs(5)).await;
+    assert!(
+        start.elapsed() < PARK_AFTER,
+        "drain took {:?}",
+        start.elapsed()
+    );
+    closed_within(&mut client, Duration::from_secs(1)).await;
 }
