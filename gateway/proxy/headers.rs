@@ -251,23 +251,25 @@ pub fn request_id(headers: &HeaderMap, out: &mut Overrides) -> HeaderValue {
 
 /// A 32-hex-digit id: a random per-process prefix and a counter, unique without a syscall.
 pub fn new_request_id() -> HeaderValue {
-    static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
+    static PREFIX: LazyLock<[u8; 16]> = LazyLock::new(|| hex(rand::random()));
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut id = [0u8; 32];
-    for (i, byte) in PREFIX
-        .to_be_bytes()
-        .into_iter()
-        .chain(n.to_be_bytes())
-        .enumerate()
-    {
-        id[2 * i] = HEX[usize::from(byte >> 4)];
-        id[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
+    id[..16].copy_from_slice(&*PREFIX);
+    id[16..].copy_from_slice(&hex(n));
     // Owned by one reference-counted allocation: the clones (upstream header, log) share it.
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `n` in 16 lower-case hex digits.
+fn hex(n: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -427,5 +429,10 @@ mod tests {
         let (ida, idb) = (ensure_request_id(&mut a), ensure_request_id(&mut b));
         assert_ne!(ida, idb);
         assert_eq!(ida.len(), 32);
+        assert!(ida.as_bytes().iter().all(u8::is_ascii_hexdigit), "{ida:?}");
+        // The process's prefix, then a counter.
+        assert_eq!(ida.as_bytes()[..16], idb.as_bytes()[..16]);
+        assert_eq!(hex(0x0123_4567_89ab_cdef), *b"0123456789abcdef");
+        assert_eq!(hex(1), *b"0000000000000001");
     }
 }
