@@ -112,9 +112,9 @@ pub async fn serve<IO: ClientStream>(
 }
 
 /// A request read here, and whether its client keeps the connection open after it.
-struct Parsed {
-    req: Request<ClientBody>,
-    keep_alive: bool,
+pub struct Parsed {
+    pub req: Request<ClientBody>,
+    pub keep_alive: bool,
 }
 
 // Returned once per request and matched at once: boxing would cost an allocation each time.
@@ -172,19 +172,23 @@ async fn read_request<IO: ClientStream>(
     }
 }
 
+/// What [`parse`] found.
 #[allow(clippy::large_enum_variant)]
-enum Parse {
+pub enum Parse {
+    /// A request to serve here; its head is no longer in the buffer.
     Complete(Parsed),
+    /// More bytes are needed.
     Partial,
+    /// A request for hyper; the buffer is as it was.
     Hyper,
 }
 
 /// Where a field's name and value lie in the head.
-type Spans = Vec<(Range<usize>, Range<usize>)>;
+pub type Spans = Vec<(Range<usize>, Range<usize>)>;
 
 /// Parses a request head at the start of `buf`; a complete one no longer than `max_head` is
 /// split off it. `spans` is room to work in, kept across requests.
-fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Spans) -> Parse {
+pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Spans) -> Parse {
     let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut raw = httparse::Request::new(&mut []);
     let len = match raw.parse_with_uninit_headers(buf, &mut fields) {
@@ -268,7 +272,7 @@ fn unsplit(buf: &mut BytesMut, head: Bytes) -> Parse {
 
 /// How a response body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
     /// Exactly so many bytes (none for HEAD, 204, 304).
     Length(u64),
     Chunked,
@@ -414,7 +418,7 @@ impl Out {
 /// them: names in lower case, `content-length` as the response or its body says (kept on HEAD,
 /// 304), `transfer-encoding: chunked` for a body of unknown length, a `date`. A connection
 /// about to close says so. Returns the body's framing and whether the connection closes after.
-fn encode_head(
+pub fn encode_head(
     dst: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
