@@ -34,6 +34,7 @@ use tokio::time::Sleep;
 
 use super::ConnInfo;
 use super::client_io::{ClientIo, ClientStream};
+use super::connector::h1;
 use super::request_body::ClientBody;
 use crate::body::BoxBody;
 use crate::shared::DataPlane;
@@ -98,12 +99,13 @@ pub async fn serve<IO: ClientStream>(
             }
         };
         ex.requested.store(true, Ordering::Relaxed);
-        let head = req.method() == Method::HEAD;
+        let head_request = req.method() == Method::HEAD;
         in_flight.set(Some(super::handle(ex.plane.clone(), ex.info.clone(), req)));
         let resp = in_flight.as_mut().as_pin_mut().expect("just set").await;
         in_flight.set(None);
         let keep_alive = keep_alive && !ex.closing.load(Ordering::Relaxed);
-        let closes = write_response(io, &mut out, &mut heads, resp, head, keep_alive).await?;
+        let closes =
+            write_response(io, &mut out, &mut heads, resp, head_request, keep_alive).await?;
         if closes {
             let _ = io.shutdown().await;
             return Ok(Next::Close);
@@ -304,16 +306,11 @@ async fn write_response<IO: ClientStream>(
     );
     out.push(heads.split().freeze());
     let mut left = match framing {
-        Framing::Length(0) => {
-            drop(body);
-            out.write_all(io).await?;
-            io.flush().await?;
-            return Ok(closes);
-        }
         Framing::Length(n) => Some(n),
         Framing::Chunked => None,
     };
-    loop {
+    // No body at all (HEAD, 204, 304, an empty one): it is not polled.
+    while left != Some(0) {
         // What the body has now goes out with what is queued; otherwise the queue goes first.
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
@@ -343,7 +340,7 @@ async fn write_response<IO: ClientStream>(
                 out.push(data);
             }
             None => {
-                out.push(chunk_size(data.len()));
+                out.push(h1::chunk_line(data.len()));
                 out.push(data);
                 out.push(Bytes::from_static(b"\r\n"));
             }
@@ -355,16 +352,12 @@ async fn write_response<IO: ClientStream>(
     match left {
         Some(0) => {}
         Some(_) => return Err(io::Error::other("response body shorter than its length")),
-        None => out.push(Bytes::from_static(b"0\r\n\r\n")),
+        None => out.push(h1::last_chunk(None)),
     }
     drop(body);
     out.write_all(io).await?;
     io.flush().await?;
     Ok(closes)
-}
-
-fn chunk_size(len: usize) -> Bytes {
-    Bytes::from(format!("{len:X}\r\n"))
 }
 
 /// Buffers waiting to be written, in order.
@@ -465,10 +458,7 @@ pub fn encode_head(
             header::DATE => dated = true,
             _ => {}
         }
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        h1::field(dst, name, value);
     }
     let may_have_body = !head_request && !no_length;
     // As hyper: a body of known length is sent as long as it is, whatever the header says.

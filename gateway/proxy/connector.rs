@@ -8,7 +8,7 @@
 //! came does not cost the backend a new connection: the exchange is finished in the background
 //! and the connection returned. Connects in flight per endpoint are bounded.
 
-mod h1;
+pub(super) mod h1;
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};

@@ -14,12 +14,12 @@
 //!
 //! Routes without an error policy never come here.
 
-use super::request_body::ClientBody;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
 use super::error::{ProxyError, Side};
 use super::record::Record;
+use super::request_body::ClientBody;
 use super::{Answer, headers, upstream};
 use crate::body::{BoxBody, full};
 use crate::snapshot::policy::ErrorPolicy;

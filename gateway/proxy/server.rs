@@ -79,8 +79,9 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
     HttpServer { http1, http2 }
 }
 
-/// An HTTP/1.1 connection idle (and quiet, see [`super::client_io`]) this long is parked: hyper's
-/// state for it, with its 8 KiB read and write buffers, is dropped until the client sends again.
+/// An HTTP/1.1 connection idle (and quiet, see [`super::client_io`]) this long is parked: its
+/// server's state (read and write buffers, room for a request in flight) is dropped until the
+/// client sends again.
 /// Not at once: under keep-alive load every connection is idle between two requests, and
 /// rebuilding the state each time would cost more CPU than the memory is worth. Short enough
 /// that a burst of new connections has few unparked at any moment (their buffers are what the
@@ -309,7 +310,7 @@ async fn serve_client<IO, S>(
 enum Served<T> {
     /// The connection is over, or its server is: what it returned, unless it failed.
     Ended(Option<T>),
-    /// Idle and quiet past [`PARK_AFTER`]: hyper's state may be dropped.
+    /// Idle and quiet past [`PARK_AFTER`]: the server's state may be dropped.
     Idle,
 }
 
@@ -383,7 +384,8 @@ impl<F: Future> Future for OnWake<'_, F> {
     }
 }
 
-/// What watches a connection while hyper serves it: shutdown, timeouts, rapid resets.
+/// What watches a connection while its server (client_h1 or hyper) serves it: shutdown,
+/// timeouts, rapid resets.
 struct Watch {
     plane: Arc<DataPlane>,
     info: Arc<ConnInfo>,
@@ -417,8 +419,9 @@ impl Watch {
             ..
         } = self;
         let (header_timeout, idle_timeout) = (*header_timeout, *idle_timeout);
-        // hyper's header_read_timeout only starts once a request does: a connection that sends
-        // the HTTP/2 preface and nothing more would otherwise be held for ever.
+        // The servers' header timeouts start with a request (client_h1's at a head's first
+        // byte): a connection that sends nothing, or the HTTP/2 preface and nothing more, would
+        // otherwise be held for ever.
         let no_first_request = async {
             tokio::time::sleep(header_timeout).await;
             if requested.load(Ordering::Relaxed) {

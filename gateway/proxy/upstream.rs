@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::request_body::ClientBody;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::{self, Forwarded};
 use super::record::Record;
-use super::request_body::{self, BodyLimits, LimitedBody};
+use super::request_body::{self, BodyLimits, ClientBody, LimitedBody};
 use super::{Answer, ConnInfo};
 use crate::body::BoxError;
 

@@ -110,118 +110,124 @@ fn head_of(
     (String::from_utf8(head.to_vec()).unwrap(), framing, closes)
 }
 
-/// The head without its date line, which changes every second.
-fn undated(head: &str) -> String {
+/// [`head_of`] without its date line (it changes every second), with the framing and whether
+/// the connection closes.
+fn encoded(
+    status: StatusCode,
+    fields: &[(&str, &str)],
+    known: Option<u64>,
+    head_request: bool,
+    keep_alive: bool,
+) -> (String, Framing, bool) {
+    let (head, framing, closes) = head_of(status, fields, known, head_request, keep_alive);
     let date = head.find("date: ").expect("a date");
     let end = date + head[date..].find("\r\n").unwrap() + 2;
     assert_eq!(end - date, "date: Sat, 05 Dec 2026 12:00:00 GMT\r\n".len());
-    format!("{}{}", &head[..date], &head[end..])
+    let undated = format!("{}{}", &head[..date], &head[end..]);
+    (undated, framing, closes)
+}
+
+/// What [`encoded`] gives, for comparing.
+fn expect(head: &str, framing: Framing, closes: bool) -> (String, Framing, bool) {
+    (head.to_owned(), framing, closes)
 }
 
 #[test]
 fn a_body_of_known_length_is_declared_and_a_date_added() {
-    let (head, framing, closes) = head_of(
-        StatusCode::OK,
-        &[("content-type", "text/plain")],
-        Some(5),
-        false,
-        true,
-    );
+    let fields = [("content-type", "text/plain")];
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n"
+        encoded(StatusCode::OK, &fields, Some(5), false, true),
+        expect(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n",
+            Framing::Length(5),
+            false
+        )
     );
-    assert_eq!(framing, Framing::Length(5));
-    assert!(!closes);
     // An empty body says so.
-    let (head, framing, _) = head_of(StatusCode::NOT_FOUND, &[], Some(0), false, true);
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+        encoded(StatusCode::NOT_FOUND, &[], Some(0), false, true),
+        expect(
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            Framing::Length(0),
+            false
+        )
     );
-    assert_eq!(framing, Framing::Length(0));
 }
 
 #[test]
 fn a_body_of_unknown_length_is_chunked_and_the_response_framing_replaced() {
-    let (head, framing, _) = head_of(
-        StatusCode::OK,
-        &[("transfer-encoding", "gzip, chunked"), ("x-a", "b")],
-        None,
-        false,
-        true,
-    );
+    let fields = [("transfer-encoding", "gzip, chunked"), ("x-a", "b")];
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 200 OK\r\nx-a: b\r\ntransfer-encoding: chunked\r\n\r\n"
+        encoded(StatusCode::OK, &fields, None, false, true),
+        expect(
+            "HTTP/1.1 200 OK\r\nx-a: b\r\ntransfer-encoding: chunked\r\n\r\n",
+            Framing::Chunked,
+            false
+        )
     );
-    assert_eq!(framing, Framing::Chunked);
     // A declared length frames a body that does not know its own.
-    let (head, framing, _) = head_of(
-        StatusCode::OK,
-        &[("content-length", "12")],
-        None,
-        false,
-        true,
-    );
+    let fields = [("content-length", "12")];
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n"
+        encoded(StatusCode::OK, &fields, None, false, true),
+        expect(
+            "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+            Framing::Length(12),
+            false
+        )
     );
-    assert_eq!(framing, Framing::Length(12));
 }
 
 #[test]
 fn head_and_not_modified_keep_the_declared_length_and_send_no_body() {
-    let (head, framing, _) = head_of(
-        StatusCode::OK,
-        &[("content-length", "1234")],
-        Some(0),
-        true,
-        true,
-    );
+    let fields = [("content-length", "1234")];
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"
+        encoded(StatusCode::OK, &fields, Some(0), true, true),
+        expect(
+            "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n",
+            Framing::Length(0),
+            false
+        )
     );
-    assert_eq!(framing, Framing::Length(0));
     // HEAD of a body without a declared length: no made-up zero.
-    let (head, framing, _) = head_of(StatusCode::OK, &[], Some(0), true, true);
-    assert_eq!(undated(&head), "HTTP/1.1 200 OK\r\n\r\n");
-    assert_eq!(framing, Framing::Length(0));
-    let (head, framing, _) = head_of(
-        StatusCode::NOT_MODIFIED,
-        &[("etag", "\"x\"")],
-        Some(0),
-        false,
-        true,
+    assert_eq!(
+        encoded(StatusCode::OK, &[], Some(0), true, true),
+        expect("HTTP/1.1 200 OK\r\n\r\n", Framing::Length(0), false)
+    );
+    let fields = [("etag", "\"x\"")];
+    assert_eq!(
+        encoded(StatusCode::NOT_MODIFIED, &fields, Some(0), false, true),
+        expect(
+            "HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n",
+            Framing::Length(0),
+            false
+        )
     );
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"
+        encoded(StatusCode::NO_CONTENT, &[], None, false, true).0,
+        "HTTP/1.1 204 No Content\r\n\r\n"
     );
-    assert_eq!(framing, Framing::Length(0));
-    let (head, _, _) = head_of(StatusCode::NO_CONTENT, &[], None, false, true);
-    assert_eq!(undated(&head), "HTTP/1.1 204 No Content\r\n\r\n");
 }
 
 #[test]
 fn a_closing_connection_says_so_once_and_a_response_may_close_it() {
-    let (head, _, closes) = head_of(StatusCode::OK, &[], Some(0), false, false);
     assert_eq!(
-        undated(&head),
-        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        encoded(StatusCode::OK, &[], Some(0), false, false),
+        expect(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            Framing::Length(0),
+            true
+        )
     );
-    assert!(closes);
-    let (head, _, closes) = head_of(
+    let fields = [("connection", "close")];
+    let (head, _, closes) = encoded(
         StatusCode::SERVICE_UNAVAILABLE,
-        &[("connection", "close")],
+        &fields,
         Some(0),
         false,
         true,
     );
     assert_eq!(
-        undated(&head),
+        head,
         "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
     );
     assert!(closes);

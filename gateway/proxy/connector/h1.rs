@@ -1,10 +1,11 @@
 //! HTTP/1.1 messages to and from an upstream, as bytes (RFC 9112): the request head written
 //! in one buffer, the response head parsed with httparse, and the response body's framing.
-//! No I/O here: the connector reads and writes, this decides what the bytes mean.
+//! No I/O here: the connector reads and writes, this decides what the bytes mean. The client
+//! side's responses (`client_h1`) are written with the same field and chunk helpers.
 
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 
@@ -79,11 +80,12 @@ pub fn encode_head<B>(
     (out, framing)
 }
 
-fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
+/// One header line.
+pub fn field(out: &mut impl BufMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// The chunk-size line of a chunk of `len` bytes.
