@@ -9,6 +9,7 @@ Metrics per (scenario, target):
   p50/p99      wrk --latency percentiles; for h2load computed here from --log-file
   cpu_us_req   (utime+stime of the target's processes after - before) / good responses,
                in microseconds (for nginx: master + worker)
+  user_us_req  utime alone per response (sys_us_req: the rest, the kernel's share)
   cpu_pct      the same CPU time / wall time of the run (100 = one core busy)
   rss_peak_mib VmHWM after the run; the harness resets it (clear_refs 5) before each run
                (for nginx: the worker)
@@ -181,6 +182,9 @@ def cmd_record(a):
             if n > 0:
                 rec["rps"] = n / a.wall if a.wall else parsed["rps"]
                 rec["cpu_us_req"] = a.cpu_ticks / CLK_TCK * 1e6 / n
+                if a.user_ticks is not None:
+                    rec["user_us_req"] = a.user_ticks / CLK_TCK * 1e6 / n
+                    rec["sys_us_req"] = (a.cpu_ticks - a.user_ticks) / CLK_TCK * 1e6 / n
                 rec["origin_cpu_us_req"] = a.origin_ticks / CLK_TCK * 1e6 / n
                 # sanity: the origin must not see more than the client got (h2load counts the
                 # main phase only, like the window; wrk counts its whole run incl. warm-up)
@@ -409,6 +413,17 @@ def cmd_table(a):
                if (s_, t) in by and by[(s_, t)].get("kib_per_conn") is not None]
         if per:
             lines.append("%s: KiB per connection (RSS growth / connections opened): %s" % (s_, ", ".join(per)))
+    # Where the CPU goes: the kernel's share (sockets, loopback TCP, epoll) is much the same for
+    # every peer doing the same syscalls; user space is what a design changes.
+    split_rows = []
+    for s_ in scen_order:
+        per = ["%s %.1f+%.1f" % (t, by[(s_, t)]["user_us_req"], by[(s_, t)]["sys_us_req"]) for t in targets
+               if (s_, t) in by and by[(s_, t)]["status"] == "ok" and by[(s_, t)].get("user_us_req") is not None]
+        if per:
+            split_rows.append("  %-14s %s" % (s_, ", ".join(per)))
+    if split_rows:
+        lines.append("us/req split, user + system:")
+        lines.extend(split_rows)
     tls = sorted({r.get("tls") for r in recs if r.get("tls")})
     if tls:
         lines.append("TLS seen by h2load: " + "; ".join(tls))
@@ -482,6 +497,7 @@ def main():
     r.add_argument("--out")
     r.add_argument("--log")
     r.add_argument("--cpu-ticks", type=int, default=0)
+    r.add_argument("--user-ticks", type=int)
     r.add_argument("--origin-ticks", type=int, default=0)
     r.add_argument("--wall", type=float)
     r.add_argument("--window", type=float)
