@@ -23,6 +23,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static HOST: HeaderName = header::HOST;
 
 /// Values of the request cookies named `name`, in the order sent (over all Cookie headers: an
 /// HTTP/2 client may send one per cookie).
@@ -39,7 +40,7 @@ pub fn request_cookies<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<
 
 /// Client-address headers of other conventions: a client could claim any address in them, and
 /// Gatehouse does not vouch for them, so they never reach an upstream.
-const UNVOUCHED: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("true-client-ip")];
+static UNVOUCHED: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("true-client-ip")];
 
 /// True when the request asks to switch protocols (WebSocket and friends, HTTP/1.1 only).
 /// `Upgrade: h2c` is not one: it asks this hop to speak HTTP/2, which is not passed on.
@@ -136,8 +137,9 @@ pub struct Forwarded<'a> {
 /// same name the client sent. Applied to the header map for hyper's clients; the HTTP/1.1
 /// connector writes them after the client's own headers, skipping the replaced ones, as nginx
 /// builds its upstream request: the map then neither grows nor hashes a name per header.
+/// The names are statics: neither cloned in nor dropped per request.
 #[derive(Debug, Default)]
-pub struct Overrides(Vec<(HeaderName, Option<HeaderValue>)>);
+pub struct Overrides(Vec<(&'static HeaderName, Option<HeaderValue>)>);
 
 impl Overrides {
     /// Room for the forwarding headers, the request id and a route's own without regrowing.
@@ -146,34 +148,34 @@ impl Overrides {
     }
 
     /// Sets `name`, which is not set yet (the callers set distinct names: no lookup needed).
-    pub fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+    pub fn set(&mut self, name: &'static HeaderName, value: HeaderValue) {
         debug_assert!(!self.replaces(name), "{name} set twice");
-        self.0.push((name.clone(), Some(value)));
+        self.0.push((name, Some(value)));
     }
 
     /// Removes the client's `name`, which is not set yet.
-    pub fn remove(&mut self, name: &HeaderName) {
+    pub fn remove(&mut self, name: &'static HeaderName) {
         debug_assert!(!self.replaces(name), "{name} set twice");
-        self.0.push((name.clone(), None));
+        self.0.push((name, None));
     }
 
     /// Whether a client's header of this name gives way.
     pub fn replaces(&self, name: &HeaderName) -> bool {
-        self.0.iter().any(|(n, _)| n == name)
+        self.0.iter().any(|(n, _)| *n == name)
     }
 
     /// The headers set, in the order they were first set.
     pub fn values(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().filter_map(|(n, v)| Some((n, v.as_ref()?)))
+        self.0.iter().filter_map(|(n, v)| Some((*n, v.as_ref()?)))
     }
 
     pub fn apply(self, headers: &mut HeaderMap) {
         for (name, value) in self.0 {
             match value {
                 Some(value) => {
-                    headers.insert(name, value);
+                    headers.insert(name.clone(), value);
                 }
-                None => remove_present(headers, &name),
+                None => remove_present(headers, name),
             }
         }
     }

@@ -599,7 +599,7 @@ fn prepare(
     headers::forwarded(&parts.headers, fwd, overrides);
     // X-Forwarded-Host keeps the host the client asked for.
     if let Some(vhost) = route.vhost {
-        overrides.set(&header::HOST, vhost.clone());
+        overrides.set(&headers::HOST, vhost.clone());
     }
     if let Some(prefix) = route.forwarded_prefix {
         overrides.set(&X_FORWARDED_PREFIX, prefix.clone());

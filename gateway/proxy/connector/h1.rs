@@ -171,10 +171,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         }
         let status =
             StatusCode::from_u16(code).map_err(|_| Malformed::Head(httparse::Error::Status))?;
-        // Offsets, so the values can be shared out of the frozen head without copies.
+        // Offsets, so the values can be shared out of the frozen head without copies; kept in
+        // a list the thread reuses, not one allocated per response.
         let base = buf.as_ptr() as usize;
-        let mut fields: Vec<(HeaderName, std::ops::Range<usize>)> =
-            Vec::with_capacity(parsed.headers.len());
+        let mut fields = FIELDS.take();
+        fields.clear();
         for h in parsed.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| Malformed::Header(h.name.to_string()))?;
@@ -186,7 +187,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         // the response goes on without them.
         let mut hop = HopByHop::default();
         let mut map = HeaderMap::with_capacity(fields.len());
-        for (name, range) in fields {
+        for (name, range) in fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(head.slice(range))
                 .map_err(|_| Malformed::Header(name.to_string()))?;
             if headers::is_hop_by_hop(&name) {
@@ -195,11 +196,19 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                 map.append(name, value);
             }
         }
+        FIELDS.set(fields);
         for name in &hop.named {
             map.remove(name);
         }
         return framing(status, http10, map, head_request, &hop).map(Some);
     }
+}
+
+type Fields = Vec<(HeaderName, std::ops::Range<usize>)>;
+
+thread_local! {
+    /// [`parse_head`]'s list of fields, its room kept from one response to the next.
+    static FIELDS: std::cell::Cell<Fields> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// What a response's hop-by-hop headers say.

@@ -42,12 +42,16 @@ fn overrides_replace_the_clients_headers_of_their_names() {
         .body(())
         .unwrap();
     let mut overrides = Overrides::default();
+    static FORWARDED: HeaderName = header::FORWARDED;
     overrides.set(
-        &HeaderName::from_static("x-real-ip"),
+        &crate::proxy::headers::X_REAL_IP,
         HeaderValue::from_static("10.0.0.7"),
     );
-    overrides.remove(&header::FORWARDED);
-    overrides.set(&header::HOST, HeaderValue::from_static("vhost.internal"));
+    overrides.remove(&FORWARDED);
+    overrides.set(
+        &crate::proxy::headers::HOST,
+        HeaderValue::from_static("vhost.internal"),
+    );
     let (head, _) = encode_head(&req, false, &overrides);
     assert_eq!(
         text(&head),
