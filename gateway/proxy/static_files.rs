@@ -36,7 +36,10 @@ fn file_server(route: &StaticRoute) -> &Files {
         return files;
     }
     let site = &route.site;
-    let files = ServeDir::with_backend(&site.root, ConfinedBackend::new(&site.root))
+    // ServeDir's own base is left empty: the backend resolves its paths beneath the root
+    // directory's descriptor, and ServeDir formats each path it opens for a possible warning
+    // (tower-http's `tracing` feature, which kube-client turns on): a short path costs less.
+    let files = ServeDir::with_backend("", ConfinedBackend::new(&site.root))
         .precompressed_br()
         .precompressed_gzip()
         .redirect_path_prefix(&*route.prefix);
@@ -240,38 +243,38 @@ impl Body for FileBody {
 /// leaves it in [`OPENED`] for the open that follows, so a file costs one open and one stat.
 #[derive(Clone, Debug)]
 struct ConfinedBackend {
-    /// ServeDir's base path (the root as ServeDir spells it), stripped from the paths it asks for.
-    base: Arc<PathBuf>,
+    /// The site's root directory.
+    root: Arc<PathBuf>,
     /// The root directory, opened on first use (a volume may be mounted after the site is
     /// configured) and kept: files are resolved beneath it at every request.
-    root: Arc<OnceLock<OwnedFd>>,
+    root_fd: Arc<OnceLock<OwnedFd>>,
 }
+
+/// ServeDir's base for an empty root (`./`): the start of every path it asks the backend for.
+const BASE: &str = "./";
 
 // === impl ConfinedBackend ===
 
 impl ConfinedBackend {
     fn new(root: &Path) -> Self {
-        // ServeDir joins the request path onto `./ROOT` (an absolute root replaces the `.`).
-        let mut base = PathBuf::from(".");
-        base.push(root);
         Self {
-            base: Arc::new(base),
-            root: Arc::default(),
+            root: Arc::new(root.to_owned()),
+            root_fd: Arc::default(),
         }
     }
 
     fn root_fd(&self) -> io::Result<&OwnedFd> {
-        if let Some(fd) = self.root.get() {
+        if let Some(fd) = self.root_fd.get() {
             return Ok(fd);
         }
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(self.base.as_path(), flags, Mode::empty())?;
-        Ok(self.root.get_or_init(|| fd))
+        let fd = rustix::fs::open(self.root.as_path(), flags, Mode::empty())?;
+        Ok(self.root_fd.get_or_init(|| fd))
     }
 
     /// Opens `path` (ServeDir's base joined with the request path) beneath the root.
     fn open_beneath(&self, path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
-        let relative = self.relative(path).ok_or_else(|| outside(path))?;
+        let relative = relative(path).ok_or_else(|| self.outside(path))?;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(
             self.root_fd()?,
@@ -281,44 +284,47 @@ impl ConfinedBackend {
             resolve,
         ) {
             Ok(fd) => Ok(std::fs::File::from(fd)),
-            Err(Errno::XDEV) => Err(outside(path)),
-            Err(Errno::NOSYS) => self.open_checked(path, flags),
+            Err(Errno::XDEV) => Err(self.outside(path)),
+            Err(Errno::NOSYS) => self.open_checked(relative, flags),
             Err(err) => Err(err.into()),
         }
     }
 
-    /// `path` without ServeDir's base, compared as bytes: ServeDir joins only plain components
-    /// onto the base, so no component-wise comparison is needed (it cost more than the open).
-    fn relative<'a>(&self, path: &'a Path) -> Option<&'a Path> {
-        use std::os::unix::ffi::OsStrExt;
-        let base = self.base.as_os_str().as_bytes();
-        let rest = path.as_os_str().as_bytes().strip_prefix(base)?;
-        if !(rest.is_empty() || rest[0] == b'/' || base.ends_with(b"/")) {
-            return None;
-        }
-        let start = rest.iter().position(|&b| b != b'/').unwrap_or(rest.len());
-        let rest = &rest[start..];
-        Some(if rest.is_empty() {
-            Path::new(".")
-        } else {
-            Path::new(std::ffi::OsStr::from_bytes(rest))
-        })
-    }
-
     /// For kernels older than 5.6 (no `openat2`): resolve every symlink, then check.
-    fn open_checked(&self, path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
-        let real = std::fs::canonicalize(path)?;
-        if !real.starts_with(std::fs::canonicalize(self.base.as_path())?) {
-            return Err(outside(path));
+    fn open_checked(&self, relative: &Path, flags: OFlags) -> io::Result<std::fs::File> {
+        let root = std::fs::canonicalize(self.root.as_path())?;
+        let real = std::fs::canonicalize(root.join(relative))?;
+        if !real.starts_with(&root) {
+            return Err(self.outside(relative));
         }
         let fd = rustix::fs::open(&real, flags | OFlags::CLOEXEC, Mode::empty())?;
         Ok(std::fs::File::from(fd))
     }
+
+    fn outside(&self, path: &Path) -> io::Error {
+        let path = self.root.join(relative(path).unwrap_or(path));
+        tracing::warn!(path = %path.display(), "static file resolves outside its site's root; refused");
+        io::Error::new(io::ErrorKind::NotFound, "outside the site's root")
+    }
 }
 
-fn outside(path: &Path) -> io::Error {
-    tracing::warn!(path = %path.display(), "static file resolves outside its site's root; refused");
-    io::Error::new(io::ErrorKind::NotFound, "outside the site's root")
+/// `path` without ServeDir's base ([`BASE`]), compared as bytes: ServeDir joins only plain
+/// components onto the base, so no component-wise comparison is needed (it cost more than the
+/// open). `None`: not a path ServeDir made.
+fn relative(path: &Path) -> Option<&Path> {
+    use std::os::unix::ffi::OsStrExt;
+    let rest = path.as_os_str().as_bytes();
+    // The base itself, without its slash, is the root too.
+    let rest = rest
+        .strip_prefix(BASE.as_bytes())
+        .or_else(|| (rest == b".").then_some(&[][..]))?;
+    let start = rest.iter().position(|&b| b != b'/').unwrap_or(rest.len());
+    let rest = &rest[start..];
+    Some(if rest.is_empty() {
+        Path::new(".")
+    } else {
+        Path::new(std::ffi::OsStr::from_bytes(rest))
+    })
 }
 
 thread_local! {
