@@ -136,16 +136,17 @@ pub async fn watch<F: Future>(
     }
 }
 
-/// Waits for `fut` within the global response timeout, or within the route's timeouts (the
-/// caller tells `progress` when the request has a connection). `fut` is pinned by the caller,
-/// as for [`watch`].
+/// Waits for `fut` until `global_deadline` (the global response timeout, counted by the caller
+/// from when it started: no clock read here), or within the route's timeouts (the caller tells
+/// `progress` when the request has a connection). `fut` is pinned by the caller, as for
+/// [`watch`].
 pub async fn bounded<F: Future>(
     fut: Pin<&mut F>,
-    global: Duration,
+    global_deadline: Instant,
     timed: Option<(&Effective, &Progress)>,
 ) -> Result<F::Output, ProxyError> {
     match timed {
-        None => tokio::time::timeout(global, fut)
+        None => tokio::time::timeout_at(global_deadline, fut)
             .await
             .map_err(|_| ErrorKind::UpstreamTimeout.into()),
         Some((t, progress)) => watch(fut, progress, t).await,

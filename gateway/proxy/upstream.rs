@@ -442,9 +442,9 @@ async fn send_via_client(
     if let Some((_, progress)) = timed {
         progress.connected();
     }
-    let global = upstreams.settings.response_timeout;
+    let deadline = started + upstreams.settings.response_timeout;
     let sent = std::pin::pin!(client.request(req));
-    match timeouts::bounded(sent, global, timed).await {
+    match timeouts::bounded(sent, deadline, timed).await {
         Ok(Ok(resp)) => {
             record.upstream_time = Some(started.elapsed());
             Ok(Answer::Done(upstream_response(resp, client_upgrade)))
@@ -501,7 +501,8 @@ async fn send_direct(
             }
             Err((last, None))
         });
-        timeouts::bounded(attempts, upstreams.settings.response_timeout, timed).await
+        let deadline = started + upstreams.settings.response_timeout;
+        timeouts::bounded(attempts, deadline, timed).await
     };
     record.connect_failures = failed_connects;
     record.retries = tries.saturating_sub(1);

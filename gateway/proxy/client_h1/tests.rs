@@ -271,3 +271,16 @@ fn a_head_over_the_limit_goes_to_hyper_whole_or_in_part() {
         Parse::Complete(_)
     ));
 }
+
+#[test]
+fn the_date_added_is_the_current_time() {
+    let date = http_date();
+    let date = std::str::from_utf8(&date).expect("ASCII");
+    let at = httpdate::parse_http_date(date).expect("an HTTP date");
+    let now = SystemTime::now();
+    let off = now.duration_since(at).unwrap_or_else(|e| e.duration());
+    assert!(
+        off < Duration::from_secs(2),
+        "{date} is {off:?} off the clock"
+    );
+}
