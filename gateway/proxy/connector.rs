@@ -62,11 +62,15 @@ impl Default for ConnectorSettings {
     }
 }
 
+/// Pools by endpoint, looked up per request: foldhash (the keys are endpoint addresses from
+/// the configuration, not a client's choosing; SipHash cost more than the rest of the lookup).
+type Pools = HashMap<SocketAddr, Arc<Pool>, foldhash::fast::RandomState>;
+
 /// The pools of every endpoint, made on first use.
 pub struct Connector {
     settings: ConnectorSettings,
     /// Read on every request without a lock; written when a new endpoint is first used.
-    pools: ArcSwap<HashMap<SocketAddr, Arc<Pool>>>,
+    pools: ArcSwap<Pools>,
     /// Counts connects made (for tests and metrics).
     connects: std::sync::atomic::AtomicU64,
 }
