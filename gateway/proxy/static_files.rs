@@ -248,6 +248,8 @@ struct ConfinedBackend {
     /// The root directory, opened on first use (a volume may be mounted after the site is
     /// configured) and kept: files are resolved beneath it at every request.
     root_fd: Arc<OnceLock<OwnedFd>>,
+    /// Without `openat2`: the root with every symlink resolved, likewise taken once.
+    root_real: Arc<OnceLock<PathBuf>>,
 }
 
 /// ServeDir's base for an empty root (`./`): the start of every path it asks the backend for.
@@ -260,6 +262,7 @@ impl ConfinedBackend {
         Self {
             root: Arc::new(root.to_owned()),
             root_fd: Arc::default(),
+            root_real: Arc::default(),
         }
     }
 
@@ -292,9 +295,21 @@ impl ConfinedBackend {
 
     /// For kernels older than 5.6 (no `openat2`): resolve every symlink, then check.
     fn open_checked(&self, relative: &Path, flags: OFlags) -> io::Result<std::fs::File> {
-        let root = std::fs::canonicalize(self.root.as_path())?;
+        use std::os::unix::ffi::OsStrExt;
+        let root = match self.root_real.get() {
+            Some(root) => root,
+            None => {
+                let real = std::fs::canonicalize(self.root.as_path())?;
+                self.root_real.get_or_init(|| real)
+            }
+        };
         let real = std::fs::canonicalize(root.join(relative))?;
-        if !real.starts_with(&root) {
+        // Both paths are canonical: a byte comparison at a separator is enough.
+        let (real_bytes, root_bytes) = (real.as_os_str().as_bytes(), root.as_os_str().as_bytes());
+        let beneath = real_bytes
+            .strip_prefix(root_bytes)
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'/' || root_bytes.ends_with(b"/"));
+        if !beneath {
             return Err(self.outside(relative));
         }
         let fd = rustix::fs::open(&real, flags | OFlags::CLOEXEC, Mode::empty())?;

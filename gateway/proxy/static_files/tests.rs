@@ -233,3 +233,30 @@ fn paths_are_taken_relative_to_the_base_as_servedir_joins_them() {
         assert_eq!(relative(Path::new(path)), expected.map(Path::new), "{path}");
     }
 }
+
+/// Without `openat2` (kernels before 5.6), files are opened by their resolved path and checked
+/// against the resolved root: a symlink inside the root is followed, one leading out of it is
+/// refused, also into a sibling directory whose name starts with the root's.
+#[test]
+fn without_openat2_symlinks_are_resolved_and_kept_beneath_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("site");
+    let sibling = dir.path().join("site2");
+    std::fs::create_dir(&root).expect("root");
+    std::fs::create_dir(&sibling).expect("sibling");
+    std::fs::write(root.join("a.txt"), "inside").expect("write");
+    std::fs::write(sibling.join("secret.txt"), "outside").expect("write");
+    std::os::unix::fs::symlink("a.txt", root.join("alias.txt")).expect("symlink");
+    std::os::unix::fs::symlink("../site2/secret.txt", root.join("sneaky.txt")).expect("symlink");
+    let backend = ConfinedBackend::new(&root);
+    let read = |name: &str| {
+        backend
+            .open_checked(Path::new(name), OFlags::RDONLY)
+            .map(|f| std::io::read_to_string(f).expect("read"))
+    };
+    assert_eq!(read("a.txt").expect("a file inside"), "inside");
+    assert_eq!(read("alias.txt").expect("a symlink inside"), "inside");
+    let refused = read("sneaky.txt").expect_err("a symlink out of the root");
+    assert_eq!(refused.kind(), std::io::ErrorKind::NotFound);
+    assert!(read("missing.txt").is_err());
+}
