@@ -267,12 +267,10 @@ impl ConfinedBackend {
     }
 
     fn root_fd(&self) -> io::Result<&OwnedFd> {
-        if let Some(fd) = self.root_fd.get() {
-            return Ok(fd);
-        }
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(self.root.as_path(), flags, Mode::empty())?;
-        Ok(self.root_fd.get_or_init(|| fd))
+        once(&self.root_fd, || {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            Ok(rustix::fs::open(self.root.as_path(), flags, Mode::empty())?)
+        })
     }
 
     /// Opens `path` (ServeDir's base joined with the request path) beneath the root.
@@ -287,7 +285,7 @@ impl ConfinedBackend {
             resolve,
         ) {
             Ok(fd) => Ok(std::fs::File::from(fd)),
-            Err(Errno::XDEV) => Err(self.outside(path)),
+            Err(Errno::XDEV) => Err(self.outside(relative)),
             Err(Errno::NOSYS) => self.open_checked(relative, flags),
             Err(err) => Err(err.into()),
         }
@@ -296,13 +294,9 @@ impl ConfinedBackend {
     /// For kernels older than 5.6 (no `openat2`): resolve every symlink, then check.
     fn open_checked(&self, relative: &Path, flags: OFlags) -> io::Result<std::fs::File> {
         use std::os::unix::ffi::OsStrExt;
-        let root = match self.root_real.get() {
-            Some(root) => root,
-            None => {
-                let real = std::fs::canonicalize(self.root.as_path())?;
-                self.root_real.get_or_init(|| real)
-            }
-        };
+        let root = once(&self.root_real, || {
+            std::fs::canonicalize(self.root.as_path())
+        })?;
         let real = std::fs::canonicalize(root.join(relative))?;
         // Both paths are canonical: a byte comparison at a separator is enough.
         let (real_bytes, root_bytes) = (real.as_os_str().as_bytes(), root.as_os_str().as_bytes());
@@ -316,11 +310,22 @@ impl ConfinedBackend {
         Ok(std::fs::File::from(fd))
     }
 
+    /// `path`: beneath the root (or, when not one of ServeDir's, as ServeDir gave it).
     fn outside(&self, path: &Path) -> io::Error {
-        let path = self.root.join(relative(path).unwrap_or(path));
+        let path = self.root.join(path);
         tracing::warn!(path = %path.display(), "static file resolves outside its site's root; refused");
         io::Error::new(io::ErrorKind::NotFound, "outside the site's root")
     }
+}
+
+/// The value in `lock`, made by `init` the first time one is wanted; a failed `init` is tried
+/// again next time (a volume may be mounted after the site is configured).
+fn once<T>(lock: &OnceLock<T>, init: impl FnOnce() -> io::Result<T>) -> io::Result<&T> {
+    if let Some(value) = lock.get() {
+        return Ok(value);
+    }
+    let value = init()?;
+    Ok(lock.get_or_init(|| value))
 }
 
 /// `path` without ServeDir's base ([`BASE`]), compared as bytes: ServeDir joins only plain
