@@ -119,8 +119,12 @@ struct Idle {
 /// One HTTP/1.1 connection to an endpoint.
 struct Conn {
     stream: TcpStream,
-    /// Bytes read and not yet taken: empty between exchanges (left unallocated while idle).
+    /// Bytes read and not yet taken: empty between exchanges (left unallocated while idle; see
+    /// [`spare_buffers`]).
     buf: BytesMut,
+    /// Whether `buf` was asked for more room than a head's (a body's reads): such a buffer is
+    /// not kept as a spare.
+    grown: bool,
     /// Whether it carried a request before (a reused connection may have been closed by the
     /// backend while idle).
     reused: bool,
@@ -271,6 +275,7 @@ async fn dial(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
     Ok(Conn {
         stream,
         buf: BytesMut::new(),
+        grown: false,
         reused: false,
     })
 }
@@ -289,7 +294,11 @@ impl Conn {
     /// Through `AsyncRead`, which marks the socket drained after a short read: the idle check
     /// of [`Conn::is_open`] then costs no syscall.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            self.buf = spare_buffers::take();
+        }
         if self.buf.capacity() - self.buf.len() < want.min(1024) {
+            self.grown |= want > HEAD_READ;
             self.buf.reserve(want);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
@@ -319,6 +328,46 @@ impl Conn {
                 Err(e) => return Poll::Ready(Err(HeadError::Io(e))),
             }
         }
+    }
+}
+
+/// Read buffers of connections that went back to a pool, for the next exchange on the same
+/// thread. The buffer of a finished exchange is most likely still shared with its body's last
+/// bytes, on their way to the client; by the time it is taken again they have usually gone,
+/// and `reserve` takes the room back in place instead of allocating a new buffer (and freeing
+/// the old). Oldest first, the likeliest to be free; per thread, so no lock, and bounded
+/// however many endpoints and idle connections there are.
+mod spare_buffers {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    use bytes::BytesMut;
+
+    /// At most this many per thread: about 512 KiB in all (only buffers never grown past
+    /// [`super::HEAD_READ`] come back).
+    pub(super) const MAX: usize = 64;
+
+    thread_local! {
+        pub(super) static SPARES: RefCell<VecDeque<BytesMut>> = const { RefCell::new(VecDeque::new()) };
+    }
+
+    /// The oldest spare buffer, or an unallocated one.
+    pub(super) fn take() -> BytesMut {
+        SPARES
+            .with_borrow_mut(VecDeque::pop_front)
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buf` for a later exchange, unless there are enough (or it has no room).
+    pub(super) fn give(buf: BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        SPARES.with_borrow_mut(|spares| {
+            if spares.len() < MAX {
+                spares.push_back(buf);
+            }
+        });
     }
 }
 
@@ -419,9 +468,12 @@ impl Pool {
         if !conn.buf.is_empty() {
             return;
         }
-        // Its buffer is most likely still shared with the last body's bytes; the next exchange
-        // gets a fresh one, and an idle connection holds none.
-        conn.buf = BytesMut::new();
+        // An idle connection holds no buffer: its goes to the thread's spares, unless a large
+        // body made it large.
+        let buf = std::mem::take(&mut conn.buf);
+        if !std::mem::take(&mut conn.grown) {
+            spare_buffers::give(buf);
+        }
         conn.reused = true;
         let now = Instant::now();
         {

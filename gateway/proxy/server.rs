@@ -157,9 +157,12 @@ pub async fn serve_connection<IO>(
             // Boxed, once for the request's phases (several KiB: every upstream and policy
             // exchange they may await): hyper keeps room for one in-flight request future per
             // connection and moves it, so unboxed it would be paid for by every idle
-            // connection and copied on every move.
+            // connection and copied on every move. `handle`'s own future goes in the box: one
+            // wrapped in an `async` block would be built, then copied whole into the block,
+            // then again into the box.
             let req = req.map(super::request_body::ClientBody::Stream);
-            Box::pin(async move { Ok::<_, Infallible>(super::handle(plane, info, req).await) })
+            let handling = Box::pin(super::handle(plane, info, req));
+            futures_util::FutureExt::map(handling, infallible)
         }
     });
     let mut watch = Watch {
@@ -176,6 +179,13 @@ pub async fn serve_connection<IO>(
         serve_client(&server, ClientIo::new(io), service, &mut watch).await;
         gauge.dec();
     });
+}
+
+/// hyper's services answer with a `Result`; the phases always answer.
+fn infallible(
+    resp: http::Response<crate::body::BoxBody>,
+) -> Result<http::Response<crate::body::BoxBody>, Infallible> {
+    Ok(resp)
 }
 
 /// Serves a client: HTTP/2 when it starts with the preface, HTTP/1.1 otherwise, parking the

@@ -133,6 +133,125 @@ async fn an_abandoned_exchange_finishes_and_keeps_its_connection() {
     );
 }
 
+/// An origin whose every answer is a different 600-byte body: the answer's number, padded.
+async fn numbered_origin(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let n = answered.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                            "{n:0>600}"
+                        )))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A pooled connection reads each answer into the room its last one left, and takes its
+/// buffer back once nothing else holds it: bodies a client still holds stay as they were.
+#[tokio::test]
+async fn bodies_still_held_are_untouched_by_the_answers_read_after_them() {
+    let addr = numbered_origin(Duration::ZERO).await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let mut held = Vec::new();
+    // 40 answers of 600 bytes and their heads: several times the read buffer's room.
+    for n in 0..40 {
+        let resp = fetch(&connector, addr).await;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("{n:0>600}"));
+        held.push(body);
+    }
+    for (n, body) in held.iter().enumerate() {
+        assert_eq!(body, &format!("{n:0>600}"), "answer {n} changed");
+    }
+    // Nothing holds the bytes now: the buffer is taken back, and answers still come whole.
+    drop(held);
+    for n in 40..80 {
+        let resp = fetch(&connector, addr).await;
+        assert_eq!(body_text(resp).await, format!("{n:0>600}"));
+    }
+    assert_eq!(connector.connects(), 1);
+}
+
+/// The next exchange reads into the buffer the last one read into, not a new one: the second
+/// answer's body lies just past the first's (held, so its memory cannot be handed out again).
+#[tokio::test]
+async fn the_next_answer_is_read_into_the_last_ones_buffer() {
+    let addr = numbered_origin(Duration::ZERO).await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let first = fetch(&connector, addr).await;
+    let first = first.into_body().collect().await.unwrap().to_bytes();
+    let second = fetch(&connector, addr).await;
+    let second = second.into_body().collect().await.unwrap().to_bytes();
+    let (a, b) = (first.as_ptr() as usize, second.as_ptr() as usize);
+    assert!(
+        b > a && b - a < HEAD_READ,
+        "the second answer was read into a buffer of its own"
+    );
+}
+
+/// Idle connections hold no read buffer; the thread keeps a bounded number of spares, however
+/// many connections went idle.
+#[tokio::test]
+async fn idle_connections_hold_no_buffer_and_spares_are_bounded() {
+    let addr = numbered_origin(Duration::from_millis(100)).await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let parallel = spare_buffers::MAX + 6;
+    // At once, so each takes a connection of its own.
+    let answers = futures_util::future::join_all(
+        (0..parallel).map(|_| async { body_text(fetch(&connector, addr).await).await }),
+    )
+    .await;
+    assert!(answers.iter().all(|body| body.len() == 600));
+    let pool = connector.pool(addr);
+    let idle = pool.idle.lock().unwrap();
+    assert_eq!(idle.len(), parallel);
+    assert!(idle.iter().all(|i| i.conn.buf.capacity() == 0));
+    let spares = spare_buffers::SPARES.with_borrow(|spares| spares.len());
+    assert_eq!(spares, spare_buffers::MAX);
+}
+
+/// A buffer a large body made large is not kept: a chunked body's reads ask for
+/// [`BODY_READ`], more than a head's, and leave room over.
+#[tokio::test]
+async fn a_buffer_grown_by_a_large_body_is_not_kept() {
+    let (addr, _) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        while read_head(&mut s, &mut pending).await.is_some() {
+            write(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut chunk = format!("{:x}\r\n", 3 * HEAD_READ).into_bytes();
+            chunk.extend(std::iter::repeat_n(b'x', 3 * HEAD_READ));
+            chunk.extend(b"\r\n0\r\n\r\n");
+            write(&mut s, &chunk).await;
+        }
+    })
+    .await;
+    let connector = Connector::new(ConnectorSettings::default());
+    spare_buffers::SPARES.with_borrow_mut(|spares| spares.clear());
+    let resp = fetch(&connector, addr).await;
+    assert_eq!(body_text(resp).await.len(), 5 + 3 * HEAD_READ);
+    assert_eq!(connector.pool(addr).idle.lock().unwrap().len(), 1);
+    assert_eq!(spare_buffers::SPARES.with_borrow(|spares| spares.len()), 0);
+}
+
 #[tokio::test]
 async fn a_connection_the_origin_closed_is_replaced_without_failing_the_request() {
     let (addr, accepted) = origin(Duration::ZERO, true).await;
