@@ -8,6 +8,13 @@ use clap::Parser;
 use gatehouse::config::{Args, Command, LogFormat};
 use kube::CustomResourceExt;
 
+/// jemalloc, not glibc's malloc: HTTP/2 allocates a task and the phases' state per stream,
+/// sizes glibc serves from its slow paths (aligned and multi-KiB blocks), and jemalloc's
+/// thread caches serve from a size class. 7-9 % less CPU per HTTP/2 request, 3-4 % fewer
+/// instructions per proxied request, for 2 MiB more idle RSS (benches/README.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,

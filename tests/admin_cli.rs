@@ -314,6 +314,19 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The binary allocates with jemalloc (gateway/main.rs says why): asked through jemalloc's own
+/// environment variable, it prints its statistics at exit.
+#[test]
+fn the_binary_allocates_with_jemalloc() {
+    let out = run(&["--version"], &[("_RJEM_MALLOC_CONF", "stats_print:true")]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Begin jemalloc statistics"),
+        "no jemalloc statistics: {err}"
+    );
+}
+
 /// Long flags `--help` lists, each with the lines that explain it.
 fn flags_in_help() -> Vec<(String, String)> {
     let out = run(&["--help"], &[]);
