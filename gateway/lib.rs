@@ -57,6 +57,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let tls_config = tls::server_config(resolver).context("cannot set up TLS")?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Idle upstream connections of endpoints no request goes to any more are closed here; the
+    // pools close the others as requests take them.
+    let sweep_every = (config.upstream.idle_timeout / 2).max(std::time::Duration::from_secs(1));
+    let plane = shared.plane.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(sweep_every).await;
+            plane.upstreams.connector.sweep();
+        }
+    });
 
     let source = match config.manifests.clone() {
         Some(dir) => Source::Manifests(watch_manifests(&shared, dir, &config, stop_rx.clone())?),

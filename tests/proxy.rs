@@ -819,6 +819,25 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     );
 }
 
+/// An idle upstream connection is closed after `--upstream-idle-timeout` even when no request
+/// goes to its endpoint again: an endpoint that left its Service (a Pod gone) keeps no
+/// connection, and no descriptor, open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_close_after_the_idle_timeout_without_another_request() {
+    let (addr, seen) = origin::counting(Duration::ZERO).await;
+    let gh = gateway(&[addr], &["--upstream-idle-timeout", "1s"]);
+    let client = gh.client_for(&["app.test"]);
+    let resp = client.get("http://app.test/").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ok");
+    assert_eq!((seen.connections(), seen.closed()), (1, 0));
+    wait_until(
+        "the idle upstream connection closed",
+        Duration::from_secs(10),
+        || seen.closed() == 1,
+    );
+}
+
 // === scheduling ===
 
 /// With one worker thread (`--worker-threads 1`, or a pod limited to one CPU), a saturated

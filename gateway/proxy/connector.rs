@@ -177,6 +177,36 @@ impl Connector {
         out
     }
 
+    /// Closes idle connections past the idle timeout in every pool, and forgets the pools left
+    /// with nothing (none idle, none in use): a pool expires its connections itself only when a
+    /// request takes one, and endpoints no request goes to any more (their Pods gone) would
+    /// otherwise keep theirs, and their descriptors, for ever. Run now and then, off the
+    /// request path.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut unused = Vec::new();
+        for (addr, pool) in self.pools.load().iter() {
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            pool.expire(&mut idle, now);
+            // Exchanges in flight, connects and connections coming back hold the pool too.
+            if idle.is_empty() && Arc::strong_count(pool) == 1 {
+                unused.push(*addr);
+            }
+        }
+        if unused.is_empty() {
+            return;
+        }
+        // A request that takes one of these pools meanwhile keeps it until it is done; its
+        // connection then goes with it, and the next request makes a new pool.
+        self.pools.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            for addr in &unused {
+                next.remove(addr);
+            }
+            next
+        });
+    }
+
     /// Sends `req` to `addr` and returns the response headers. On error, the request comes back
     /// when none of it was sent, so another endpoint may be tried with it.
     pub async fn send(
@@ -445,9 +475,18 @@ impl Pool {
     /// The most recently used idle connection that is still open (warm caches, and the oldest
     /// ones expire).
     fn checkout(&self) -> Option<Conn> {
-        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Expired ones are at the front.
+        self.expire(&mut idle, Instant::now());
+        while let Some(Idle { conn, .. }) = idle.pop() {
+            if conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Closes the idle connections past the idle timeout (the oldest are at the front).
+    fn expire(&self, idle: &mut Vec<Idle>, now: Instant) {
         let expired = idle
             .iter()
             .take_while(|i| now.duration_since(i.since) >= self.settings.idle_timeout)
@@ -455,12 +494,6 @@ impl Pool {
         if expired > 0 {
             idle.drain(..expired);
         }
-        while let Some(Idle { conn, .. }) = idle.pop() {
-            if conn.is_open() {
-                return Some(conn);
-            }
-        }
-        None
     }
 
     /// Takes a connection back after a complete exchange (with nothing unread on it).

@@ -202,6 +202,8 @@ pub fn blackhole_addr() -> (SocketAddr, Vec<socket2::Socket>) {
 pub struct Seen {
     pub connections: std::sync::atomic::AtomicUsize,
     pub requests: std::sync::atomic::AtomicUsize,
+    /// Connections the client closed (or that failed).
+    pub closed: std::sync::atomic::AtomicUsize,
 }
 
 impl Seen {
@@ -211,6 +213,10 @@ impl Seen {
 
     pub fn requests(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -232,16 +238,20 @@ pub async fn counting(delay: Duration) -> (SocketAddr, Arc<Seen>) {
             counted.connections.fetch_add(1, Ordering::SeqCst);
             let counted = counted.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |_req: Request<Incoming>| {
-                    counted.requests.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(Response::new(full("ok")))
+                let service = service_fn({
+                    let counted = counted.clone();
+                    move |_req: Request<Incoming>| {
+                        counted.requests.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(Response::new(full("ok")))
+                        }
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                counted.closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });

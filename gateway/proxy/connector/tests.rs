@@ -252,6 +252,59 @@ async fn a_buffer_grown_by_a_large_body_is_not_kept() {
     assert_eq!(spare_buffers::SPARES.with_borrow(|spares| spares.len()), 0);
 }
 
+/// The sweep closes idle connections past the idle timeout, and forgets a pool with nothing
+/// left in it: an endpoint no request goes to any more (its Pod gone) keeps no connection and
+/// no descriptor. A pool whose answer is still being read is kept.
+#[tokio::test]
+async fn the_sweep_closes_expired_idle_connections_and_forgets_unused_pools() {
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counter = closed.clone();
+    let (addr, _) = scripted(move |mut s, _| {
+        let closed = counter.clone();
+        async move {
+            let mut pending = Vec::new();
+            while read_head(&mut s, &mut pending).await.is_some() {
+                write(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    let idle_timeout = Duration::from_millis(200);
+    let connector = Connector::new(ConnectorSettings {
+        idle_timeout,
+        ..ConnectorSettings::default()
+    });
+    assert_eq!(body_text(fetch(&connector, addr).await).await, "hello");
+    // Not expired yet: kept.
+    connector.sweep();
+    assert!(connector.pools.load().contains_key(&addr));
+    assert_eq!(connector.pool(addr).idle.lock().unwrap().len(), 1);
+    // An answer still being read holds its pool through the sweep.
+    let reading = fetch(&connector, addr).await;
+    tokio::time::sleep(idle_timeout).await;
+    connector.sweep();
+    assert!(
+        connector.pools.load().contains_key(&addr),
+        "a pool in use was forgotten"
+    );
+    assert_eq!(body_text(reading).await, "hello");
+    tokio::time::sleep(idle_timeout).await;
+    connector.sweep();
+    assert!(
+        !connector.pools.load().contains_key(&addr),
+        "an unused pool was kept"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while closed.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 1, "the origin saw no close");
+    // The endpoint still works: a new pool, a new connection.
+    assert_eq!(body_text(fetch(&connector, addr).await).await, "hello");
+    assert_eq!(connector.connects(), 2);
+}
+
 #[tokio::test]
 async fn a_connection_the_origin_closed_is_replaced_without_failing_the_request() {
     let (addr, accepted) = origin(Duration::ZERO, true).await;
