@@ -22,20 +22,32 @@ async fn origin_saying(
     close: bool,
     body: Bytes,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
+    origin_answering(delay, close, move |_| body.clone()).await
+}
+
+/// [`origin`], its answers' bodies made by `body` from their number (counted from 0 across
+/// all connections).
+async fn origin_answering(
+    delay: Duration,
+    close: bool,
+    body: impl Fn(usize) -> Bytes + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let body = Arc::new(body);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             counter.fetch_add(1, Ordering::SeqCst);
-            let body = body.clone();
+            let (body, answered) = (body.clone(), answered.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |_req| {
-                    let body = body.clone();
+                    let body = body(answered.fetch_add(1, Ordering::SeqCst));
                     async move {
                         tokio::time::sleep(delay).await;
                         let mut resp = Response::new(Full::new(body));
@@ -135,28 +147,7 @@ async fn an_abandoned_exchange_finishes_and_keeps_its_connection() {
 
 /// An origin whose every answer is a different 600-byte body: the answer's number, padded.
 async fn numbered_origin(delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answered = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let answered = answered.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let n = answered.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                            "{n:0>600}"
-                        )))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let (addr, _) = origin_answering(delay, false, |n| Bytes::from(format!("{n:0>600}"))).await;
     addr
 }
 
@@ -228,22 +219,10 @@ async fn idle_connections_hold_no_buffer_and_spares_are_bounded() {
 /// [`BODY_READ`], more than a head's, and leave room over.
 #[tokio::test]
 async fn a_buffer_grown_by_a_large_body_is_not_kept() {
-    let (addr, _) = scripted(|mut s, _| async move {
-        let mut pending = Vec::new();
-        while read_head(&mut s, &mut pending).await.is_some() {
-            write(
-                &mut s,
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-            )
-            .await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let mut chunk = format!("{:x}\r\n", 3 * HEAD_READ).into_bytes();
-            chunk.extend(std::iter::repeat_n(b'x', 3 * HEAD_READ));
-            chunk.extend(b"\r\n0\r\n\r\n");
-            write(&mut s, &chunk).await;
-        }
-    })
-    .await;
+    let mut rest = format!("{:x}\r\n", 3 * HEAD_READ).into_bytes();
+    rest.extend(std::iter::repeat_n(b'x', 3 * HEAD_READ));
+    rest.extend(b"\r\n0\r\n\r\n");
+    let (addr, _) = chunked_hello_then(rest).await;
     let connector = Connector::new(ConnectorSettings::default());
     spare_buffers::SPARES.with_borrow_mut(|spares| spares.clear());
     let resp = fetch(&connector, addr).await;
@@ -401,6 +380,28 @@ where
     (addr, accepted)
 }
 
+/// A scripted origin answering every request with a chunked body: a first chunk `hello`, a
+/// pause (so the two arrive in separate reads), then `rest` (the other chunks and the end).
+async fn chunked_hello_then(rest: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let rest = Arc::new(rest);
+    scripted(move |mut s, _| {
+        let rest = rest.clone();
+        async move {
+            let mut pending = Vec::new();
+            while read_head(&mut s, &mut pending).await.is_some() {
+                write(
+                    &mut s,
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                write(&mut s, &rest).await;
+            }
+        }
+    })
+    .await
+}
+
 /// Reads one request head off `stream` (bytes after it are left in `pending`).
 async fn read_head(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
     use tokio::io::AsyncReadExt;
@@ -549,19 +550,8 @@ async fn a_body_of_unknown_length_goes_chunked() {
 
 #[tokio::test]
 async fn a_chunked_answer_comes_through_with_its_trailers_and_keeps_its_connection() {
-    let (addr, accepted) = scripted(|mut s, _| async move {
-        let mut pending = Vec::new();
-        while read_head(&mut s, &mut pending).await.is_some() {
-            write(
-                &mut s,
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-            )
-            .await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            write(&mut s, b"6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n").await;
-        }
-    })
-    .await;
+    let (addr, accepted) =
+        chunked_hello_then(b"6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n".to_vec()).await;
     let connector = Connector::new(ConnectorSettings::default());
     for _ in 0..2 {
         let resp = fetch(&connector, addr).await;
