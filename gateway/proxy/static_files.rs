@@ -30,6 +30,11 @@ use crate::static_site::StaticRoute;
 
 type Files = ServeDir<DefaultServeDirFallback, ConfinedBackend>;
 
+/// The buffer ServeDir allocates for its own body of every file response. That body is almost
+/// never read (a [`FileBody`] sends the bytes), so it is kept in one of the allocator's cached
+/// sizes: ServeDir's default, 64 KiB, costs a large allocation and its release per response.
+const SERVE_DIR_CHUNK: usize = 4096;
+
 /// The route's file server, made the first time the route serves and kept in its slot.
 fn file_server(route: &StaticRoute) -> &Files {
     if let Some(files) = route.files.get::<Files>() {
@@ -40,6 +45,7 @@ fn file_server(route: &StaticRoute) -> &Files {
     // directory's descriptor, and ServeDir formats each path it opens for a possible warning
     // (tower-http's `tracing` feature, which kube-client turns on): a short path costs less.
     let files = ServeDir::with_backend("", ConfinedBackend::new(&site.root))
+        .with_buf_chunk_size(SERVE_DIR_CHUNK)
         .precompressed_br()
         .precompressed_gzip()
         .redirect_path_prefix(&*route.prefix);
@@ -129,8 +135,8 @@ async fn serve_path(
     // A file ServeDir asked about but did not open (HEAD, a precompressed sibling) is closed now.
     OPENED.take();
     let served = SERVED.take();
-    // The file's bytes, as ServeDir framed them, go out by FileBody; ServeDir's own body (a
-    // 64 KiB buffer per response, read through AsyncRead) is dropped unread.
+    // The file's bytes, as ServeDir framed them, go out by FileBody; ServeDir's own body (read
+    // through AsyncRead) is dropped unread.
     if let (Some(file), true) = (served, method == Method::GET)
         && let Some((offset, len)) = body_range(resp.status(), resp.headers())
     {
@@ -425,8 +431,8 @@ pub struct PageCacheFile {
     file: Arc<std::fs::File>,
     /// Taken when the file was opened: ServeDir's Content-Length and validators come from it.
     metadata: std::fs::Metadata,
-    /// Bytes left from the current position: a read prepares only this much of the (64 KiB)
-    /// buffer, not all of it, since safe code must zero a buffer before reading into it.
+    /// Bytes left from the current position: a read prepares only this much of the buffer, not
+    /// all of it, since safe code must zero a buffer before reading into it.
     remaining: u64,
 }
 
