@@ -244,6 +244,34 @@ async fn access_log_can_be_switched_off() {
     assert!(!gh.log_text().contains("/quiet"), "{}", gh.log_text());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_filter_decides_whether_access_lines_are_written() {
+    let manifest = manifests(&[origin::echo("a").await]);
+    // The access lines' target named in the filter: written although the rest is at warn.
+    let gh = Gatehouse::start_with(
+        &[("main.yaml", &manifest)],
+        &["--log-level=warn,access=info"],
+    );
+    let resp = gh
+        .client_for(&["app.test"])
+        .get("http://app.test/kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let line = gh.wait_log(&["path=/kept"], Duration::from_secs(2));
+    assert!(line.contains("status=200"), "{line}");
+    // At warn alone the filter drops them: none is written, the request is served the same.
+    let gh = Gatehouse::start_with(&[("main.yaml", &manifest)], &["--log-level=warn"]);
+    let client = gh.client_for(&["app.test"]);
+    let resp = client.get("http://app.test/dropped").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("/dropped"));
+    // A request after it, answered, so the first one's record is over.
+    client.get("http://app.test/after").send().await.unwrap();
+    assert!(!gh.log_text().contains("/dropped"), "{}", gh.log_text());
+}
+
 // === graceful shutdown ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
