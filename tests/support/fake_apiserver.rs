@@ -186,6 +186,9 @@ struct Inner {
     state: Mutex<State>,
     /// Ticks on every change (objects, mode, epoch): watches and connections look again.
     tick: watch::Sender<u64>,
+    /// Held by a client's write until it is in `writes`, and by the inspection methods: a test
+    /// never sees an object changed (or gone) by a write it cannot find in `writes` yet.
+    write_step: Mutex<()>,
 }
 
 impl Inner {
@@ -195,6 +198,10 @@ impl Inner {
 
     fn bump(&self) {
         self.tick.send_modify(|t| *t += 1);
+    }
+
+    fn write_step(&self) -> MutexGuard<'_, ()> {
+        self.write_step.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -228,6 +235,7 @@ impl FakeApi {
                 items: Default::default(),
             }),
             tick: watch::Sender::new(0),
+            write_step: Mutex::new(()),
         });
         let server = inner.clone();
         tokio::spawn(async move {
@@ -336,6 +344,7 @@ impl FakeApi {
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let res = res_by_kind(kind);
         let namespace = if res.namespaced { namespace } else { "" };
+        let _step = self.inner.write_step();
         self.inner
             .lock()
             .objects
@@ -346,6 +355,7 @@ impl FakeApi {
     /// Every stored object of a kind.
     pub fn list(&self, kind: &str) -> Vec<Value> {
         let res = res_by_kind(kind);
+        let _step = self.inner.write_step();
         let st = self.inner.lock();
         st.objects
             .iter()
@@ -407,6 +417,7 @@ impl FakeApi {
 
     /// Every write clients made, oldest first.
     pub fn writes(&self) -> Vec<Write> {
+        let _step = self.inner.write_step();
         self.inner.lock().writes.clone()
     }
 
@@ -687,6 +698,8 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
             Err(e) => return status_error(400, "BadRequest", &format!("invalid JSON: {e}")),
         }
     };
+    let stepping = inner.clone();
+    let _step = (method != Method::GET).then(|| stepping.write_step());
     let response = match (&method, &target.name) {
         (&Method::GET, None) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             return start_watch(inner, &target, &params, metadata_only);
