@@ -170,28 +170,34 @@ impl ConnInfo {
 }
 
 /// Handles one request from a client.
-pub async fn handle(
+// Not an `async fn` (nor are the phases' functions that take the request by value): an
+// `async fn` keeps its arguments twice in its future's state, as captured and as moved
+// into its body, and copies one to the other; the request alone is 260 bytes.
+#[allow(clippy::manual_async_fn)]
+pub fn handle(
     plane: Arc<DataPlane>,
     conn: Arc<ConnInfo>,
     mut req: Request<ClientBody>,
-) -> Response<BoxBody> {
-    let span = match plane.tracer.get() {
-        Some(tracer) => tracer.start(req.headers_mut()),
-        None => None,
-    };
-    let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
-    record.span = span;
-    // Not boxed here: the listener boxes the whole per-request future once (server.rs), and a
-    // second box would cost every request another allocation of the phases' ~7 KiB state and
-    // another pointer to follow on each poll.
-    match serve(&plane, &conn, req, &mut record).await {
-        Ok(resp) => resp.finish(record),
-        Err(err) => {
-            if err.kind.side() == error::Side::Upstream {
-                tracing::warn!(upstream = ?record.upstream, error = %err, "upstream request failed");
+) -> impl Future<Output = Response<BoxBody>> {
+    async move {
+        let span = match plane.tracer.get() {
+            Some(tracer) => tracer.start(req.headers_mut()),
+            None => None,
+        };
+        let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
+        record.span = span;
+        // Not boxed here: the listener boxes the whole per-request future once (server.rs), and a
+        // second box would cost every request another allocation of the phases' ~4.7 KiB state and
+        // another pointer to follow on each poll.
+        match serve(&plane, &conn, req, &mut record).await {
+            Ok(resp) => resp.finish(record),
+            Err(err) => {
+                if err.kind.side() == error::Side::Upstream {
+                    tracing::warn!(upstream = ?record.upstream, error = %err, "upstream request failed");
+                }
+                record.error = Some(err.kind);
+                record.respond(err.response())
             }
-            record.error = Some(err.kind);
-            record.respond(err.response())
         }
     }
 }
@@ -230,124 +236,128 @@ impl Answer {
 }
 
 /// The phases, in order.
-async fn serve(
+// Not an `async fn`: see `proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+fn serve(
     plane: &DataPlane,
     conn: &ConnInfo,
     mut req: Request<ClientBody>,
     record: &mut Record,
-) -> Result<Answer, ProxyError> {
-    // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
-    if let Some(resp) =
-        challenge::answer_http01(&plane.challenges.http01, &plane.metrics, req.uri().path())
-    {
-        return Ok(Answer::Done(resp));
-    }
-    let route = route::route(&plane.snapshot.load(), &req)?;
-    record.route = Some(route.clone());
-    // HTTPS first, as ingress-nginx does: credentials and auth cookies never go over plain HTTP.
-    if route.ssl_redirect
-        && conn.scheme == "http"
-        && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
-    {
-        let host = route::request_host(&req).unwrap_or_default();
-        return Ok(Answer::Done(crate::tls::redirect_to_https(
-            host,
-            req.uri(),
-            conn.https_port,
-        )));
-    }
-    // A route without policy pays one pointer test.
-    let mut auth_cookies = None;
-    if let Some(policy) = &route.policy {
-        if let Some(answer) =
-            policy::check(&plane.policy, &plane.upstreams, policy, conn, &mut req).await?
+) -> impl Future<Output = Result<Answer, ProxyError>> {
+    async move {
+        // ACME HTTP-01 answers, on every host, before routing (one prefix compare otherwise).
+        if let Some(resp) =
+            challenge::answer_http01(&plane.challenges.http01, &plane.metrics, req.uri().path())
         {
-            return Ok(Answer::Done(answer));
+            return Ok(Answer::Done(resp));
         }
-        auth_cookies = req.extensions_mut().remove::<external_auth::AuthCookies>();
-        // After redirects, as nginx's limit_conn (preaccess) comes after its rewrites.
-        record.slot = conn_limit::take(&plane.policy.in_progress, policy, conn, &req)?;
-    }
-    let cors = route
-        .policy
-        .as_ref()
-        .and_then(|p| p.cors.as_ref())
-        .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
-    // An affinity cookie keeps a client on the side that served it; otherwise the rules decide.
-    let canary = route.canary.as_deref().filter(|canary| {
-        balance::sticky_canary(&route, canary, &req)
-            .unwrap_or_else(|| policy::to_canary(&canary.rules, &req))
-    });
-    let backend = canary.map_or(&route.backend, |c| &c.backend);
-    // `default-backend` / `custom-http-errors` (nothing to do for routes without them).
-    let errors = route.policy.as_ref().and_then(|p| p.errors.as_ref());
-    let fallback = error_pages::fallback(errors, backend);
-    let capture = match fallback {
-        None => error_pages::Capture::new(errors, backend, &mut req),
-        Some(_) => None,
-    };
-    let service = match backend {
-        Backend::Service(service) => Some(&**service),
-        _ => None,
-    };
-    let answer = match (fallback.or(service), backend) {
-        (None, Backend::Static(site)) => Ok(Answer::Done(
-            static_files::serve(site, req, conn.file_regions()).await,
-        )),
-        (None, _) => Err(ErrorKind::NoEndpoint.into()),
-        (Some(backend), _) => {
-            // Affinity and hashing see the request as the client sent it; a default backend
-            // standing in for the route's Service is balanced plainly.
-            let choice = if (route.policy.is_none() && canary.is_none()) || fallback.is_some() {
-                balance::Choice {
-                    candidates: plane.upstreams.candidates(backend),
-                    sticky: None,
+        let route = route::route(&plane.snapshot.load(), &req)?;
+        record.route = Some(route.clone());
+        // HTTPS first, as ingress-nginx does: credentials and auth cookies never go over plain HTTP.
+        if route.ssl_redirect
+            && conn.scheme == "http"
+            && !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
+        {
+            let host = route::request_host(&req).unwrap_or_default();
+            return Ok(Answer::Done(crate::tls::redirect_to_https(
+                host,
+                req.uri(),
+                conn.https_port,
+            )));
+        }
+        // A route without policy pays one pointer test.
+        let mut auth_cookies = None;
+        if let Some(policy) = &route.policy {
+            if let Some(answer) =
+                policy::check(&plane.policy, &plane.upstreams, policy, conn, &mut req).await?
+            {
+                return Ok(Answer::Done(answer));
+            }
+            auth_cookies = req.extensions_mut().remove::<external_auth::AuthCookies>();
+            // After redirects, as nginx's limit_conn (preaccess) comes after its rewrites.
+            record.slot = conn_limit::take(&plane.policy.in_progress, policy, conn, &req)?;
+        }
+        let cors = route
+            .policy
+            .as_ref()
+            .and_then(|p| p.cors.as_ref())
+            .map(|cors| (cors, req.headers().get(http::header::ORIGIN).cloned()));
+        // An affinity cookie keeps a client on the side that served it; otherwise the rules decide.
+        let canary = route.canary.as_deref().filter(|canary| {
+            balance::sticky_canary(&route, canary, &req)
+                .unwrap_or_else(|| policy::to_canary(&canary.rules, &req))
+        });
+        let backend = canary.map_or(&route.backend, |c| &c.backend);
+        // `default-backend` / `custom-http-errors` (nothing to do for routes without them).
+        let errors = route.policy.as_ref().and_then(|p| p.errors.as_ref());
+        let fallback = error_pages::fallback(errors, backend);
+        let capture = match fallback {
+            None => error_pages::Capture::new(errors, backend, &mut req),
+            Some(_) => None,
+        };
+        let service = match backend {
+            Backend::Service(service) => Some(&**service),
+            _ => None,
+        };
+        let answer = match (fallback.or(service), backend) {
+            (None, Backend::Static(site)) => Ok(Answer::Done(
+                static_files::serve(site, req, conn.file_regions()).await,
+            )),
+            (None, _) => Err(ErrorKind::NoEndpoint.into()),
+            (Some(backend), _) => {
+                // Affinity and hashing see the request as the client sent it; a default backend
+                // standing in for the route's Service is balanced plainly.
+                let choice = if (route.policy.is_none() && canary.is_none()) || fallback.is_some() {
+                    balance::Choice {
+                        candidates: plane.upstreams.candidates(backend),
+                        sticky: None,
+                    }
+                } else {
+                    balance::choose(&plane.upstreams, &route, canary, backend, conn, &req)
+                };
+                if let Some(rewrite) = &route.rewrite {
+                    policy::rewrite(rewrite, conn, &mut req)?;
                 }
-            } else {
-                balance::choose(&plane.upstreams, &route, canary, backend, conn, &req)
-            };
-            if let Some(rewrite) = &route.rewrite {
-                policy::rewrite(rewrite, conn, &mut req)?;
+                let upstream_policy = policy::route_upstream(&route, conn);
+                let mut answer = upstream::forward(
+                    &plane.upstreams,
+                    conn,
+                    backend,
+                    choice.candidates,
+                    &upstream_policy,
+                    req,
+                    record,
+                )
+                .await;
+                if let (Ok(answer), Some(sticky)) = (&mut answer, &choice.sticky) {
+                    sticky.set_cookie(backend, record.upstream, answer.headers_mut());
+                }
+                answer
             }
-            let upstream_policy = policy::route_upstream(&route, conn);
-            let mut answer = upstream::forward(
-                &plane.upstreams,
-                conn,
-                backend,
-                choice.candidates,
-                &upstream_policy,
-                req,
-                record,
-            )
-            .await;
-            if let (Ok(answer), Some(sticky)) = (&mut answer, &choice.sticky) {
-                sticky.set_cookie(backend, record.upstream, answer.headers_mut());
+        };
+        let mut answer = match capture {
+            Some(capture) => {
+                // Boxed: its own upstream exchange would otherwise double every request's future.
+                Box::pin(error_pages::intercept(
+                    &plane.upstreams,
+                    capture,
+                    &route,
+                    answer,
+                    record,
+                ))
+                .await?
             }
-            answer
+            None => answer?,
+        };
+        if let Some((cors, origin)) = cors {
+            policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
         }
-    };
-    let mut answer = match capture {
-        Some(capture) => {
-            // Boxed: its own upstream exchange would otherwise double every request's future.
-            Box::pin(error_pages::intercept(
-                &plane.upstreams,
-                capture,
-                &route,
-                answer,
-                record,
-            ))
-            .await?
+        if let Some(cookies) = auth_cookies {
+            let status = answer.status();
+            cookies.add_to(status, answer.headers_mut());
         }
-        None => answer?,
-    };
-    if let Some((cors, origin)) = cors {
-        policy::add_cors(cors, origin.as_ref(), answer.headers_mut());
+        Ok(answer)
     }
-    if let Some(cookies) = auth_cookies {
-        let status = answer.status();
-        cookies.add_to(status, answer.headers_mut());
-    }
-    Ok(answer)
 }
 
 #[cfg(test)]

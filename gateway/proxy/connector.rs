@@ -222,37 +222,42 @@ impl Connector {
     /// [`Connector::send`] with the headers this hop sets, a route's connect timeout, and
     /// `progress`, which learns when the request has a connection (its send and read clocks
     /// start then).
-    pub async fn send_timed(
+    // Not an `async fn`: see `proxy::handle`.
+    #[allow(clippy::manual_async_fn)]
+    pub fn send_timed(
         &self,
         addr: SocketAddr,
         mut req: Request<BoxBody>,
         overrides: &Overrides,
         connect_timeout: Duration,
         progress: Option<&Progress>,
-    ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
-        let pool = self.pool(addr);
-        let mut head = None;
-        // A pooled connection may turn out closed by the backend before it answered: then the
-        // request, if nothing of it is lost, goes out again on the next one (or a new one).
-        loop {
-            let conn = match pool.checkout() {
-                Some(conn) => conn,
-                None => match self.connect(&pool, connect_timeout).await {
-                    Ok(conn) => conn,
-                    Err(err) => return Err((err, Some(req))),
-                },
-            };
-            if let Some(progress) = progress {
-                progress.connected();
-            }
-            let (bytes, framing) = head.get_or_insert_with(|| {
-                let has_body = !req.body().is_end_stream();
-                h1::encode_head(&req, has_body, overrides)
-            });
-            match exchange(conn, bytes, *framing, &mut req, &pool).await {
-                Ok(resp) => return Ok(resp),
-                Err(Failed::Resend) => {}
-                Err(Failed::Sent(err)) => return Err((err, None)),
+    ) -> impl Future<Output = Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)>>
+    {
+        async move {
+            let pool = self.pool(addr);
+            let mut head = None;
+            // A pooled connection may turn out closed by the backend before it answered: then the
+            // request, if nothing of it is lost, goes out again on the next one (or a new one).
+            loop {
+                let conn = match pool.checkout() {
+                    Some(conn) => conn,
+                    None => match self.connect(&pool, connect_timeout).await {
+                        Ok(conn) => conn,
+                        Err(err) => return Err((err, Some(req))),
+                    },
+                };
+                if let Some(progress) = progress {
+                    progress.connected();
+                }
+                let (bytes, framing) = head.get_or_insert_with(|| {
+                    let has_body = !req.body().is_end_stream();
+                    h1::encode_head(&req, has_body, overrides)
+                });
+                match exchange(conn, bytes, *framing, &mut req, &pool).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(Failed::Resend) => {}
+                    Err(Failed::Sent(err)) => return Err((err, None)),
+                }
             }
         }
     }

@@ -333,7 +333,9 @@ fn tls_client(
 /// Proxies a request to one of the backend's endpoints. A connect that fails, or a pooled
 /// connection found closed before the request went out, moves on to the next endpoint with the
 /// same request: nothing of it was sent.
-pub async fn forward(
+// Not an `async fn`: see `proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+pub fn forward(
     upstreams: &Upstreams,
     conn: &ConnInfo,
     backend: &ServiceBackend,
@@ -341,81 +343,83 @@ pub async fn forward(
     route: &RouteUpstream<'_>,
     mut req: Request<ClientBody>,
     record: &mut Record,
-) -> Result<Answer, ProxyError> {
-    let mut candidates = candidates.peekable();
-    if candidates.peek().is_none() {
-        return Err(ErrorKind::NoEndpoint.into());
-    }
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    request_body::check_declared(req.headers(), &route.body_limits)?;
-    let mut overrides = headers::Overrides::new();
-    let id = headers::request_id(req.headers(), &mut overrides);
-    if record.logs_access() {
-        record.request_id = Some(id);
-    }
-    let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
-    let mut req = prepare(
-        conn,
-        backend,
-        route,
-        req,
-        upgrade,
-        body_outcome.as_ref(),
-        &mut overrides,
-    );
-    // Only a route with timeouts of its own pays for watching them.
-    let timed = route.timeouts.map(|t| {
-        let s = &upstreams.settings;
-        let progress = timeouts::Progress::new(body_outcome.is_some());
-        (
-            timeouts::Effective::new(t, s.connect_timeout, s.response_timeout),
-            progress,
-        )
-    });
-    if let Some((_, progress)) = &timed
-        && body_outcome.is_some()
-    {
-        req = req.map(|body| timeouts::Sending::boxed(body, progress.clone()));
-    }
-    let watched = timed.as_ref().map(|(t, p)| (t, &**p));
-    let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
-    let result = if direct {
-        send_direct(
-            upstreams, backend, candidates, req, &overrides, watched, record,
-        )
-        .await
-    } else {
-        overrides.apply(req.headers_mut());
-        // Boxed: hyper-util's client futures are large, and HTTPS, h2c and upgrades are not
-        // the common path; inline, every request's future would carry their size.
-        Box::pin(send_via_client(
-            upstreams,
+) -> impl Future<Output = Result<Answer, ProxyError>> {
+    async move {
+        let mut candidates = candidates.peekable();
+        if candidates.peek().is_none() {
+            return Err(ErrorKind::NoEndpoint.into());
+        }
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        request_body::check_declared(req.headers(), &route.body_limits)?;
+        let mut overrides = headers::Overrides::new();
+        let id = headers::request_id(req.headers(), &mut overrides);
+        if record.logs_access() {
+            record.request_id = Some(id);
+        }
+        let body_outcome = (!req.body().is_end_stream()).then(request_body::Outcome::default);
+        let mut req = prepare(
+            conn,
             backend,
-            candidates,
+            route,
             req,
-            client_upgrade,
-            watched,
-            record,
-        ))
-        .await
-    };
-    // Between reads of the response body too.
-    let result = match (result, &timed) {
-        (Ok(answer), Some((t, _))) if !upgrade => Ok(Answer::Done(match answer {
-            Answer::Upstream(resp) => resp.map(|b| timeouts::ReadIdle::boxed(b, t.read)),
-            Answer::Done(resp) => resp.map(|b| timeouts::ReadIdle::boxed(b, t.read)),
-        })),
-        (result, _) => result,
-    };
-    // A request cut off because its body broke a limit is the client's failure, not the
-    // upstream's.
-    result.map_err(
-        |err| match body_outcome.as_ref().and_then(request_body::Outcome::error) {
-            Some(kind) => ProxyError::new(kind),
-            None => err,
-        },
-    )
+            upgrade,
+            body_outcome.as_ref(),
+            &mut overrides,
+        );
+        // Only a route with timeouts of its own pays for watching them.
+        let timed = route.timeouts.map(|t| {
+            let s = &upstreams.settings;
+            let progress = timeouts::Progress::new(body_outcome.is_some());
+            (
+                timeouts::Effective::new(t, s.connect_timeout, s.response_timeout),
+                progress,
+            )
+        });
+        if let Some((_, progress)) = &timed
+            && body_outcome.is_some()
+        {
+            req = req.map(|body| timeouts::Sending::boxed(body, progress.clone()));
+        }
+        let watched = timed.as_ref().map(|(t, p)| (t, &**p));
+        let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
+        let result = if direct {
+            send_direct(
+                upstreams, backend, candidates, req, &overrides, watched, record,
+            )
+            .await
+        } else {
+            overrides.apply(req.headers_mut());
+            // Boxed: hyper-util's client futures are large, and HTTPS, h2c and upgrades are not
+            // the common path; inline, every request's future would carry their size.
+            Box::pin(send_via_client(
+                upstreams,
+                backend,
+                candidates,
+                req,
+                client_upgrade,
+                watched,
+                record,
+            ))
+            .await
+        };
+        // Between reads of the response body too.
+        let result = match (result, &timed) {
+            (Ok(answer), Some((t, _))) if !upgrade => Ok(Answer::Done(match answer {
+                Answer::Upstream(resp) => resp.map(|b| timeouts::ReadIdle::boxed(b, t.read)),
+                Answer::Done(resp) => resp.map(|b| timeouts::ReadIdle::boxed(b, t.read)),
+            })),
+            (result, _) => result,
+        };
+        // A request cut off because its body broke a limit is the client's failure, not the
+        // upstream's.
+        result.map_err(
+            |err| match body_outcome.as_ref().and_then(request_body::Outcome::error) {
+                Some(kind) => ProxyError::new(kind),
+                None => err,
+            },
+        )
+    }
 }
 
 /// HTTPS, h2c and upgrades through hyper-util's clients, which have a dispatch task of their
@@ -460,7 +464,9 @@ async fn send_via_client(
 
 /// Plain HTTP/1.1 through the owned connector, trying endpoints in order while nothing of the
 /// request has been sent.
-async fn send_direct(
+// Not an `async fn`: see `proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+fn send_direct(
     upstreams: &Upstreams,
     backend: &ServiceBackend,
     candidates: std::iter::Peekable<Candidates>,
@@ -468,56 +474,58 @@ async fn send_direct(
     overrides: &headers::Overrides,
     timed: Option<(&timeouts::Effective, &timeouts::Progress)>,
     record: &mut Record,
-) -> Result<Answer, ProxyError> {
-    let started = Instant::now();
-    let (connect_timeout, progress) = match timed {
-        Some((t, progress)) => (t.connect, Some(progress)),
-        None => (upstreams.settings.connect_timeout, None),
-    };
-    let (mut tries, mut failed_connects) = (0u32, 0u32);
-    let result = {
-        // Pinned here, once: the timeouts wait on it in place.
-        let attempts = std::pin::pin!(async {
-            let mut last = ProxyError::new(ErrorKind::NoEndpoint);
-            for i in candidates {
-                tries += 1;
-                let addr = backend.endpoints[i];
-                *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
-                match upstreams
-                    .connector
-                    .send_timed(addr, req, overrides, connect_timeout, progress)
-                    .await
-                {
-                    Ok(resp) => return Ok((resp, addr)),
-                    Err((err, Some(unsent))) => {
-                        failed_connects += 1;
-                        tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
-                        upstreams.mark_down(addr);
-                        req = unsent;
-                        last = err;
+) -> impl Future<Output = Result<Answer, ProxyError>> {
+    async move {
+        let started = Instant::now();
+        let (connect_timeout, progress) = match timed {
+            Some((t, progress)) => (t.connect, Some(progress)),
+            None => (upstreams.settings.connect_timeout, None),
+        };
+        let (mut tries, mut failed_connects) = (0u32, 0u32);
+        let result = {
+            // Pinned here, once: the timeouts wait on it in place.
+            let attempts = std::pin::pin!(async {
+                let mut last = ProxyError::new(ErrorKind::NoEndpoint);
+                for i in candidates {
+                    tries += 1;
+                    let addr = backend.endpoints[i];
+                    *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
+                    match upstreams
+                        .connector
+                        .send_timed(addr, req, overrides, connect_timeout, progress)
+                        .await
+                    {
+                        Ok(resp) => return Ok((resp, addr)),
+                        Err((err, Some(unsent))) => {
+                            failed_connects += 1;
+                            tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
+                            upstreams.mark_down(addr);
+                            req = unsent;
+                            last = err;
+                        }
+                        Err((err, None)) => return Err((err, Some(addr))),
                     }
-                    Err((err, None)) => return Err((err, Some(addr))),
                 }
+                Err((last, None))
+            });
+            let deadline = started + upstreams.settings.response_timeout;
+            timeouts::bounded(attempts, deadline, timed).await
+        };
+        record.connect_failures = failed_connects;
+        record.retries = tries.saturating_sub(1);
+        match result {
+            Ok(Ok((resp, addr))) => {
+                record.upstream = Some(addr);
+                record.upstream_time = Some(started.elapsed());
+                // The connector kept no hop-by-hop headers.
+                Ok(Answer::Upstream(resp))
             }
-            Err((last, None))
-        });
-        let deadline = started + upstreams.settings.response_timeout;
-        timeouts::bounded(attempts, deadline, timed).await
-    };
-    record.connect_failures = failed_connects;
-    record.retries = tries.saturating_sub(1);
-    match result {
-        Ok(Ok((resp, addr))) => {
-            record.upstream = Some(addr);
-            record.upstream_time = Some(started.elapsed());
-            // The connector kept no hop-by-hop headers.
-            Ok(Answer::Upstream(resp))
+            Ok(Err((err, addr))) => {
+                record.upstream = addr.or(record.upstream);
+                Err(err)
+            }
+            Err(err) => Err(err),
         }
-        Ok(Err((err, addr))) => {
-            record.upstream = addr.or(record.upstream);
-            Err(err)
-        }
-        Err(err) => Err(err),
     }
 }
 
