@@ -190,12 +190,15 @@ fn infallible(
 
 /// Serves a client: HTTP/2 when it starts with the preface, HTTP/1.1 otherwise, parking the
 /// HTTP/1.1 connection whenever it has been idle for [`PARK_AFTER`].
-async fn serve_client<IO, S>(
+// Not an `async fn`: see `proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+fn serve_client<IO, S>(
     server: &HttpServer,
     mut io: ClientIo<IO>,
     mut service: S,
     watch: &mut Watch,
-) where
+) -> impl Future<Output = ()>
+where
     IO: ClientStream,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::BoxBody>
         + Clone
@@ -204,114 +207,116 @@ async fn serve_client<IO, S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let sniffed = tokio::select! {
-        sniffed = tokio::time::timeout(watch.header_timeout, io.sniff_http2()) => sniffed,
-        _ = watch.stop.wait_for(|stop| *stop) => return,
-    };
-    let is_h2 = match sniffed {
-        Ok(Ok(Some(is_h2))) => is_h2,
-        Ok(Ok(None)) => return,
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "connection failed before its first request");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("no request within the header timeout; connection closed");
-            return;
-        }
-    };
-    if is_h2 {
-        // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
-        let conn = Box::pin(server.http2.serve_connection(TokioIo::new(io), service));
-        watch.run(conn, |conn| conn.graceful_shutdown(), None).await;
-        return;
-    }
-    // HTTP/1.x writes a file's bytes as they are: the static-file phase may send them with
-    // sendfile (both servers below write vectored, which this relies on).
-    if let Some(files) = io.file_regions() {
-        watch.info.use_file_regions(files);
-    }
-    // Requests without a body are served by client_h1; hyper takes any other, and the
-    // connection from there until it is next parked.
-    let mut to_hyper = false;
-    // Bytes read by client_h1 and not yet used (a pipelined request, part of a head).
-    let mut buf = bytes::BytesMut::new();
-    // Parking is given up on a connection that was parked holding part of a request: each new
-    // server state would start its header timeout over, and a client sending a head byte by
-    // byte could then take for ever.
-    let mut may_park = true;
-    loop {
-        let quiet = io.quiet();
-        let parking = may_park.then_some(&*quiet);
-        if !to_hyper {
-            let closing = AtomicBool::new(false);
-            let (plane, info, requested) = (
-                watch.plane.clone(),
-                watch.info.clone(),
-                watch.requested.clone(),
-            );
-            let exchange = client_h1::Exchange {
-                plane: &plane,
-                info: &info,
-                requested: &requested,
-                closing: &closing,
-                max_header_bytes: watch.max_header_bytes,
-                header_timeout: watch.header_timeout,
-            };
-            let served = {
-                let serving = client_h1::serve(&mut io, &mut buf, &exchange);
-                // Boxed, so a parked task keeps only what waiting takes.
-                Box::pin(watch.run(
-                    Box::pin(serving),
-                    |_| closing.store(true, Ordering::Relaxed),
-                    parking,
-                ))
-                .await
-            };
-            match served {
-                Served::Ended(Some(client_h1::Next::Hyper)) => to_hyper = true,
-                Served::Ended(_) => return,
-                Served::Idle if buf.is_empty() => {
-                    // Its buffer goes while it is parked.
-                    buf = bytes::BytesMut::new();
-                    if !watch.wait_parked(&mut io).await {
-                        return;
-                    }
-                }
-                Served::Idle => may_park = false,
-            }
-            continue;
-        }
-        // Boxed, so a parked connection's task does not keep room for it.
-        let mut conn = Box::new(
-            server
-                .http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        // Boxed too (its timers and select state): a parked task keeps only what waiting takes.
-        let served = Box::pin(watch.run(
-            std::pin::Pin::new(&mut *conn),
-            |conn| conn.graceful_shutdown(),
-            parking,
-        ));
-        match served.await {
-            Served::Ended(_) => return,
-            Served::Idle => {}
-        }
-        let Some(parts) = conn.into_parts() else {
-            return;
+    async move {
+        let sniffed = tokio::select! {
+            sniffed = tokio::time::timeout(watch.header_timeout, io.sniff_http2()) => sniffed,
+            _ = watch.stop.wait_for(|stop| *stop) => return,
         };
-        (io, service) = (parts.io.into_inner(), parts.service);
-        to_hyper = false;
-        if !parts.read_buf.is_empty() {
-            io.unread(&parts.read_buf);
-            may_park = false;
-            continue;
-        }
-        drop(parts.read_buf);
-        if !watch.wait_parked(&mut io).await {
+        let is_h2 = match sniffed {
+            Ok(Ok(Some(is_h2))) => is_h2,
+            Ok(Ok(None)) => return,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no request within the header timeout; connection closed");
+                return;
+            }
+        };
+        if is_h2 {
+            // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
+            let conn = Box::pin(server.http2.serve_connection(TokioIo::new(io), service));
+            watch.run(conn, |conn| conn.graceful_shutdown(), None).await;
             return;
+        }
+        // HTTP/1.x writes a file's bytes as they are: the static-file phase may send them with
+        // sendfile (both servers below write vectored, which this relies on).
+        if let Some(files) = io.file_regions() {
+            watch.info.use_file_regions(files);
+        }
+        // Requests without a body are served by client_h1; hyper takes any other, and the
+        // connection from there until it is next parked.
+        let mut to_hyper = false;
+        // Bytes read by client_h1 and not yet used (a pipelined request, part of a head).
+        let mut buf = bytes::BytesMut::new();
+        // Parking is given up on a connection that was parked holding part of a request: each new
+        // server state would start its header timeout over, and a client sending a head byte by
+        // byte could then take for ever.
+        let mut may_park = true;
+        loop {
+            let quiet = io.quiet();
+            let parking = may_park.then_some(&*quiet);
+            if !to_hyper {
+                let closing = AtomicBool::new(false);
+                let (plane, info, requested) = (
+                    watch.plane.clone(),
+                    watch.info.clone(),
+                    watch.requested.clone(),
+                );
+                let exchange = client_h1::Exchange {
+                    plane: &plane,
+                    info: &info,
+                    requested: &requested,
+                    closing: &closing,
+                    max_header_bytes: watch.max_header_bytes,
+                    header_timeout: watch.header_timeout,
+                };
+                let served = {
+                    let serving = client_h1::serve(&mut io, &mut buf, &exchange);
+                    // Boxed, so a parked task keeps only what waiting takes.
+                    Box::pin(watch.run(
+                        Box::pin(serving),
+                        |_| closing.store(true, Ordering::Relaxed),
+                        parking,
+                    ))
+                    .await
+                };
+                match served {
+                    Served::Ended(Some(client_h1::Next::Hyper)) => to_hyper = true,
+                    Served::Ended(_) => return,
+                    Served::Idle if buf.is_empty() => {
+                        // Its buffer goes while it is parked.
+                        buf = bytes::BytesMut::new();
+                        if !watch.wait_parked(&mut io).await {
+                            return;
+                        }
+                    }
+                    Served::Idle => may_park = false,
+                }
+                continue;
+            }
+            // Boxed, so a parked connection's task does not keep room for it.
+            let mut conn = Box::new(
+                server
+                    .http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            // Boxed too (its timers and select state): a parked task keeps only what waiting takes.
+            let served = Box::pin(watch.run(
+                std::pin::Pin::new(&mut *conn),
+                |conn| conn.graceful_shutdown(),
+                parking,
+            ));
+            match served.await {
+                Served::Ended(_) => return,
+                Served::Idle => {}
+            }
+            let Some(parts) = conn.into_parts() else {
+                return;
+            };
+            (io, service) = (parts.io.into_inner(), parts.service);
+            to_hyper = false;
+            if !parts.read_buf.is_empty() {
+                io.unread(&parts.read_buf);
+                may_park = false;
+                continue;
+            }
+            drop(parts.read_buf);
+            if !watch.wait_parked(&mut io).await {
+                return;
+            }
         }
     }
 }

@@ -55,63 +55,67 @@ fn file_server(route: &StaticRoute) -> &Files {
 
 /// Serves a GET or HEAD request; other methods get 405. `files`: the connection's socket takes
 /// file regions (`sendfile`).
-pub async fn serve<B>(
+// Not an `async fn`: see `proxy::handle`.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<B>(
     route: &StaticRoute,
     req: Request<B>,
     files: Option<&Arc<FileRegions>>,
-) -> Response<BoxBody> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp =
-            crate::body::short_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let site = &*route.site;
-    let (mut parts, _) = req.into_parts();
-    let path = parts.uri.path();
-    // The route's own path is the site's root directory: like any directory asked for
-    // without its slash, send the client to `PREFIX/`, else the relative links of the index
-    // page would resolve one level up, outside the route.
-    if !route.prefix.is_empty() && path == &*route.prefix {
-        let location = match parts.uri.query() {
-            Some(query) => format!("{path}/?{query}"),
-            None => format!("{path}/"),
-        };
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            let mut resp = crate::body::short_response(StatusCode::TEMPORARY_REDIRECT, "");
-            resp.headers_mut().insert(header::LOCATION, location);
+) -> impl Future<Output = Response<BoxBody>> {
+    async move {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut resp =
+                crate::body::short_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
+        let site = &*route.site;
+        let (mut parts, _) = req.into_parts();
+        let path = parts.uri.path();
+        // The route's own path is the site's root directory: like any directory asked for
+        // without its slash, send the client to `PREFIX/`, else the relative links of the index
+        // page would resolve one level up, outside the route.
+        if !route.prefix.is_empty() && path == &*route.prefix {
+            let location = match parts.uri.query() {
+                Some(query) => format!("{path}/?{query}"),
+                None => format!("{path}/"),
+            };
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                let mut resp = crate::body::short_response(StatusCode::TEMPORARY_REDIRECT, "");
+                resp.headers_mut().insert(header::LOCATION, location);
+                return resp;
+            }
+        }
+        let relative = path.strip_prefix(&*route.prefix).unwrap_or(path);
+        let mut relative = if relative.starts_with('/') {
+            relative.to_owned()
+        } else {
+            format!("/{relative}")
+        };
+        if let (Some(index), true) = (&site.index, relative.ends_with('/')) {
+            relative.push_str(index);
+        }
+        // The headers go to ServeDir as they are; a copy is kept only for a fallback page.
+        let headers = match &site.fallback {
+            Some(_) => parts.headers.clone(),
+            None => std::mem::take(&mut parts.headers),
+        };
+        let mut resp = serve_path(route, &parts.method, headers, &relative, files).await;
+        if resp.status() == StatusCode::NOT_FOUND
+            && let Some(fallback) = &site.fallback
+        {
+            let headers = std::mem::take(&mut parts.headers);
+            let fallback = format!("/{fallback}");
+            resp = serve_path(route, &parts.method, headers, &fallback, files).await;
+        }
+        let cacheable = resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED;
+        if let (Some(value), true) = (&site.cache_control, cacheable) {
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, value.clone());
+        }
+        resp
     }
-    let relative = path.strip_prefix(&*route.prefix).unwrap_or(path);
-    let mut relative = if relative.starts_with('/') {
-        relative.to_owned()
-    } else {
-        format!("/{relative}")
-    };
-    if let (Some(index), true) = (&site.index, relative.ends_with('/')) {
-        relative.push_str(index);
-    }
-    // The headers go to ServeDir as they are; a copy is kept only for a fallback page.
-    let headers = match &site.fallback {
-        Some(_) => parts.headers.clone(),
-        None => std::mem::take(&mut parts.headers),
-    };
-    let mut resp = serve_path(route, &parts.method, headers, &relative, files).await;
-    if resp.status() == StatusCode::NOT_FOUND
-        && let Some(fallback) = &site.fallback
-    {
-        let headers = std::mem::take(&mut parts.headers);
-        let fallback = format!("/{fallback}");
-        resp = serve_path(route, &parts.method, headers, &fallback, files).await;
-    }
-    let cacheable = resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED;
-    if let (Some(value), true) = (&site.cache_control, cacheable) {
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, value.clone());
-    }
-    resp
 }
 
 async fn serve_path(
