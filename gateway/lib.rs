@@ -38,7 +38,10 @@ use sources::manifests::ManifestDir;
 
 /// Runs Gatehouse until SIGTERM or SIGINT, then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let shared = Shared::new(config.upstream.clone(), config.access_log);
+    // Access lines the log filter drops (`--log-level warn`, say) are not prepared per request
+    // at all. The filter is set once, before this runs, so this is decided once too.
+    let access_log = config.access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
+    let shared = Shared::new(config.upstream.clone(), access_log);
     if let Some(settings) = &config.tracing {
         let (tracer, export) = otel::Tracer::new(settings);
         tokio::spawn(export);

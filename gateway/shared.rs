@@ -25,7 +25,8 @@ pub struct DataPlane {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
     pub upstreams: Upstreams,
-    /// Whether every request gets an access log line.
+    /// Whether every request gets an access log line (`--access-log`, and the log filter keeps
+    /// them).
     pub access_log: bool,
     /// Set with `--otlp-endpoint`: requests then carry trace context and export spans.
     pub tracer: std::sync::OnceLock<crate::otel::Tracer>,

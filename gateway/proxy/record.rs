@@ -87,8 +87,6 @@ impl Record {
         access_log: bool,
     ) -> Self {
         let headers = req.headers();
-        // Nothing is copied for a line the log filter drops (`--log-level warn`, say).
-        let access_log = access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
         let access = access_log.then(|| {
             Box::new(AccessFields {
                 path: req.uri().path().to_owned(),
