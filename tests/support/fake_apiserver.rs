@@ -698,6 +698,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
             Err(e) => return status_error(400, "BadRequest", &format!("invalid JSON: {e}")),
         }
     };
+    // A handle of its own: `inner` itself goes to a watch below.
     let stepping = inner.clone();
     let _step = (method != Method::GET).then(|| stepping.write_step());
     let response = match (&method, &target.name) {
