@@ -56,6 +56,14 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, String> {
 pub fn parse_stream(text: &str) -> Result<Vec<Object>, String> {
     // Read as a stream: the YAML limits against hostile input (nodes, depth, aliases) then hold
     // per document, not for the whole file (which parsed at once may hold only 1,024 documents).
+    // serde-saphyr's reader takes a NUL for the end of the input and would drop what follows
+    // it without a word; YAML text cannot hold one (it is not printable), so the file is refused.
+    if let Some(at) = text.find('\0') {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(format!(
+            "line {line}: a NUL byte (YAML text cannot hold one)"
+        ));
+    }
     let mut reader = text.as_bytes();
     let mut objects = Vec::new();
     for (i, doc) in serde_saphyr::read::<_, Value>(&mut reader).enumerate() {
@@ -107,9 +115,10 @@ fn fingerprint(text: &str) -> Fingerprint {
 /// The documents of a text, split at its `---` lines (each but the first starting with its
 /// `---` line). `None` when the text has what makes document bounds more than `---` lines
 /// (directives, `...` end markers, a byte order mark) or lines this split would not see (YAML
-/// also ends a line at a lone carriage return): it is then parsed as one stream.
+/// also ends a line at a lone carriage return), or a NUL byte (the stream parse refuses it): it
+/// is then parsed as one stream.
 fn split_documents(text: &str) -> Option<Vec<&str>> {
-    if text.contains('\u{feff}') {
+    if text.contains(['\u{feff}', '\0']) {
         return None;
     }
     let bytes = text.as_bytes();

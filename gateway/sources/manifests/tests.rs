@@ -115,6 +115,27 @@ fn lone_carriage_returns_parse_as_the_stream_does() {
     );
 }
 
+/// A NUL byte is not YAML: the file is refused with its line, not cut short there (the
+/// stream reader took the NUL for the end of the input and dropped the rest; the split parse
+/// refused the document, so the two disagreed: found by the manifests fuzz target).
+#[test]
+fn a_nul_byte_is_refused_with_its_line() {
+    let text = format!(
+        "{}---\nkind: Service\n...\0{}",
+        service("default", "kept", &[("http", 80)]),
+        service("default", "after", &[("http", 80)])
+    );
+    let err = parse_documents(&text).expect_err("a NUL byte");
+    assert!(err.contains("line 8: a NUL byte"), "{err}");
+    assert_eq!(parse_stream(&text).map(|o| kinds(&o)), Err(err.clone()));
+    assert_eq!(reparse("", &text).map(|o| kinds(&o)), Err(err));
+    let fuzzed = "\n--- #r}\n...\0*p;-";
+    assert_eq!(
+        parse_documents(fuzzed).map(|o| kinds(&o)),
+        parse_stream(fuzzed).map(|o| kinds(&o))
+    );
+}
+
 #[test]
 fn bad_document_error_names_document_kind_and_name() {
     let text = docs(&[
