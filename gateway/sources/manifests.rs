@@ -54,8 +54,6 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, String> {
 /// [`parse_documents`] and [`reparse`] to it.
 #[doc(hidden)]
 pub fn parse_stream(text: &str) -> Result<Vec<Object>, String> {
-    // Read as a stream: the YAML limits against hostile input (nodes, depth, aliases) then hold
-    // per document, not for the whole file (which parsed at once may hold only 1,024 documents).
     // serde-saphyr's reader takes a NUL for the end of the input and would drop what follows
     // it without a word; YAML text cannot hold one (it is not printable), so the file is refused.
     if let Some(at) = text.find('\0') {
@@ -64,6 +62,8 @@ pub fn parse_stream(text: &str) -> Result<Vec<Object>, String> {
             "line {line}: a NUL byte (YAML text cannot hold one)"
         ));
     }
+    // Read as a stream: the YAML limits against hostile input (nodes, depth, aliases) then hold
+    // per document, not for the whole file (which parsed at once may hold only 1,024 documents).
     let mut reader = text.as_bytes();
     let mut objects = Vec::new();
     for (i, doc) in serde_saphyr::read::<_, Value>(&mut reader).enumerate() {
