@@ -2,7 +2,8 @@
 //! to the site's root by the kernel (`openat2`). ServeDir decides the answer (conditional
 //! requests, ranges, precompressed siblings, types); the file's bytes are then sent by
 //! [`FileBody`]: with `sendfile` on HTTP/1.x over a plain socket, else read in place from the
-//! page cache.
+//! page cache. ServeDir's answers for whole files are kept while the file is unchanged
+//! ([`answers`]).
 
 use std::cell::RefCell;
 use std::future::{Ready, ready};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -27,8 +29,19 @@ use tower_http::services::fs::{Backend as FsBackend, DefaultServeDirFallback, Fi
 use super::client_io::{FileRegions, MAX_FILE_REGION, file_shrank};
 use crate::body::{BoxBody, BoxError};
 use crate::static_site::StaticRoute;
+use answers::{Answer, Answers, Identity};
+
+mod answers;
 
 type Files = ServeDir<DefaultServeDirFallback, ConfinedBackend>;
+
+/// A route's file server: ServeDir over the confined backend, and the answers it gave for whole
+/// files, kept while the file is unchanged.
+struct FileServer {
+    files: Files,
+    backend: ConfinedBackend,
+    answers: Answers,
+}
 
 /// The buffer ServeDir allocates for its own body of every file response. That body is almost
 /// never read (a [`FileBody`] sends the bytes), so it is kept in one of the allocator's cached
@@ -36,21 +49,26 @@ type Files = ServeDir<DefaultServeDirFallback, ConfinedBackend>;
 const SERVE_DIR_CHUNK: usize = 4096;
 
 /// The route's file server, made the first time the route serves and kept in its slot.
-fn file_server(route: &StaticRoute) -> &Files {
-    if let Some(files) = route.files.get::<Files>() {
-        return files;
+fn file_server(route: &StaticRoute) -> &FileServer {
+    if let Some(server) = route.files.get::<FileServer>() {
+        return server;
     }
     let site = &route.site;
     // ServeDir's own base is left empty: the backend resolves its paths beneath the root
     // directory's descriptor, and ServeDir formats each path it opens for a possible warning
     // (tower-http's `tracing` feature, which kube-client turns on): a short path costs less.
-    let files = ServeDir::with_backend("", ConfinedBackend::new(&site.root))
+    let backend = ConfinedBackend::new(&site.root);
+    let files = ServeDir::with_backend("", backend.clone())
         .with_buf_chunk_size(SERVE_DIR_CHUNK)
         .precompressed_br()
         .precompressed_gzip()
         .redirect_path_prefix(&*route.prefix);
-    route.files.set(files);
-    route.files.get::<Files>().expect("set just now")
+    route.files.set(FileServer {
+        files,
+        backend,
+        answers: Answers::default(),
+    });
+    route.files.get::<FileServer>().expect("set just now")
 }
 
 /// Serves a GET or HEAD request; other methods get 405. `files`: the connection's socket takes
@@ -125,14 +143,32 @@ async fn serve_path(
     path: &str,
     files: Option<&Arc<FileRegions>>,
 ) -> Response<BoxBody> {
+    let server = file_server(route);
+    let keepable = answers::keepable(method, &headers);
+    let now = Instant::now();
+    if keepable
+        && let Ok(root) = server.backend.root_fd()
+        && let Some(answer) =
+            server
+                .answers
+                .find(path, headers.get(header::ACCEPT_ENCODING), root, now)
+    {
+        let mut resp = Response::new(file_body(answer.file.clone(), 0, answer.len(), files));
+        *resp.headers_mut() = answer.headers.clone();
+        return resp;
+    }
     let Ok(uri) = Uri::builder().path_and_query(path).build() else {
         return crate::body::short_response(StatusCode::BAD_REQUEST, "bad path\n");
+    };
+    let accept_encoding = match keepable {
+        true => headers.get(header::ACCEPT_ENCODING).cloned(),
+        false => None,
     };
     let mut req = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    let resp = match file_server(route).clone().oneshot(req).await {
+    let resp = match server.files.clone().oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     };
@@ -141,19 +177,40 @@ async fn serve_path(
     let served = SERVED.take();
     // The file's bytes, as ServeDir framed them, go out by FileBody; ServeDir's own body (read
     // through AsyncRead) is dropped unread.
-    if let (Some(file), true) = (served, method == Method::GET)
+    if let (Some(served), true) = (served, method == Method::GET)
         && let Some((offset, len)) = body_range(resp.status(), resp.headers())
     {
         let (parts, _) = resp.into_parts();
-        let body = FileBody {
-            file,
-            offset,
-            remaining: len,
-            regions: files.cloned(),
-        };
-        return Response::from_parts(parts, body.boxed_unsync());
+        if keepable && parts.status == StatusCode::OK && len == served.identity.size() {
+            let answer = Answer::new(
+                accept_encoding,
+                served.path,
+                served.identity,
+                served.file.clone(),
+                parts.headers.clone(),
+                now,
+            );
+            server.answers.keep(path, answer);
+        }
+        let body = file_body(served.file, offset, len, files);
+        return Response::from_parts(parts, body);
     }
     resp.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+fn file_body(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    files: Option<&Arc<FileRegions>>,
+) -> BoxBody {
+    FileBody {
+        file,
+        offset,
+        remaining: len,
+        regions: files.cloned(),
+    }
+    .boxed_unsync()
 }
 
 /// Where in the file the body of ServeDir's answer lies: all of it for 200, the range of
@@ -365,7 +422,15 @@ thread_local! {
     static OPENED: RefCell<Option<(PathBuf, PageCacheFile)>> = const { RefCell::new(None) };
     /// The file ServeDir opened to serve (the last [`ConfinedBackend::open`]): [`serve_path`]
     /// sends its bytes with a [`FileBody`]. Emptied after every request, like [`OPENED`].
-    static SERVED: RefCell<Option<Arc<std::fs::File>>> = const { RefCell::new(None) };
+    static SERVED: RefCell<Option<Served>> = const { RefCell::new(None) };
+}
+
+/// A file ServeDir opened to serve.
+struct Served {
+    file: Arc<std::fs::File>,
+    /// Its path relative to the site's root.
+    path: PathBuf,
+    identity: Identity,
 }
 
 impl ConfinedBackend {
@@ -398,8 +463,14 @@ impl FsBackend for ConfinedBackend {
             Some((_, file)) => Ok(file),
             None => self.open_file(&path),
         };
-        if let Ok(file) = &file {
-            SERVED.set(Some(file.file.clone()));
+        if let Ok(file) = &file
+            && let Some(relative) = relative(&path)
+        {
+            SERVED.set(Some(Served {
+                file: file.file.clone(),
+                path: relative.to_owned(),
+                identity: Identity::of(&file.metadata),
+            }));
         }
         ready(file)
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 
@@ -41,13 +41,35 @@ async fn request(
     (parts.status, parts.headers, body)
 }
 
-/// The descriptors of this process open on `path`.
+/// The descriptors of this process open on `path` (also after it was removed).
 fn open_descriptors(path: &Path) -> usize {
+    let deleted = format!("{} (deleted)", path.display());
     std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter(|target| target == path)
+        .filter(|target| target == path || target.as_os_str() == deleted.as_str())
         .count()
+}
+
+async fn get(route: &StaticRoute, path: &str, headers: &[(&str, &str)]) -> Response<BoxBody> {
+    let mut req = Request::builder().uri(path);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    serve(route, req.body(()).expect("request"), None).await
+}
+
+async fn body_of(resp: Response<BoxBody>) -> Vec<u8> {
+    resp.into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec()
+}
+
+fn answers(route: &StaticRoute) -> &Answers {
+    &route.files.get::<FileServer>().expect("served").answers
 }
 
 #[tokio::test]
@@ -67,8 +89,10 @@ async fn files_are_served_whole_and_head_tells_their_length() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// The files ServeDir looked at but did not send (HEAD, the file beside the precompressed
+/// sibling it chose) are not left open; a file sent whole is, by the route's kept answer.
 #[tokio::test]
-async fn no_file_stays_open_after_its_request() {
+async fn no_file_stays_open_after_its_request_but_a_kept_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("a.txt");
     std::fs::write(&file, "abc").expect("write");
@@ -259,4 +283,130 @@ fn without_openat2_symlinks_are_resolved_and_kept_beneath_the_root() {
     let refused = read("sneaky.txt").expect_err("a symlink out of the root");
     assert_eq!(refused.kind(), std::io::ErrorKind::NotFound);
     assert!(read("missing.txt").is_err());
+}
+
+/// A repeated GET is answered from the kept answer with ServeDir's own headers; the file is
+/// replaced by a rename, rewritten in place, then removed: each change is served at the next
+/// request, and the removed file is closed.
+#[tokio::test]
+async fn a_kept_answer_is_used_until_its_file_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.txt");
+    std::fs::write(&path, "one").expect("write");
+    let path = path.canonicalize().expect("canonical");
+    let route = route(dir.path());
+    let first = get(&route, "/a.txt", &[]).await;
+    let first_headers = first.headers().clone();
+    assert_eq!(body_of(first).await, b"one");
+    assert_eq!(answers(&route).len(), 1);
+    let again = get(&route, "/a.txt", &[]).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(*again.headers(), first_headers, "not ServeDir's headers");
+    assert!(first_headers.contains_key(header::ETAG));
+    assert_eq!(body_of(again).await, b"one");
+    assert_eq!(open_descriptors(&path), 1, "the kept answer holds the file");
+
+    let staged = dir.path().join(".a.txt.new");
+    std::fs::write(&staged, "two!!").expect("write");
+    std::fs::rename(&staged, &path).expect("rename");
+    let renamed = get(&route, "/a.txt", &[]).await;
+    assert_eq!(renamed.headers()[header::CONTENT_LENGTH], "5");
+    assert_ne!(renamed.headers()[header::ETAG], first_headers[header::ETAG]);
+    assert_eq!(body_of(renamed).await, b"two!!");
+    assert_eq!(
+        open_descriptors(&path),
+        1,
+        "the replaced file was not closed"
+    );
+
+    std::fs::write(&path, "three, in place").expect("rewrite");
+    let rewritten = get(&route, "/a.txt", &[]).await;
+    assert_eq!(rewritten.headers()[header::CONTENT_LENGTH], "15");
+    assert_eq!(body_of(rewritten).await, b"three, in place");
+
+    std::fs::remove_file(&path).expect("remove");
+    assert_eq!(
+        get(&route, "/a.txt", &[]).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(open_descriptors(&path), 0, "a removed file kept open");
+    assert_eq!(answers(&route).len(), 0);
+}
+
+/// A kept file swapped for a symlink that leads out of the root is not served from the kept
+/// answer: the path now names another file, and ServeDir's confined open refuses it.
+#[tokio::test]
+async fn a_kept_file_swapped_for_an_escaping_symlink_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("site");
+    std::fs::create_dir(&root).expect("root");
+    std::fs::write(dir.path().join("secret.txt"), "outside").expect("write");
+    std::fs::write(root.join("a.txt"), "inside").expect("write");
+    let route = route(&root);
+    assert_eq!(body_of(get(&route, "/a.txt", &[]).await).await, b"inside");
+    std::fs::remove_file(root.join("a.txt")).expect("remove");
+    std::os::unix::fs::symlink("../secret.txt", root.join("a.txt")).expect("symlink");
+    let resp = get(&route, "/a.txt", &[]).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_ne!(body_of(resp).await, b"outside");
+}
+
+/// Conditions and ranges are ServeDir's to answer, also for a file whose answer is kept; each
+/// Accept-Encoding keeps its own answer.
+#[tokio::test]
+async fn conditions_ranges_and_encodings_are_answered_as_servedir_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.txt"), "plain text").expect("write");
+    std::fs::write(dir.path().join("a.txt.gz"), "pretend gzip").expect("write");
+    let route = route(dir.path());
+    for _ in 0..2 {
+        let plain = get(&route, "/a.txt", &[]).await;
+        assert!(!plain.headers().contains_key(header::CONTENT_ENCODING));
+        let etag = plain.headers()[header::ETAG]
+            .to_str()
+            .expect("etag")
+            .to_owned();
+        assert_eq!(body_of(plain).await, b"plain text");
+        let gzip = get(&route, "/a.txt", &[("accept-encoding", "gzip")]).await;
+        assert_eq!(gzip.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(body_of(gzip).await, b"pretend gzip");
+
+        let cached = get(&route, "/a.txt", &[("if-none-match", &etag)]).await;
+        assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+        let part = get(&route, "/a.txt", &[("range", "bytes=6-")]).await;
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body_of(part).await, b"text");
+    }
+    assert_eq!(answers(&route).len(), 2, "one per Accept-Encoding");
+}
+
+/// A kept answer is asked of ServeDir again after a while: a precompressed sibling added beside
+/// an unchanged file is then served.
+#[tokio::test]
+async fn a_sibling_added_beside_a_kept_file_is_served_after_the_refill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.txt"), "plain text").expect("write");
+    let route = route(dir.path());
+    let gzip = [("accept-encoding", "gzip")];
+    let plain = get(&route, "/a.txt", &gzip).await;
+    assert!(!plain.headers().contains_key(header::CONTENT_ENCODING));
+    std::fs::write(dir.path().join("a.txt.gz"), "pretend gzip").expect("write");
+    tokio::time::sleep(answers::REFILL_AFTER + Duration::from_millis(50)).await;
+    let resp = get(&route, "/a.txt", &gzip).await;
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(body_of(resp).await, b"pretend gzip");
+}
+
+/// A route keeps at most [`answers::MAX_ANSWERS`] answers (each holds a file open); the files
+/// past it are still served.
+#[tokio::test]
+async fn a_route_keeps_a_bounded_number_of_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let route = route(dir.path());
+    for i in 0..answers::MAX_ANSWERS + 10 {
+        std::fs::write(dir.path().join(format!("{i}.txt")), i.to_string()).expect("write");
+        let resp = get(&route, &format!("/{i}.txt"), &[]).await;
+        assert_eq!(body_of(resp).await, i.to_string().as_bytes());
+    }
+    assert_eq!(answers(&route).len(), answers::MAX_ANSWERS);
 }
