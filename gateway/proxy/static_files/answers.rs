@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,13 @@ pub(super) const REFILL_AFTER: Duration = Duration::from_secs(1);
 
 /// The most answers one route keeps (each holds its file open).
 pub(super) const MAX_ANSWERS: usize = 256;
+
+/// The most answers all routes keep together: descriptors are shared with the connections, and
+/// a process out of them cannot accept one.
+const MAX_KEPT_FILES: usize = 1024;
+
+/// The answers all routes keep.
+static KEPT_FILES: AtomicUsize = AtomicUsize::new(0);
 
 /// What identifies a file's contents as served: a file with the same device, inode, size and
 /// modification time gets the same answer (ServeDir's ETag is made of the last two).
@@ -97,10 +105,21 @@ impl Answer {
     }
 }
 
-/// A route's kept answers, by request path, then Accept-Encoding.
+/// A route's kept answers, by request path, then Accept-Encoding. Dropped with the route (a
+/// configuration change), closing its files.
 #[derive(Debug, Default)]
 pub(super) struct Answers {
     kept: Mutex<Kept>,
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        let count = self
+            .kept
+            .get_mut()
+            .map_or_else(|e| e.into_inner().count, |k| k.count);
+        KEPT_FILES.fetch_sub(count, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -159,14 +178,18 @@ impl Answers {
     pub(super) fn keep(&self, path: &str, answer: Answer) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let kept = &mut *kept;
-        if kept.count >= MAX_ANSWERS {
+        let full =
+            |count| count >= MAX_ANSWERS || KEPT_FILES.load(Ordering::Relaxed) >= MAX_KEPT_FILES;
+        if full(kept.count) {
             let now = answer.kept_at;
             kept.by_path.retain(|_, variants| {
                 variants.retain(|a| now.saturating_duration_since(a.kept_at) < REFILL_AFTER);
                 !variants.is_empty()
             });
-            kept.count = kept.by_path.values().map(Vec::len).sum();
-            if kept.count >= MAX_ANSWERS {
+            let count = kept.by_path.values().map(Vec::len).sum();
+            KEPT_FILES.fetch_sub(kept.count - count, Ordering::Relaxed);
+            kept.count = count;
+            if full(kept.count) {
                 return;
             }
         }
@@ -182,6 +205,7 @@ impl Answers {
             None => {
                 variants.push(Arc::new(answer));
                 kept.count += 1;
+                KEPT_FILES.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -194,10 +218,17 @@ impl Answers {
         };
         let before = variants.len();
         variants.retain(|a| !Arc::ptr_eq(a, answer));
-        kept.count -= before - variants.len();
+        let removed = before - variants.len();
+        kept.count -= removed;
+        KEPT_FILES.fetch_sub(removed, Ordering::Relaxed);
         if variants.is_empty() {
             kept.by_path.remove(path);
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn kept_by_all_routes() -> usize {
+        KEPT_FILES.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]

@@ -398,7 +398,8 @@ async fn a_sibling_added_beside_a_kept_file_is_served_after_the_refill() {
 }
 
 /// A route keeps at most [`answers::MAX_ANSWERS`] answers (each holds a file open); the files
-/// past it are still served.
+/// past it are still served. A route taken out of service closes its files, and they no longer
+/// count against the bound of all routes.
 #[tokio::test]
 async fn a_route_keeps_a_bounded_number_of_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -409,4 +410,11 @@ async fn a_route_keeps_a_bounded_number_of_answers() {
         assert_eq!(body_of(resp).await, i.to_string().as_bytes());
     }
     assert_eq!(answers(&route).len(), answers::MAX_ANSWERS);
+    let first = dir.path().join("0.txt").canonicalize().expect("canonical");
+    assert_eq!(open_descriptors(&first), 1);
+    // Other tests running beside this one keep a few answers of their own.
+    assert!(Answers::kept_by_all_routes() >= answers::MAX_ANSWERS);
+    drop(route);
+    assert_eq!(open_descriptors(&first), 0, "a dropped route's file still open");
+    assert!(Answers::kept_by_all_routes() < answers::MAX_ANSWERS);
 }
