@@ -415,6 +415,10 @@ async fn a_route_keeps_a_bounded_number_of_answers() {
     // Other tests running beside this one keep a few answers of their own.
     assert!(Answers::kept_by_all_routes() >= answers::MAX_ANSWERS);
     drop(route);
-    assert_eq!(open_descriptors(&first), 0, "a dropped route's file still open");
+    assert_eq!(
+        open_descriptors(&first),
+        0,
+        "a dropped route's file still open"
+    );
     assert!(Answers::kept_by_all_routes() < answers::MAX_ANSWERS);
 }
