@@ -5,10 +5,11 @@
 FROM rust:1-bookworm AS build
 # aws-lc-sys (rustls' crypto provider) builds its C sources with cmake. The profile-guided build
 # (benches/loadtest/pgo) trains on the load benchmark's scenarios: nginx as the origin, wrk,
-# h2load, curl, openssl and python3 drive them; llvm-profdata comes with rustup's llvm-tools.
+# h2load, curl, openssl and python3 drive them; llvm-profdata comes with rustup's llvm-tools,
+# llvm-bolt (the post-link layout) with Debian's bolt-16.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake nginx wrk nghttp2-client curl openssl \
-       util-linux python3 \
+       util-linux python3 bolt-16 \
     && rm -rf /var/lib/apt/lists/* \
     && rustup component add llvm-tools
 WORKDIR /src
