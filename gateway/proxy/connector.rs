@@ -133,6 +133,40 @@ struct Conn {
 /// The response of an exchange, its body still to come.
 pub type UpstreamResponse = Response<UpstreamBody>;
 
+/// A request ready for the wire. Its head is encoded once (it is the same for every endpoint)
+/// and the request itself dropped there: nothing of it is left to touch while the backend is
+/// waited on, and another endpoint is tried with the same bytes.
+pub struct Outgoing {
+    head: Vec<u8>,
+    framing: RequestFraming,
+    /// Taken when it is sent.
+    body: BoxBody,
+    idempotent: bool,
+    head_request: bool,
+}
+
+impl Outgoing {
+    /// `overrides`: the headers this hop sets in place of the client's (dropped here too).
+    pub fn new(req: Request<BoxBody>, overrides: Overrides) -> Self {
+        let has_body = !req.body().is_end_stream();
+        let (head, framing) = h1::encode_head(&req, has_body, &overrides);
+        let (parts, body) = req.into_parts();
+        Self {
+            head,
+            framing,
+            body,
+            idempotent: parts.method.is_idempotent(),
+            head_request: parts.method == Method::HEAD,
+        }
+    }
+
+    /// The encoded head (request line and fields).
+    #[cfg(test)]
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+}
+
 /// Bytes asked of the socket per read of a response head (nginx's `proxy_buffer_size`).
 const HEAD_READ: usize = 8 * 1024;
 /// Most bytes asked of the socket per read of a response body.
@@ -208,34 +242,36 @@ impl Connector {
     }
 
     /// Sends `req` to `addr` and returns the response headers. On error, the request comes back
-    /// when none of it was sent, so another endpoint may be tried with it.
+    /// (encoded) when none of it was sent, so another endpoint may be tried with it.
     pub async fn send(
         &self,
         addr: SocketAddr,
         req: Request<BoxBody>,
-    ) -> Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)> {
-        let none = Overrides::default();
-        self.send_timed(addr, req, &none, self.settings.connect_timeout, None)
+    ) -> Result<UpstreamResponse, (ProxyError, Option<Outgoing>)> {
+        let mut out = Outgoing::new(req, Overrides::default());
+        match self
+            .send_timed(addr, &mut out, self.settings.connect_timeout, None)
             .await
+        {
+            Ok(resp) => Ok(resp),
+            Err((err, unsent)) => Err((err, unsent.then_some(out))),
+        }
     }
 
-    /// [`Connector::send`] with the headers this hop sets, a route's connect timeout, and
-    /// `progress`, which learns when the request has a connection (its send and read clocks
-    /// start then).
+    /// [`Connector::send`] with a route's connect timeout, and `progress`, which learns when
+    /// the request has a connection (its send and read clocks start then). On error, `true`
+    /// when none of the request was sent: `out` may go to another endpoint.
     // Not an `async fn`: see `proxy::handle`.
     #[allow(clippy::manual_async_fn)]
-    pub fn send_timed(
-        &self,
+    pub fn send_timed<'a>(
+        &'a self,
         addr: SocketAddr,
-        mut req: Request<BoxBody>,
-        overrides: &Overrides,
+        out: &'a mut Outgoing,
         connect_timeout: Duration,
-        progress: Option<&Progress>,
-    ) -> impl Future<Output = Result<UpstreamResponse, (ProxyError, Option<Request<BoxBody>>)>>
-    {
+        progress: Option<&'a Progress>,
+    ) -> impl Future<Output = Result<UpstreamResponse, (ProxyError, bool)>> + 'a {
         async move {
             let pool = self.pool(addr);
-            let mut head = None;
             // A pooled connection may turn out closed by the backend before it answered: then the
             // request, if nothing of it is lost, goes out again on the next one (or a new one).
             loop {
@@ -243,20 +279,16 @@ impl Connector {
                     Some(conn) => conn,
                     None => match self.connect(&pool, connect_timeout).await {
                         Ok(conn) => conn,
-                        Err(err) => return Err((err, Some(req))),
+                        Err(err) => return Err((err, true)),
                     },
                 };
                 if let Some(progress) = progress {
                     progress.connected();
                 }
-                let (bytes, framing) = head.get_or_insert_with(|| {
-                    let has_body = !req.body().is_end_stream();
-                    h1::encode_head(&req, has_body, overrides)
-                });
-                match exchange(conn, bytes, *framing, &mut req, &pool).await {
+                match exchange(conn, out, &pool).await {
                     Ok(resp) => return Ok(resp),
                     Err(Failed::Resend) => {}
-                    Err(Failed::Sent(err)) => return Err((err, None)),
+                    Err(Failed::Sent(err)) => return Err((err, false)),
                 }
             }
         }
@@ -564,26 +596,25 @@ enum Failed {
 /// answer), then reads the response head.
 async fn exchange(
     conn: Conn,
-    head: &[u8],
-    framing: RequestFraming,
-    req: &mut Request<BoxBody>,
+    out: &mut Outgoing,
     pool: &Arc<Pool>,
 ) -> Result<UpstreamResponse, Failed> {
     let reused = conn.reused;
+    let (framing, idempotent) = (out.framing, out.idempotent);
     let mut flight = InFlight {
         conn: Some(conn),
         pool: pool.clone(),
         sent: false,
-        head_request: req.method() == Method::HEAD,
+        head_request: out.head_request,
     };
     let failed =
         |err: BoxError| Failed::Sent(ProxyError::with_cause(ErrorKind::UpstreamFailed, err));
     let conn = flight.conn.as_mut().expect("set above");
-    if let Err((err, partly)) = write_head(&conn.stream, head).await {
+    if let Err((err, partly)) = write_head(&conn.stream, &out.head).await {
         flight.conn = None;
         // The backend cannot have acted on a request it did not get whole; on a reused
         // connection this is a backend that closed it while idle, not a failure.
-        return if reused && (!partly || req.method().is_idempotent()) {
+        return if reused && (!partly || idempotent) {
             Err(Failed::Resend)
         } else {
             Err(failed(err.into()))
@@ -591,7 +622,7 @@ async fn exchange(
     }
     let mut early = false;
     if framing != RequestFraming::Empty {
-        let body = std::mem::replace(req.body_mut(), crate::body::empty());
+        let body = std::mem::replace(&mut out.body, crate::body::empty());
         early = match send_body_watching(conn, body, framing).await {
             Ok(early) => early,
             Err(err) => {
@@ -615,9 +646,7 @@ async fn exchange(
             flight.conn = None;
             match err {
                 HeadError::ClosedBeforeAnswer
-                    if reused
-                        && framing == RequestFraming::Empty
-                        && req.method().is_idempotent() =>
+                    if reused && framing == RequestFraming::Empty && idempotent =>
                 {
                     Err(Failed::Resend)
                 }

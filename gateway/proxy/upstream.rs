@@ -28,7 +28,7 @@ use super::request_body::{self, BodyLimits, ClientBody, LimitedBody};
 use super::{Answer, ConnInfo};
 use crate::body::BoxError;
 
-use super::connector::{Connector, ConnectorSettings};
+use super::connector::{Connector, ConnectorSettings, Outgoing};
 use super::timeouts;
 use crate::body::BoxBody;
 use crate::snapshot::policy::Timeouts;
@@ -384,10 +384,8 @@ pub fn forward(
         let watched = timed.as_ref().map(|(t, p)| (t, &**p));
         let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
         let result = if direct {
-            send_direct(
-                upstreams, backend, candidates, req, &overrides, watched, record,
-            )
-            .await
+            let out = Outgoing::new(req, overrides);
+            send_direct(upstreams, backend, candidates, out, watched, record).await
         } else {
             overrides.apply(req.headers_mut());
             // Boxed: hyper-util's client futures are large, and HTTPS, h2c and upgrades are not
@@ -470,8 +468,7 @@ fn send_direct(
     upstreams: &Upstreams,
     backend: &ServiceBackend,
     candidates: std::iter::Peekable<Candidates>,
-    mut req: Request<BoxBody>,
-    overrides: &headers::Overrides,
+    mut out: Outgoing,
     timed: Option<(&timeouts::Effective, &timeouts::Progress)>,
     record: &mut Record,
 ) -> impl Future<Output = Result<Answer, ProxyError>> {
@@ -485,28 +482,28 @@ fn send_direct(
         let result = {
             // Pinned here, once: the timeouts wait on it in place.
             let attempts = std::pin::pin!(async {
-                let mut last = ProxyError::new(ErrorKind::NoEndpoint);
+                // Made only when a connect fails: a value kept across the wait costs a cache miss
+                // to drop once a thousand connections are served.
+                let mut last = None;
                 for i in candidates {
                     tries += 1;
                     let addr = backend.endpoints[i];
-                    *req.uri_mut() = endpoint_uri(backend, i, req.uri()).map_err(|e| (e, None))?;
                     match upstreams
                         .connector
-                        .send_timed(addr, req, overrides, connect_timeout, progress)
+                        .send_timed(addr, &mut out, connect_timeout, progress)
                         .await
                     {
                         Ok(resp) => return Ok((resp, addr)),
-                        Err((err, Some(unsent))) => {
+                        Err((err, true)) => {
                             failed_connects += 1;
                             tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
                             upstreams.mark_down(addr);
-                            req = unsent;
-                            last = err;
+                            last = Some(err);
                         }
-                        Err((err, None)) => return Err((err, Some(addr))),
+                        Err((err, false)) => return Err((err, Some(addr))),
                     }
                 }
-                Err((last, None))
+                Err((last.unwrap_or_else(|| ErrorKind::NoEndpoint.into()), None))
             });
             let deadline = started + upstreams.settings.response_timeout;
             timeouts::bounded(attempts, deadline, timed).await
@@ -539,8 +536,8 @@ pub async fn send_own(
 ) -> Result<Answer, ProxyError> {
     let candidates = upstreams.candidates(backend).peekable();
     if backend.protocol == UpstreamProtocol::Http {
-        let none = headers::Overrides::default();
-        send_direct(upstreams, backend, candidates, req, &none, None, record).await
+        let out = Outgoing::new(req, headers::Overrides::default());
+        send_direct(upstreams, backend, candidates, out, None, record).await
     } else {
         send_via_client(upstreams, backend, candidates, req, None, None, record).await
     }
