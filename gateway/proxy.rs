@@ -24,6 +24,7 @@ pub mod request_body;
 pub mod route;
 pub mod server;
 pub mod sni;
+mod spare;
 pub mod static_files;
 pub mod timeouts;
 pub mod upstream;

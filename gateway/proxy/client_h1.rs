@@ -36,6 +36,7 @@ use super::ConnInfo;
 use super::client_io::{ClientIo, ClientStream};
 use super::connector::h1;
 use super::request_body::ClientBody;
+use super::spare;
 use crate::body::BoxBody;
 use crate::shared::DataPlane;
 
@@ -80,10 +81,6 @@ pub async fn serve<IO: ClientStream>(
     buf: &mut BytesMut,
     ex: &Exchange<'_>,
 ) -> io::Result<Next> {
-    // One allocation for every request this call serves, as hyper's dispatcher keeps its
-    // request in flight: the phases' state is several KiB, and unboxed it would be part of
-    // every connection's task, parked ones too.
-    let mut in_flight = Box::pin(None);
     // Response heads are written into this and sent from it, reused once a head is out.
     let mut heads = BytesMut::new();
     let mut out = Out::default();
@@ -100,9 +97,7 @@ pub async fn serve<IO: ClientStream>(
         };
         ex.requested.store(true, Ordering::Relaxed);
         let head_request = req.method() == Method::HEAD;
-        in_flight.set(Some(super::handle(ex.plane.clone(), ex.info.clone(), req)));
-        let resp = in_flight.as_mut().as_pin_mut().expect("just set").await;
-        in_flight.set(None);
+        let resp = spare::spared(|| super::handle(ex.plane.clone(), ex.info.clone(), req)).await;
         let keep_alive = keep_alive && !ex.closing.load(Ordering::Relaxed);
         let closes =
             write_response(io, &mut out, &mut heads, resp, head_request, keep_alive).await?;

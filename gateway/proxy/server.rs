@@ -154,14 +154,10 @@ pub async fn serve_connection<IO>(
         move |req| {
             requested.store(true, Ordering::Relaxed);
             let (plane, info) = (plane.clone(), info.clone());
-            // Boxed, once for the request's phases (several KiB: every upstream and policy
-            // exchange they may await): hyper keeps room for one in-flight request future per
-            // connection and moves it, so unboxed it would be paid for by every idle
-            // connection and copied on every move. `handle`'s own future goes in the box: one
-            // wrapped in an `async` block would be built, then copied whole into the block,
-            // then again into the box.
+            // The phases' state is built in a spare box (`spare`): HTTP/2 spawns this future
+            // per stream, and a task with the state inside was copied into whole.
             let req = req.map(super::request_body::ClientBody::Stream);
-            let handling = Box::pin(super::handle(plane, info, req));
+            let handling = super::spare::spared(move || super::handle(plane, info, req));
             futures_util::FutureExt::map(handling, infallible)
         }
     });
