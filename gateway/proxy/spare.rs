@@ -7,7 +7,7 @@
 //! connections open, is out of the cache by the time its next request comes; one allocated
 //! per request was copied into whole. Callgrind's cache simulation (4 MiB last level),
 //! HTTP/1.1 at 1,024 connections: 139 last-level misses per request with a box per
-//! connection, 92 with boxes from here.
+//! connection, 93-100 with boxes from here (runs differ by timing).
 
 use std::any::Any;
 use std::cell::RefCell;
