@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 type InFlight<F> = Box<Pin<Box<Option<F>>>>;
 
 /// Empty boxes kept per thread (a few KiB each), past which returned ones are freed.
-pub const KEPT: usize = 64;
+const KEPT: usize = 64;
 
 thread_local! {
     // Type-erased so one list serves any state type; a box of another type is never handed out.

@@ -621,8 +621,13 @@ fn prepare(
     Request::from_parts(parts, body)
 }
 
-/// `scheme://endpoint/path?query` of endpoint `i`, from the request's own target.
-fn endpoint_uri(backend: &ServiceBackend, i: usize, uri: &Uri) -> Result<Uri, ProxyError> {
+/// The request with its target made `scheme://endpoint/path?query` for endpoint `i` (what
+/// hyper-util's clients connect to).
+fn with_endpoint(
+    mut req: Request<BoxBody>,
+    backend: &ServiceBackend,
+    i: usize,
+) -> Result<Request<BoxBody>, ProxyError> {
     let scheme = if backend.protocol.is_tls() {
         http::uri::Scheme::HTTPS
     } else {
@@ -632,19 +637,13 @@ fn endpoint_uri(backend: &ServiceBackend, i: usize, uri: &Uri) -> Result<Uri, Pr
     parts.scheme = Some(scheme);
     parts.authority = Some(backend.authority(i).clone());
     parts.path_and_query = Some(
-        uri.path_and_query()
+        req.uri()
+            .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
-    Uri::from_parts(parts).map_err(|e| ProxyError::with_cause(ErrorKind::BadRequest, e))
-}
-
-fn with_endpoint(
-    mut req: Request<BoxBody>,
-    backend: &ServiceBackend,
-    i: usize,
-) -> Result<Request<BoxBody>, ProxyError> {
-    *req.uri_mut() = endpoint_uri(backend, i, req.uri())?;
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| ProxyError::with_cause(ErrorKind::BadRequest, e))?;
     Ok(req)
 }
 
