@@ -26,12 +26,11 @@ thread_local! {
     static SPARE: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty box, the one this thread returned last when there is one.
-fn take<F: 'static>() -> InFlight<F> {
+/// The empty box this thread returned last, if it kept one of this type.
+fn take<F: 'static>() -> Option<InFlight<F>> {
     SPARE
         .with_borrow_mut(Vec::pop)
         .and_then(|spare| spare.downcast().ok())
-        .unwrap_or_else(|| Box::new(Box::pin(None)))
 }
 
 /// Keeps an emptied box for the next request on this thread.
@@ -47,8 +46,15 @@ fn give_back<F: 'static>(in_flight: InFlight<F>) {
 /// The future `make` builds, built in place in a box from this thread's spares. The box goes
 /// back to them when the future finishes or is dropped.
 pub fn spared<F: Future + 'static>(make: impl FnOnce() -> F) -> Spared<F> {
-    let mut in_flight = take();
-    in_flight.set(Some(make()));
+    let in_flight = match take() {
+        Some(mut kept) => {
+            kept.set(Some(make()));
+            kept
+        }
+        // A new box made with the future in it: made empty first, the whole (uninitialised)
+        // state would be copied into it twice.
+        None => Box::new(Box::pin(Some(make()))),
+    };
     Spared(Some(in_flight))
 }
 
@@ -96,28 +102,35 @@ mod tests {
         state
     }
 
+    fn new_box<F>() -> InFlight<F> {
+        Box::new(Box::pin(None))
+    }
+
     #[test]
     fn the_box_given_back_last_is_the_next_one_taken() {
-        let first = take::<[u64; 64]>();
-        let second = take::<[u64; 64]>();
+        let first = new_box::<[u64; 64]>();
+        let second = new_box::<[u64; 64]>();
         let (a, b) = (address(&first), address(&second));
         give_back(first);
         give_back(second);
         assert_eq!(kept(), 2);
-        assert_eq!(address(&take::<[u64; 64]>()), b, "last in, first out");
-        assert_eq!(address(&take::<[u64; 64]>()), a);
-        assert_eq!(kept(), 0, "the boxes taken are out of the list");
+        assert_eq!(
+            address(&take::<[u64; 64]>().unwrap()),
+            b,
+            "last in, first out"
+        );
+        assert_eq!(address(&take::<[u64; 64]>().unwrap()), a);
+        assert!(
+            take::<[u64; 64]>().is_none(),
+            "the boxes taken are out of the list"
+        );
     }
 
     #[test]
     fn a_box_of_another_state_type_is_never_handed_out() {
-        give_back(take::<u32>());
+        give_back(new_box::<u32>());
         assert_eq!(kept(), 1);
-        let mut taken = take::<String>();
-        assert!(taken.is_none());
-        taken.set(Some("in flight".to_owned()));
-        let state: &Option<String> = &taken;
-        assert_eq!(state.as_deref(), Some("in flight"));
+        assert!(take::<String>().is_none());
         assert_eq!(kept(), 0, "the mismatched box was dropped, not kept");
     }
 
@@ -148,7 +161,7 @@ mod tests {
 
     #[test]
     fn at_most_kept_boxes_stay_with_the_thread() {
-        let boxes: Vec<InFlight<[u8; 512]>> = (0..KEPT + 10).map(|_| take()).collect();
+        let boxes: Vec<InFlight<[u8; 512]>> = (0..KEPT + 10).map(|_| new_box()).collect();
         for in_flight in boxes {
             give_back(in_flight);
         }

@@ -296,3 +296,20 @@ fn a_requests_phase_state_stays_small() {
     // 4,736 bytes now (debug build); 5,856 with the phases as `async fn`s.
     assert!(size <= 5 * 1024, "the phase state is {size} bytes");
 }
+
+#[tokio::test]
+async fn accepted_connections_have_tcp_keepalive_from_the_listener() {
+    let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (stream, _) = accept(&listener).await;
+    let accepted = socket2::SockRef::from(&stream);
+    assert!(accepted.keepalive().unwrap(), "SO_KEEPALIVE is on");
+    assert_eq!(accepted.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+    assert_eq!(
+        accepted.tcp_keepalive_interval().unwrap(),
+        KEEPALIVE_INTERVAL
+    );
+    assert_eq!(accepted.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+}
