@@ -43,8 +43,8 @@ fn give_back<F: 'static>(in_flight: InFlight<F>) {
     });
 }
 
-/// The future `make` builds, built in place in a box from this thread's spares. The box goes
-/// back to them when the future finishes or is dropped.
+/// The future `make` builds, moved into a box from this thread's spares (a new box when it
+/// has none of this type). The box goes back to them when the future finishes or is dropped.
 pub fn spared<F: Future + 'static>(make: impl FnOnce() -> F) -> Spared<F> {
     let in_flight = match take() {
         Some(mut kept) => {
