@@ -188,10 +188,11 @@ pub fn handle(
         };
         let mut record = Record::start(&plane.metrics, &conn, &req, plane.access_log);
         record.span = span;
+        let http2 = req.version() == http::Version::HTTP_2;
         // Not boxed here: the listener boxes the whole per-request future once (server.rs), and a
         // second box would cost every request another allocation of the phases' ~4.7 KiB state and
         // another pointer to follow on each poll.
-        match serve(&plane, &conn, req, &mut record).await {
+        let mut resp = match serve(&plane, &conn, req, &mut record).await {
             Ok(resp) => resp.finish(record),
             Err(err) => {
                 if err.kind.side() == error::Side::Upstream {
@@ -200,7 +201,11 @@ pub fn handle(
                 record.error = Some(err.kind);
                 record.respond(err.response())
             }
+        };
+        if http2 {
+            headers::date_never_indexed(resp.headers_mut());
         }
+        resp
     }
 }
 

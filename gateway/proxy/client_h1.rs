@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -476,33 +476,11 @@ pub fn encode_head(
     }
     if !dated {
         dst.extend_from_slice(b"date: ");
-        dst.extend_from_slice(&http_date());
+        dst.extend_from_slice(&super::headers::http_date());
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
     (framing, closes)
-}
-
-/// The current time as an HTTP date, formatted once a second per thread.
-fn http_date() -> [u8; 29] {
-    type Cached = std::cell::Cell<(u64, [u8; 29])>;
-    thread_local! {
-        static CACHED: Cached = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    CACHED.with(|cached| {
-        let (at, date) = cached.get();
-        if at == secs {
-            return date;
-        }
-        let mut date = [0; 29];
-        date.copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
-        cached.set((secs, date));
-        date
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -274,9 +275,81 @@ fn hex(n: u64) -> [u8; 16] {
     out
 }
 
+/// Gives a response to an HTTP/2 client its `date` (the backend's, or now) marked never to be
+/// indexed. h2's HPACK encoder would otherwise add each new second's date to the connection's
+/// table and find the current one by comparing the value with every date it holds (up to ~60,
+/// each a cache miss), for every response on a connection that lives a minute; what indexing
+/// saves is a few bytes a response for at most a second. nginx and haproxy send it literal too.
+pub fn date_never_indexed(headers: &mut HeaderMap) {
+    match headers.entry(header::DATE) {
+        header::Entry::Occupied(mut date) => date.get_mut().set_sensitive(true),
+        header::Entry::Vacant(date) => {
+            let mut now = HeaderValue::from_bytes(&http_date()).expect("an HTTP date is ASCII");
+            now.set_sensitive(true);
+            date.insert(now);
+        }
+    }
+}
+
+/// The current time as an HTTP date, formatted once a second per thread.
+pub fn http_date() -> [u8; 29] {
+    type Cached = std::cell::Cell<(u64, [u8; 29])>;
+    thread_local! {
+        static CACHED: Cached = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let (at, date) = cached.get();
+        if at == secs {
+            return date;
+        }
+        let mut date = [0; 29];
+        date.copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        cached.set((secs, date));
+        date
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `date` is an HTTP date within two seconds of the clock.
+    fn assert_now(date: &str) {
+        let at = httpdate::parse_http_date(date).expect("an HTTP date");
+        let now = SystemTime::now();
+        let off = now.duration_since(at).unwrap_or_else(|e| e.duration());
+        assert!(
+            off < std::time::Duration::from_secs(2),
+            "{date} is {off:?} off the clock"
+        );
+    }
+
+    #[test]
+    fn the_date_added_is_the_current_time() {
+        assert_now(std::str::from_utf8(&http_date()).expect("ASCII"));
+    }
+
+    #[test]
+    fn an_http2_date_is_the_backends_or_now_and_never_indexed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::DATE,
+            HeaderValue::from_static("Sun, 06 Dec 2026 13:00:00 GMT"),
+        );
+        date_never_indexed(&mut headers);
+        assert_eq!(headers[header::DATE], "Sun, 06 Dec 2026 13:00:00 GMT");
+        assert!(headers[header::DATE].is_sensitive());
+
+        let mut headers = HeaderMap::new();
+        date_never_indexed(&mut headers);
+        assert_now(headers[header::DATE].to_str().unwrap());
+        assert!(headers[header::DATE].is_sensitive());
+        assert_eq!(headers.get_all(header::DATE).iter().count(), 1);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

@@ -73,6 +73,8 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
+        // Every response gets its `date` from `proxy::handle`, marked never to be indexed.
+        .auto_date_header(false)
         .max_header_list_size(settings.max_header_bytes as u32)
         .max_concurrent_streams(settings.http2_max_streams);
     HttpServer { http1, http2 }
@@ -606,14 +608,11 @@ pub async fn run_http(
     drain.drain(settings.drain_timeout).await;
 }
 
-/// The next client connection, with Nagle's algorithm off (responses go out as written).
+/// The next client connection (its socket options come from the listener, see [`bind`]).
 pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
-                return (stream, remote);
-            }
+            Ok(accepted) => return accepted,
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %err, "accept failed");
@@ -700,14 +699,16 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 3;
 
-/// Binds a listener with SO_REUSEADDR, so a restart can bind while old sockets linger, and TCP
-/// keep-alive, which the connections it accepts inherit (Linux copies the listener's options).
+/// Binds a listener with SO_REUSEADDR, so a restart can bind while old sockets linger, and with
+/// the options every connection it accepts inherits (Linux copies them; no syscall per
+/// connection): Nagle's algorithm off, so responses go out as written, and TCP keep-alive.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket2::SockRef::from(&socket).set_tcp_keepalive(
         &socket2::TcpKeepalive::new()
             .with_time(KEEPALIVE_IDLE)

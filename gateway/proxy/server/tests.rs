@@ -298,12 +298,13 @@ fn a_requests_phase_state_stays_small() {
 }
 
 #[tokio::test]
-async fn accepted_connections_have_tcp_keepalive_from_the_listener() {
+async fn accepted_connections_have_nodelay_and_tcp_keepalive_from_the_listener() {
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
     let (stream, _) = accept(&listener).await;
+    assert!(stream.nodelay().unwrap(), "Nagle's algorithm is off");
     let accepted = socket2::SockRef::from(&stream);
     assert!(accepted.keepalive().unwrap(), "SO_KEEPALIVE is on");
     assert_eq!(accepted.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
@@ -312,4 +313,91 @@ async fn accepted_connections_have_tcp_keepalive_from_the_listener() {
         KEEPALIVE_INTERVAL
     );
     assert_eq!(accepted.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+}
+
+/// The fields of an HPACK header block: how each is represented, and its name's index (0: a
+/// literal name). Only what the assertions below need; strings are skipped, not decoded.
+fn hpack_fields(block: &[u8]) -> Vec<(&'static str, usize)> {
+    fn int(block: &[u8], at: &mut usize, prefix: u32) -> usize {
+        let max = (1usize << prefix) - 1;
+        let mut value = usize::from(block[*at]) & max;
+        *at += 1;
+        if value < max {
+            return value;
+        }
+        let mut shift = 0;
+        loop {
+            let byte = block[*at];
+            *at += 1;
+            value += usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return value;
+            }
+        }
+    }
+    fn skip_string(block: &[u8], at: &mut usize) {
+        let len = int(block, at, 7);
+        *at += len;
+    }
+    let (mut fields, mut at) = (Vec::new(), 0);
+    while at < block.len() {
+        let first = block[at];
+        let (kind, prefix) = match first {
+            _ if first & 0x80 != 0 => ("indexed", 7),
+            _ if first & 0xc0 == 0x40 => ("indexed from now on", 6),
+            _ if first & 0xe0 == 0x20 => ("table size update", 5),
+            _ if first & 0x10 != 0 => ("never indexed", 4),
+            _ => ("not indexed", 4),
+        };
+        let name = int(block, &mut at, prefix);
+        if matches!(
+            kind,
+            "indexed from now on" | "never indexed" | "not indexed"
+        ) {
+            if name == 0 {
+                skip_string(block, &mut at);
+            }
+            skip_string(block, &mut at);
+        }
+        fields.push((kind, name));
+    }
+    fields
+}
+
+#[tokio::test]
+async fn http2_responses_carry_a_date_that_is_never_indexed() {
+    const DATE: usize = 33; // `date` in HPACK's static table
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let (settings, drain) = (settings(), Drain::new());
+    let mut client = connect(&settings, &drain).await;
+    // GET http://nowhere.test/ on streams 1 and 3: :method GET, :scheme http, :path /, and
+    // :authority as a literal.
+    let get = [&[0x82, 0x86, 0x84, 0x01, 12][..], b"nowhere.test"].concat();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    hello.extend(frame(1, 0x5, 1, &get));
+    hello.extend(frame(1, 0x5, 3, &get));
+    client.write_all(&hello).await.unwrap();
+    let mut answered = 0;
+    while answered < 2 {
+        let mut head = [0u8; 9];
+        client.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        client.read_exact(&mut payload).await.unwrap();
+        if head[3] != 1 {
+            continue;
+        }
+        let fields = hpack_fields(&payload);
+        let dates: Vec<_> = fields.iter().filter(|(_, name)| *name == DATE).collect();
+        assert_eq!(dates, [&("never indexed", DATE)], "{fields:?}");
+        answered += 1;
+    }
 }
