@@ -279,7 +279,8 @@ fn hex(n: u64) -> [u8; 16] {
 /// indexed. h2's HPACK encoder would otherwise add each new second's date to the connection's
 /// table and find the current one by comparing the value with every date it holds (up to ~60,
 /// each a cache miss), for every response on a connection that lives a minute; what indexing
-/// saves is a few bytes a response for at most a second. nginx and haproxy send it literal too.
+/// saves is a few bytes a response for at most a second. (haproxy keeps no HPACK table for
+/// what it sends at all.)
 pub fn date_never_indexed(headers: &mut HeaderMap) {
     match headers.entry(header::DATE) {
         header::Entry::Occupied(mut date) => date.get_mut().set_sensitive(true),
