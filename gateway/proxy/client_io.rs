@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): a client speaking HTTP/2 without TLS
 /// negotiation (h2c prior knowledge, or ALPN `h2`) starts with it.
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Whether a connection is quiet, shared between its [`ClientIo`] (inside hyper) and the task
 /// serving it.

@@ -380,7 +380,7 @@ async fn http2_responses_carry_a_date_that_is_never_indexed() {
     // GET http://nowhere.test/ on streams 1 and 3: :method GET, :scheme http, :path /, and
     // :authority as a literal.
     let get = [&[0x82, 0x86, 0x84, 0x01, 12][..], b"nowhere.test"].concat();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut hello = crate::proxy::client_io::H2_PREFACE.to_vec();
     hello.extend(frame(4, 0, 0, &[]));
     hello.extend(frame(1, 0x5, 1, &get));
     hello.extend(frame(1, 0x5, 3, &get));
