@@ -307,7 +307,7 @@ impl Connector {
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| {
-                ProxyError::with_cause(ErrorKind::ConnectFailed, "too many connects in flight")
+                ProxyError::with_cause(ErrorKind::ConnectBusy, "too many connects in flight")
                     .retry_safe(true)
             })?;
         // While we waited, another exchange may have handed a connection back.

@@ -46,6 +46,10 @@ pub enum ErrorKind {
     ClientBodyTimeout,
     /// No connection to any endpoint could be made (502).
     ConnectFailed,
+    /// The endpoint's connects in flight stayed at Gatehouse's bound
+    /// (`--upstream-max-connecting`) for the whole connect timeout, and no pooled connection
+    /// came free (503). The endpoint itself has not failed: it is not marked down.
+    ConnectBusy,
     /// The upstream failed before its response headers were complete (502).
     UpstreamFailed,
     /// The upstream took longer than the response timeout (504).
@@ -60,7 +64,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metrics that show all of them from the start.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::NoEndpoint,
@@ -72,6 +76,7 @@ impl ErrorKind {
         ErrorKind::BodyTooLarge,
         ErrorKind::ClientBodyTimeout,
         ErrorKind::ConnectFailed,
+        ErrorKind::ConnectBusy,
         ErrorKind::UpstreamFailed,
         ErrorKind::UpstreamTimeout,
         ErrorKind::UpstreamBodyCut,
@@ -92,6 +97,7 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::ClientBodyTimeout => "client_body_timeout",
             ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::ConnectBusy => "connect_busy",
             ErrorKind::UpstreamFailed => "upstream_failed",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamBodyCut => "upstream_body_cut",
@@ -109,6 +115,7 @@ impl ErrorKind {
             | ErrorKind::ClientBodyTimeout
             | ErrorKind::ClientGone => Side::Downstream,
             ErrorKind::ConnectFailed
+            | ErrorKind::ConnectBusy
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamBodyCut => Side::Upstream,
@@ -126,9 +133,10 @@ impl ErrorKind {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::NoEndpoint | ErrorKind::PolicyRefused | ErrorKind::TooManyRequests => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::NoEndpoint
+            | ErrorKind::PolicyRefused
+            | ErrorKind::TooManyRequests
+            | ErrorKind::ConnectBusy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::AuthFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,6 +169,7 @@ impl ErrorKind {
                 "upstream failed\n"
             }
             ErrorKind::UpstreamTimeout => "upstream did not answer in time\n",
+            ErrorKind::ConnectBusy => "upstream busy: no connection could be made in time\n",
             ErrorKind::ClientGone => "",
         }
     }

@@ -494,6 +494,12 @@ fn send_direct(
                         .await
                     {
                         Ok(resp) => return Ok((resp, addr)),
+                        // Gatehouse's own bound on connects kept this one waiting: the
+                        // endpoint did not fail, so it is not skipped by other requests.
+                        Err((err, true)) if err.kind == ErrorKind::ConnectBusy => {
+                            tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connects all busy for the connect timeout; endpoint not marked down");
+                            last = Some(err);
+                        }
                         Err((err, true)) => {
                             failed_connects += 1;
                             tracing::warn!(upstream = %addr, service = %backend.service, error = %err, "upstream connect failed; endpoint marked down");
@@ -676,3 +682,6 @@ fn upstream_response(
     }
     resp.map(|b| b.map_err(BoxError::from).boxed_unsync())
 }
+
+#[cfg(test)]
+mod tests;
