@@ -149,7 +149,7 @@ def _first_error_line(text):
 
 def cmd_record(a):
     rec = {"scenario": a.scenario, "target": a.target, "status": a.status, "note": a.note or None,
-           "tool": a.tool, "conns": a.conns, "t": time.time()}
+           "tool": a.tool, "conns": a.conns, "round": a.round, "t": time.time()}
     if a.status == "ok" and a.tool in ("wrk", "h2load", "curl"):
         text = open(a.out, errors="replace").read() if a.out and os.path.exists(a.out) else ""
         if a.tool == "wrk":
@@ -292,14 +292,42 @@ def _ratio(a, b):
     return a / b
 
 
+def _median(values):
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def _representative(rs):
+    """A target's record for a row measured in several rounds: the round of its median CPU per
+    request (an odd number of rounds gives a real round; an even one the upper middle)."""
+    ok = sorted((r for r in rs if r["status"] == "ok" and r.get("cpu_us_req") is not None),
+                key=lambda r: r["cpu_us_req"])
+    return ok[len(ok) // 2] if ok else rs[0]
+
+
+def _round_ratios(rounds, metric, peer):
+    """Gatehouse's `metric` over the peer's, for each round both were measured in."""
+    out = []
+    for rnd in sorted(rounds):
+        gh, p = rounds[rnd].get("gatehouse"), rounds[rnd].get(peer)
+        if gh and p and gh["status"] == "ok" and p["status"] == "ok":
+            out.append(_ratio(gh.get(metric), p.get(metric)))
+    return [v for v in out if v is not None]
+
+
 def cmd_table(a):
     recs = [json.loads(l) for l in open(a.file) if l.strip()]
     meta = json.load(open(a.meta)) if a.meta and os.path.exists(a.meta) else {}
-    scen_order, by = [], {}
+    scen_order, all_by, rounds = [], {}, {}
     for r in recs:
         if r["scenario"] not in scen_order:
             scen_order.append(r["scenario"])
-        by[(r["scenario"], r["target"])] = r
+        all_by.setdefault((r["scenario"], r["target"]), []).append(r)
+        rounds.setdefault(r["scenario"], {}).setdefault(r.get("round", 1), {})[r["target"]] = r
+    by = {k: _representative(v) for k, v in all_by.items()}
     targets = [t for t in PEER_ORDER if any(k[1] == t for k in by)]
     descr = meta.get("scenarios", {})
 
@@ -343,7 +371,17 @@ def cmd_table(a):
 
         def ok(r):
             return r is not None and r["status"] == "ok"
-        if kind == "load":
+        if kind == "load" and len(rounds[s]) > 1:
+            # several rounds: the median of each round's ratio (peers measured minutes apart
+            # in one round compare better than medians taken apart)
+            rn = _median(_round_ratios(rounds[s], "cpu_us_req", "nginx"))
+            rh = _median(_round_ratios(rounds[s], "cpu_us_req", "haproxy"))
+            ratios[s] = {"cpu_vs_nginx": rn, "cpu_vs_haproxy": rh,
+                         "rps_vs_nginx": _median(_round_ratios(rounds[s], "rps", "nginx")),
+                         "rounds_cpu_vs_nginx": _round_ratios(rounds[s], "cpu_us_req", "nginx"),
+                         "rounds_cpu_vs_haproxy": _round_ratios(rounds[s], "cpu_us_req", "haproxy")}
+            row += [("%.2fx" % rn) if rn is not None else "-", ("%.2fx" % rh) if rh is not None else "-"]
+        elif kind == "load":
             rn = _ratio(gh.get("cpu_us_req"), ng.get("cpu_us_req")) if ok(gh) and ok(ng) else None
             rh = _ratio(gh.get("cpu_us_req"), hp.get("cpu_us_req")) if ok(gh) and ok(hp) else None
             ratios[s] = {"cpu_vs_nginx": rn, "cpu_vs_haproxy": rh,
@@ -408,6 +446,16 @@ def cmd_table(a):
     lines.append("us/req = target CPU (utime+stime) / requests in the window; MiB = peak RSS in the run (nginx: worker); "
                  "idle rows: current RSS, alive/wanted connections.")
     lines.append("GH ratio = Gatehouse us/req / the peer's us/req (idle rows: RSS / RSS); < 1 is better.")
+    if any(len(v) > 1 for v in rounds.values()):
+        lines.append("Rows measured in several rounds show each peer's median round (by us/req); their "
+                     "GH ratio is the median of the rounds' ratios:")
+        for s_ in scen_order:
+            rr = ratios.get(s_, {})
+            per = ["vs %s %s" % (peer, " ".join("%.2f" % v for v in rr[key]))
+                   for peer, key in (("nginx", "rounds_cpu_vs_nginx"), ("haproxy", "rounds_cpu_vs_haproxy"))
+                   if rr.get(key)]
+            if per:
+                lines.append("  %-14s %s" % (s_, "; ".join(per)))
     for s_ in scen_order:
         per = ["%s %.1f" % (t, by[(s_, t)]["kib_per_conn"]) for t in targets
                if (s_, t) in by and by[(s_, t)].get("kib_per_conn") is not None]
@@ -494,6 +542,7 @@ def main():
     r.add_argument("--note", default="")
     r.add_argument("--tool", default="")
     r.add_argument("--conns", type=int)
+    r.add_argument("--round", type=int, default=1)
     r.add_argument("--out")
     r.add_argument("--log")
     r.add_argument("--cpu-ticks", type=int, default=0)
