@@ -228,6 +228,12 @@ pub struct Args {
     #[serde(deserialize_with = "duration")]
     pub client_idle_timeout: Option<Duration>,
 
+    /// How long a client may take none of a response being written to it (HTTP/1.1, HTTP/2,
+    /// TLS) before its connection is closed, as nginx's `send_timeout`. [default: 60s]
+    #[arg(long, env = "GATEHOUSE_CLIENT_SEND_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(deserialize_with = "duration")]
+    pub client_send_timeout: Option<Duration>,
+
     /// Concurrent streams per HTTP/2 client connection. [default: 256]
     #[arg(long, env = "GATEHOUSE_HTTP2_MAX_STREAMS", value_name = "N")]
     pub http2_max_streams: Option<u32>,
@@ -701,6 +707,10 @@ impl Args {
                     .client_idle_timeout
                     .or(file.client_idle_timeout)
                     .unwrap_or(server_defaults.idle_timeout),
+                send_timeout: self
+                    .client_send_timeout
+                    .or(file.client_send_timeout)
+                    .unwrap_or(server_defaults.send_timeout),
                 http2_max_streams: self
                     .http2_max_streams
                     .or(file.http2_max_streams)

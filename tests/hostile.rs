@@ -311,3 +311,66 @@ async fn a_response_cut_off_mid_body_is_counted_and_logged() {
         1.0
     );
 }
+
+// === a client that stops reading ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_response_is_closed_at_the_send_timeout() {
+    // 16 MiB: more than loopback's socket buffers hold, so Gatehouse's writes must wait.
+    let big = "x".repeat(16 << 20);
+    let gh = gateway(
+        &[origin::fixed(200, &[], &big).await],
+        &["--client-send-timeout=1s"],
+    );
+    // A client with a small receive buffer that asks and then reads nothing.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&gh.http.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let line = gh.wait_log(
+        &["client took nothing of its response for the send timeout"],
+        Duration::from_secs(15),
+    );
+    assert!(line.contains("127.0.0.1"), "names the client: {line}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "closed before the send timeout: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"client_send_timeout\""]
+        ),
+        1.0
+    );
+    // What the client reads now is what was sent before the close, then the end: never the
+    // whole response.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection is still open");
+    assert!(got < big.len(), "the whole response arrived: {got} bytes");
+    // Other clients are served meanwhile and after.
+    let resp = raw_request(
+        gh.http,
+        b"GET /small HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.body.len(), big.len());
+}

@@ -124,7 +124,7 @@ async fn read_timeout_cuts_a_body_that_stalls_midway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_of_the_route_replaces_the_global_one() {
-    let (hole, _guard) = origin::blackhole_addr();
+    let (hole, _guard) = support::blackhole::blackhole_addr();
     let gh = start(
         &[service_yaml("default", "hole", &[hole])],
         &[

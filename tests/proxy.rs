@@ -594,7 +594,7 @@ async fn slow_upstream_gets_504_after_the_response_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_gets_502_after_the_connect_timeout() {
-    let (blackhole, _guard) = origin::blackhole_addr();
+    let (blackhole, _guard) = support::blackhole::blackhole_addr();
     let gh = gateway(
         &[blackhole],
         &[

@@ -6,6 +6,8 @@
 //! - tell whether the connection is *quiet*: everything hyper wrote has been flushed and its
 //!   last read found nothing to read. Only then may an idle HTTP/1.1 connection be parked (its
 //!   hyper state dropped, buffers and all) without losing a byte in either direction;
+//! - tell since when its writes have been blocked by a client that does not read (the send
+//!   timeout closes the connection);
 //! - send a static file's bytes from the page cache to the socket with `sendfile`, never
 //!   copying them through user space (see [`FileRegions`]).
 
@@ -13,7 +15,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -26,20 +28,52 @@ use tokio::net::TcpStream;
 /// negotiation (h2c prior knowledge, or ALPN `h2`) starts with it.
 pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether a connection is quiet, shared between its [`ClientIo`] (inside hyper) and the task
-/// serving it.
+/// Whether a connection is quiet, and since when its writes are blocked, shared between its
+/// [`ClientIo`] (inside hyper) and the task serving it.
 #[derive(Debug, Default)]
 pub struct Quiet {
     /// Written since the last completed flush.
     unflushed: AtomicBool,
     /// The last read found nothing to read.
     read_blocked: AtomicBool,
+    /// When the last write or flush found the client not reading (milliseconds on
+    /// [`WRITE_CLOCK`], plus one); 0 while writes go through.
+    write_blocked_since: AtomicU64,
 }
+
+/// The clock of [`Quiet::write_blocked_since`]: a process-wide start, so an instant fits in an
+/// atomic.
+static WRITE_CLOCK: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
 
 impl Quiet {
     /// Everything written is flushed and the last read was waiting for the client.
     pub fn is_quiet(&self) -> bool {
         self.read_blocked.load(Ordering::Relaxed) && !self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// How long the client has taken none of what is being written to it, at `now`; `None`
+    /// while writes go through.
+    pub fn write_blocked_for(&self, now: std::time::Instant) -> Option<std::time::Duration> {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        (since != 0).then(|| {
+            let since = *WRITE_CLOCK + std::time::Duration::from_millis(since - 1);
+            now.saturating_duration_since(since)
+        })
+    }
+
+    /// Notes what a write (or a waiting flush) found: blocked (from when), or going through.
+    /// One load per write while writes go through.
+    fn note_write<T>(&self, polled: &Poll<io::Result<T>>) {
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed) != 0;
+        match polled {
+            Poll::Pending if !blocked => {
+                let ms = WRITE_CLOCK.elapsed().as_millis();
+                let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1);
+                self.write_blocked_since.store(ms + 1, Ordering::Relaxed);
+            }
+            Poll::Ready(_) if blocked => self.write_blocked_since.store(0, Ordering::Relaxed),
+            _ => {}
+        }
     }
 }
 
@@ -302,7 +336,9 @@ impl<IO: ClientStream> AsyncWrite for ClientIo<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.quiet.unflushed.store(true, Ordering::Relaxed);
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.quiet.note_write(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -314,9 +350,13 @@ impl<IO: ClientStream> AsyncWrite for ClientIo<IO> {
         if let Some(files) = &self.files
             && let Some(first) = bufs.iter().position(|b| placeholder_offset(b).is_some())
         {
-            return self.poll_write_with_files(cx, files, bufs, first);
+            let polled = self.poll_write_with_files(cx, files, bufs, first);
+            self.quiet.note_write(&polled);
+            return polled;
         }
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.quiet.note_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -327,6 +367,11 @@ impl<IO: ClientStream> AsyncWrite for ClientIo<IO> {
         let polled = Pin::new(&mut self.io).poll_flush(cx);
         if let Poll::Ready(Ok(())) = polled {
             self.quiet.unflushed.store(false, Ordering::Relaxed);
+        }
+        // A flush that goes through says nothing of the client on a plain socket (a no-op
+        // there); one that waits does (TLS records it could not write).
+        if polled.is_pending() {
+            self.quiet.note_write(&polled);
         }
         polled
     }
@@ -340,6 +385,7 @@ impl<IO: ClientStream> AsyncWrite for ClientIo<IO> {
 mod tests {
     use super::*;
     use std::io::IoSlice;
+    use std::time::Duration;
     use tokio::io::{AsyncWriteExt, duplex};
 
     /// A connected pair of loopback sockets: the client's end, and the server's in a ClientIo.
@@ -497,6 +543,32 @@ mod tests {
         assert!(!quiet.is_quiet());
         assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
         assert!(quiet.is_quiet());
+    }
+
+    #[tokio::test]
+    async fn writes_blocked_by_a_client_not_reading_are_timed_until_it_reads() {
+        let (mut client, server) = duplex(64);
+        let mut io = ClientIo::new(server);
+        let quiet = io.quiet();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let now = std::time::Instant::now;
+        assert_eq!(quiet.write_blocked_for(now()), None, "nothing written yet");
+        // The client's side holds 64 bytes: the first write fills it, the second waits.
+        let chunk = [b'x'; 64];
+        assert!(Pin::new(&mut io).poll_write(&mut cx, &chunk).is_ready());
+        assert_eq!(quiet.write_blocked_for(now()), None);
+        assert!(Pin::new(&mut io).poll_write(&mut cx, &chunk).is_pending());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Retried and still waiting: blocked since the first time, not since the retry.
+        assert!(Pin::new(&mut io).poll_write(&mut cx, &chunk).is_pending());
+        let blocked = quiet.write_blocked_for(now()).expect("blocked");
+        assert!(blocked >= Duration::from_millis(25), "{blocked:?}");
+        // The client reads: the next write goes through, and the clock stops.
+        let mut buf = [0u8; 64];
+        client.read_exact(&mut buf).await.unwrap();
+        assert!(Pin::new(&mut io).poll_write(&mut cx, &chunk).is_ready());
+        assert_eq!(quiet.write_blocked_for(now()), None);
     }
 
     #[tokio::test]

@@ -36,6 +36,9 @@ pub struct ServerSettings {
     pub body_limits: crate::proxy::request_body::BodyLimits,
     /// How long a connection may stay open with no request in flight.
     pub idle_timeout: Duration,
+    /// How long a client may take none of a response being written to it before its connection
+    /// is closed (nginx's `send_timeout`).
+    pub send_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
     /// Peers whose X-Forwarded-For is believed (`--trusted-proxies`).
@@ -51,6 +54,7 @@ impl Default for ServerSettings {
             https_redirect_port: 443,
             body_limits: Default::default(),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             http2_max_streams: 256,
             trusted_proxies: Default::default(),
         }
@@ -169,6 +173,7 @@ pub async fn serve_connection<IO>(
         requested,
         header_timeout: settings.header_timeout,
         idle_timeout: settings.idle_timeout,
+        send_timeout: settings.send_timeout,
         max_header_bytes: settings.max_header_bytes,
     };
     tokio::spawn(async move {
@@ -223,8 +228,11 @@ where
         };
         if is_h2 {
             // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
+            let quiet = io.quiet();
             let conn = Box::pin(server.http2.serve_connection(TokioIo::new(io), service));
-            watch.run(conn, |conn| conn.graceful_shutdown(), None).await;
+            watch
+                .run(conn, |conn| conn.graceful_shutdown(), &quiet, false)
+                .await;
             return;
         }
         // HTTP/1.x writes a file's bytes as they are: the static-file phase may send them with
@@ -243,7 +251,6 @@ where
         let mut may_park = true;
         loop {
             let quiet = io.quiet();
-            let parking = may_park.then_some(&*quiet);
             if !to_hyper {
                 let closing = AtomicBool::new(false);
                 let (plane, info, requested) = (
@@ -265,7 +272,8 @@ where
                     Box::pin(watch.run(
                         Box::pin(serving),
                         |_| closing.store(true, Ordering::Relaxed),
-                        parking,
+                        &quiet,
+                        may_park,
                     ))
                     .await
                 };
@@ -294,7 +302,8 @@ where
             let served = Box::pin(watch.run(
                 std::pin::Pin::new(&mut *conn),
                 |conn| conn.graceful_shutdown(),
-                parking,
+                &quiet,
+                may_park,
             ));
             match served.await {
                 Served::Ended(_) => return,
@@ -405,17 +414,20 @@ struct Watch {
     requested: Arc<AtomicBool>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     max_header_bytes: usize,
 }
 
 impl Watch {
-    /// Drives `conn` until it ends, or, given `parking`, until it is idle and quiet past
-    /// [`PARK_AFTER`].
+    /// Drives `conn` until it ends, or, with `may_park`, until it is idle and quiet past
+    /// [`PARK_AFTER`]. A client that takes nothing written to it for the send timeout loses the
+    /// connection at once (a graceful close would wait for those writes).
     async fn run<C, T, E>(
         &mut self,
         mut conn: std::pin::Pin<impl std::ops::DerefMut<Target = C>>,
         graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
-        parking: Option<&Quiet>,
+        quiet: &Quiet,
+        may_park: bool,
     ) -> Served<T>
     where
         C: std::future::Future<Output = Result<T, E>>,
@@ -428,9 +440,15 @@ impl Watch {
             requested,
             header_timeout,
             idle_timeout,
+            send_timeout,
             ..
         } = self;
-        let (header_timeout, idle_timeout) = (*header_timeout, *idle_timeout);
+        let (header_timeout, idle_timeout, send_timeout) =
+            (*header_timeout, *idle_timeout, *send_timeout);
+        let parking = may_park.then_some(quiet);
+        // How often a busy connection's writes are looked at: the send timeout is kept to
+        // within a quarter of itself (an HTTP/1.1 connection is looked at each second anyway).
+        let send_check = (send_timeout / 4).max(Duration::from_millis(100));
         // The servers' header timeouts start with a request (client_h1's at a head's first
         // byte): a connection that sends nothing, or the HTTP/2 preface and nothing more, would
         // otherwise be held for ever.
@@ -445,7 +463,7 @@ impl Watch {
         let first_check = if parking.is_some() {
             PARK_AFTER
         } else {
-            idle_timeout
+            idle_timeout.min(send_check)
         };
         let idle = tokio::time::sleep(first_check);
         let mut idle = std::pin::pin!(idle);
@@ -461,7 +479,8 @@ impl Watch {
                         () = &mut no_first_request => Signal::NoFirstRequest,
                         _ = stop.wait_for(|stop| *stop), if !closed => Signal::Stop,
                         () = info.too_many_resets.notified(), if !closed => Signal::TooManyResets,
-                        () = &mut idle, if !closed => Signal::IdleTimer,
+                        // Also once closing: a client that does not read would hold the close.
+                        () = &mut idle => Signal::IdleTimer,
                     }
                 });
                 let mut signals = std::pin::pin!(wakes.on_wake(signals));
@@ -502,13 +521,34 @@ impl Watch {
                 }
                 Ok(Signal::IdleTimer) => {
                     let now = tokio::time::Instant::now();
+                    if quiet
+                        .write_blocked_for(now.into_std())
+                        .is_some_and(|blocked| blocked >= send_timeout)
+                    {
+                        tracing::info!(client = %info.remote, timeout = ?send_timeout, "client took nothing of its response for the send timeout; connection closed");
+                        plane
+                            .metrics
+                            .proxy_errors
+                            .with_label_values(&["client_send_timeout"])
+                            .inc();
+                        return Served::Ended(None);
+                    }
+                    if closing {
+                        idle.as_mut().reset(now + send_check);
+                        continue;
+                    }
                     match idle_check(info, idle_timeout, now, parking) {
                         IdleCheck::Close => {
                             tracing::debug!("connection idle past the idle timeout; closing");
                             closing = true;
                             graceful_shutdown(conn.as_mut());
+                            idle.as_mut().reset(now + send_check);
                         }
                         IdleCheck::Park => return Served::Idle,
+                        // A request in flight: its writes are looked at within `send_check`.
+                        IdleCheck::LookAgainAt(at) if info.idle_since().is_none() => {
+                            idle.as_mut().reset(at.min(now + send_check));
+                        }
                         IdleCheck::LookAgainAt(at) => idle.as_mut().reset(at),
                     }
                 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bind;
+pub mod blackhole;
 pub mod certs;
 pub mod origin;
 pub mod pebble;

@@ -314,7 +314,7 @@ async fn a_refused_connect_gives_the_request_back() {
 
 #[tokio::test]
 async fn connects_in_flight_per_endpoint_are_bounded() {
-    let (addr, _guard) = crate::test_util::blackhole();
+    let (addr, _guard) = crate::test_util::blackhole::blackhole_addr();
     let connector = Arc::new(Connector::new(ConnectorSettings {
         max_connecting_per_endpoint: 2,
         connect_timeout: Duration::from_millis(500),

@@ -64,7 +64,7 @@ fn record(req: &Request<BoxBody>) -> Record {
 
 #[tokio::test]
 async fn an_endpoint_whose_connects_are_all_busy_is_passed_over_but_not_marked_down() {
-    let (slow, _guard) = crate::test_util::blackhole();
+    let (slow, _guard) = crate::test_util::blackhole::blackhole_addr();
     let healthy = hello_origin().await;
     let upstreams = Arc::new(Upstreams::new(UpstreamSettings {
         connect_timeout: Duration::from_millis(200),
