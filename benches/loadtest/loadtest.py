@@ -380,20 +380,18 @@ def cmd_table(a):
                          "rps_vs_nginx": _median(_round_ratios(rounds[s], "rps", "nginx")),
                          "rounds_cpu_vs_nginx": _round_ratios(rounds[s], "cpu_us_req", "nginx"),
                          "rounds_cpu_vs_haproxy": _round_ratios(rounds[s], "cpu_us_req", "haproxy")}
-            row += [("%.2fx" % rn) if rn is not None else "-", ("%.2fx" % rh) if rh is not None else "-"]
         elif kind == "load":
             rn = _ratio(gh.get("cpu_us_req"), ng.get("cpu_us_req")) if ok(gh) and ok(ng) else None
             rh = _ratio(gh.get("cpu_us_req"), hp.get("cpu_us_req")) if ok(gh) and ok(hp) else None
             ratios[s] = {"cpu_vs_nginx": rn, "cpu_vs_haproxy": rh,
                          "rps_vs_nginx": _ratio(gh.get("rps"), ng.get("rps")) if ok(gh) and ok(ng) else None}
-            row += [("%.2fx" % rn) if rn is not None else "-", ("%.2fx" % rh) if rh is not None else "-"]
         else:
             rn = _ratio(gh.get("rss_mib"), ng.get("rss_mib")) if ok(gh) and ok(ng) else None
             rh = _ratio(gh.get("rss_mib"), hp.get("rss_mib")) if ok(gh) and ok(hp) else None
             ratios[s] = {"rss_vs_nginx": rn, "rss_vs_haproxy": rh,
                          "rss_abs": gh.get("rss_mib") if ok(gh) else None,
                          "kib_per_conn": gh.get("kib_per_conn") if ok(gh) else None}
-            row += [("%.2fx" % rn) if rn is not None else "-", ("%.2fx" % rh) if rh is not None else "-"]
+        row += [("%.2fx" % rn) if rn is not None else "-", ("%.2fx" % rh) if rh is not None else "-"]
         rows.append(row)
 
     # column widths; the peer groups are separated by " | "

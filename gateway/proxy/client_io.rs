@@ -347,14 +347,13 @@ impl<IO: ClientStream> AsyncWrite for ClientIo<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.quiet.unflushed.store(true, Ordering::Relaxed);
-        if let Some(files) = &self.files
+        let polled = if let Some(files) = &self.files
             && let Some(first) = bufs.iter().position(|b| placeholder_offset(b).is_some())
         {
-            let polled = self.poll_write_with_files(cx, files, bufs, first);
-            self.quiet.note_write(&polled);
-            return polled;
-        }
-        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+            self.poll_write_with_files(cx, files, bufs, first)
+        } else {
+            Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        };
         self.quiet.note_write(&polled);
         polled
     }

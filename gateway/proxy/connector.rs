@@ -937,4 +937,5 @@ impl Body for UpstreamBody {
 }
 
 #[cfg(test)]
-mod tests;
+// Its origin is shared with the upstream phase's tests.
+pub(super) mod tests;

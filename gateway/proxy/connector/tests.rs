@@ -12,7 +12,10 @@ use super::*;
 
 /// An HTTP/1.1 origin counting the connections it accepted; each answer waits `delay` and
 /// says `hello`. With `close`, every response ends its connection.
-async fn origin(delay: Duration, close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+pub(in crate::proxy) async fn origin(
+    delay: Duration,
+    close: bool,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     origin_saying(delay, close, Bytes::from_static(b"hello")).await
 }
 

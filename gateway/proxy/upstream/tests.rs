@@ -2,39 +2,13 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::*;
 use crate::metrics::Metrics;
 use crate::objects::ObjectKey;
 use crate::proxy::ConnInfo;
+use crate::proxy::connector::tests::origin;
 use crate::proxy::server::ServerSettings;
-
-/// An HTTP/1.1 origin answering every request `200 hello`.
-async fn hello_origin() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
-                    pending.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        pending.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-                        if stream.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
+use http::{HeaderValue, Request};
 
 fn backend(endpoints: Vec<SocketAddr>) -> ServiceBackend {
     ServiceBackend::new(
@@ -65,7 +39,7 @@ fn record(req: &Request<BoxBody>) -> Record {
 #[tokio::test]
 async fn an_endpoint_whose_connects_are_all_busy_is_passed_over_but_not_marked_down() {
     let (slow, _guard) = crate::test_util::blackhole::blackhole_addr();
-    let healthy = hello_origin().await;
+    let (healthy, _) = origin(Duration::ZERO, false).await;
     let upstreams = Arc::new(Upstreams::new(UpstreamSettings {
         connect_timeout: Duration::from_millis(200),
         max_connecting: 1,
