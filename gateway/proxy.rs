@@ -25,6 +25,7 @@ pub mod route;
 pub mod server;
 pub mod sni;
 mod spare;
+pub mod stalled_streams;
 pub mod static_files;
 pub mod timeouts;
 pub mod upstream;

@@ -374,3 +374,180 @@ async fn a_client_that_stops_reading_its_response_is_closed_at_the_send_timeout(
     .unwrap();
     assert_eq!(resp.body.len(), big.len());
 }
+
+// === HTTP/2 clients that keep a window shut ===
+
+/// An origin answering `/big` with 1 MiB, `/4k` with 4 KiB, `/slow` with "o" at once and "k"
+/// 2 s later, and anything else with 64 KiB.
+async fn sized_origin() -> SocketAddr {
+    origin::serve(|req: http::Request<hyper::body::Incoming>| async move {
+        let body = match req.uri().path() {
+            "/big" => vec![b'x'; 1 << 20],
+            "/4k" => vec![b'x'; 4096],
+            "/slow" => {
+                let (tx, body) = origin::channel_body();
+                tokio::spawn(async move {
+                    let _ = tx.send(Bytes::from_static(b"o")).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let _ = tx.send(Bytes::from_static(b"k")).await;
+                });
+                return http::Response::new(body);
+            }
+            _ => vec![b'x'; 64 << 10],
+        };
+        http::Response::new(origin::full(body))
+    })
+    .await
+}
+
+/// An HTTP/2 connection whose streams get `stream_window` bytes of flow-control window (the
+/// connection 4 MiB); the connection's task is returned to see when it ends.
+async fn h2_with_window(
+    addr: SocketAddr,
+    stream_window: u32,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(stream_window)
+        .initial_connection_window_size(4 << 20)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn h2_get_path(path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://app.test{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// Reads a body to its end, giving the window back as it goes after `pause` per window's worth
+/// (a slow reader that keeps reading); how many bytes came.
+async fn read_releasing(body: &mut h2::RecvStream, window: usize, pause: Duration) -> usize {
+    let (mut got, mut unreleased) = (0, 0);
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body");
+        got += chunk.len();
+        unreleased += chunk.len();
+        if unreleased >= window {
+            tokio::time::sleep(pause).await;
+            body.flow_control().release_capacity(unreleased).unwrap();
+            unreleased = 0;
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_whose_client_keeps_its_window_shut_is_reset_at_the_send_timeout() {
+    let gh = gateway(&[sized_origin().await], &["--client-send-timeout=1s"]);
+    let (send, conn) = h2_with_window(gh.http, 16 << 10).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(h2_get_path("/big"), true).unwrap();
+    let asked = Instant::now();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The client takes what its window allows and never gives the window back.
+    let mut body = resp.into_body();
+    let mut got = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match body.data().await {
+                Some(Ok(chunk)) => got += chunk.len(),
+                Some(Err(err)) => break Some(err),
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the stream is still open after 15 s");
+    let err = ended.expect("the stream ended as if complete");
+    assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "reset before the send timeout: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(got, 16 << 10, "more than the window came");
+    let line = gh.wait_log(
+        &["on an HTTP/2 stream for the send timeout; stream reset"],
+        Duration::from_secs(5),
+    );
+    assert!(line.contains("127.0.0.1"), "names the client: {line}");
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"client_send_timeout\""]
+        ),
+        1.0
+    );
+    // The connection itself is kept: a stream whose window is given back gets all of it.
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(h2_get_path("/big"), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    assert_eq!(
+        read_releasing(&mut body, 16 << 10, Duration::ZERO).await,
+        1 << 20
+    );
+    assert!(!conn.is_finished(), "the connection was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_waiting_on_a_slow_backend_or_read_slowly_are_not_reset() {
+    let gh = gateway(&[sized_origin().await], &["--client-send-timeout=1s"]);
+    let (send, _conn) = h2_with_window(gh.http, 16 << 10).await;
+    let mut send = send.ready().await.unwrap();
+    // The backend takes twice the send timeout in the middle of its body: not the client's
+    // doing.
+    let started = Instant::now();
+    let (resp, _) = send.send_request(h2_get_path("/slow"), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    assert_eq!(read_releasing(&mut body, 16 << 10, Duration::ZERO).await, 2);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // A client that gives its window back 0.4 s after each window's worth: four waits, 1.6 s in
+    // all, each shorter than the send timeout.
+    let started = Instant::now();
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(h2_get_path("/64k"), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    assert_eq!(
+        read_releasing(&mut body, 16 << 10, Duration::from_millis(400)).await,
+        64 << 10
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    assert_eq!(
+        gh.metric(
+            "gatehouse_proxy_errors_total",
+            &["reason=\"client_send_timeout\""]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_close_held_by_a_shut_window_ends_at_the_send_timeout() {
+    let gh = gateway(
+        &[sized_origin().await],
+        &["--client-send-timeout=1s", "--client-idle-timeout=1s"],
+    );
+    // The whole 4 KiB response is handed to h2 at once; 1 KiB of it goes, the rest waits for
+    // a window the client never gives back, and the idle timeout's close waits on it.
+    let (send, conn) = h2_with_window(gh.http, 1024).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(h2_get_path("/4k"), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _body = resp.into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(15), conn).await;
+    assert!(ended.is_ok(), "the connection is still open after 15 s");
+    gh.wait_log(
+        &["client took none of what its connection's close waits for in the send timeout"],
+        Duration::from_secs(5),
+    );
+}

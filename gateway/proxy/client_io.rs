@@ -36,14 +36,28 @@ pub struct Quiet {
     unflushed: AtomicBool,
     /// The last read found nothing to read.
     read_blocked: AtomicBool,
-    /// When the last write or flush found the client not reading (milliseconds on
-    /// [`WRITE_CLOCK`], plus one); 0 while writes go through.
+    /// When the last write or flush found the client not reading (a [`waiting_mark`]); 0 while
+    /// writes go through.
     write_blocked_since: AtomicU64,
 }
 
-/// The clock of [`Quiet::write_blocked_since`]: a process-wide start, so an instant fits in an
-/// atomic.
-static WRITE_CLOCK: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+/// The clock of waiting marks: a process-wide start, so an instant fits in an atomic.
+static WAIT_CLOCK: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+
+/// Now, as a mark of since when something waits on the client: milliseconds on [`WAIT_CLOCK`],
+/// plus one, so that 0 can mean "not waiting".
+pub(super) fn waiting_mark() -> u64 {
+    let ms = WAIT_CLOCK.elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// How long something has waited at `now`, from its [`waiting_mark`]; `None` for 0.
+pub(super) fn waited_for(mark: u64, now: std::time::Instant) -> Option<std::time::Duration> {
+    (mark != 0).then(|| {
+        let since = *WAIT_CLOCK + std::time::Duration::from_millis(mark - 1);
+        now.saturating_duration_since(since)
+    })
+}
 
 impl Quiet {
     /// Everything written is flushed and the last read was waiting for the client.
@@ -54,11 +68,7 @@ impl Quiet {
     /// How long the client has taken none of what is being written to it, at `now`; `None`
     /// while writes go through.
     pub fn write_blocked_for(&self, now: std::time::Instant) -> Option<std::time::Duration> {
-        let since = self.write_blocked_since.load(Ordering::Relaxed);
-        (since != 0).then(|| {
-            let since = *WRITE_CLOCK + std::time::Duration::from_millis(since - 1);
-            now.saturating_duration_since(since)
-        })
+        waited_for(self.write_blocked_since.load(Ordering::Relaxed), now)
     }
 
     /// Notes what a write (or a waiting flush) found: blocked (from when), or going through.
@@ -67,9 +77,8 @@ impl Quiet {
         let blocked = self.write_blocked_since.load(Ordering::Relaxed) != 0;
         match polled {
             Poll::Pending if !blocked => {
-                let ms = WRITE_CLOCK.elapsed().as_millis();
-                let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1);
-                self.write_blocked_since.store(ms + 1, Ordering::Relaxed);
+                self.write_blocked_since
+                    .store(waiting_mark(), Ordering::Relaxed);
             }
             Poll::Ready(_) if blocked => self.write_blocked_since.store(0, Ordering::Relaxed),
             _ => {}

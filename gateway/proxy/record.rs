@@ -331,7 +331,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        super::stalled_streams::note_body_poll(
+            matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()),
+        );
+        let frame = std::task::ready!(polled);
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {

@@ -12,11 +12,12 @@ use std::time::Duration;
 use http::header::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::client_io::{ClientIo, ClientStream, Quiet};
+use super::stalled_streams::{Stalls, StreamExec};
 use super::{ConnInfo, client_h1};
 use crate::shared::DataPlane;
 
@@ -61,10 +62,12 @@ impl Default for ServerSettings {
     }
 }
 
-/// hyper's HTTP/1.1 and HTTP/2 servers, configured once per listener.
+/// hyper's HTTP/1.1 server, configured once per listener, and the settings of its HTTP/2 server
+/// (built per connection, see [`HttpServer::http2`]).
 pub struct HttpServer {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2_max_header_list: u32,
+    http2_max_streams: u32,
 }
 
 /// Builds the connection server once per listener.
@@ -74,14 +77,28 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192));
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        // Every response gets its `date` from `proxy::handle`, marked never to be indexed.
-        .auto_date_header(false)
-        .max_header_list_size(settings.max_header_bytes as u32)
-        .max_concurrent_streams(settings.http2_max_streams);
-    HttpServer { http1, http2 }
+    HttpServer {
+        http1,
+        http2_max_header_list: settings.max_header_bytes as u32,
+        http2_max_streams: settings.http2_max_streams,
+    }
+}
+
+// === impl HttpServer ===
+
+impl HttpServer {
+    /// HTTP/2's server for one connection: its executor watches that connection's streams (see
+    /// [`super::stalled_streams`]).
+    fn http2(&self, streams: StreamExec) -> http2::Builder<StreamExec> {
+        let mut http2 = http2::Builder::new(streams);
+        http2
+            .timer(TokioTimer::new())
+            // Every response gets its `date` from `proxy::handle`, marked never to be indexed.
+            .auto_date_header(false)
+            .max_header_list_size(self.http2_max_header_list)
+            .max_concurrent_streams(self.http2_max_streams);
+        http2
+    }
 }
 
 /// An HTTP/1.1 connection idle (and quiet, see [`super::client_io`]) this long is parked: its
@@ -206,7 +223,7 @@ where
         + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     async move {
@@ -229,9 +246,20 @@ where
         if is_h2 {
             // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
             let quiet = io.quiet();
-            let conn = Box::pin(server.http2.serve_connection(TokioIo::new(io), service));
+            let stalls = Arc::new(Stalls::default());
+            let conn = Box::pin(
+                server
+                    .http2(StreamExec::new(stalls.clone()))
+                    .serve_connection(TokioIo::new(io), service),
+            );
             watch
-                .run(conn, |conn| conn.graceful_shutdown(), &quiet, false)
+                .run(
+                    conn,
+                    |conn| conn.graceful_shutdown(),
+                    &quiet,
+                    Some(&stalls),
+                    false,
+                )
                 .await;
             return;
         }
@@ -273,6 +301,7 @@ where
                         Box::pin(serving),
                         |_| closing.store(true, Ordering::Relaxed),
                         &quiet,
+                        None,
                         may_park,
                     ))
                     .await
@@ -303,6 +332,7 @@ where
                 std::pin::Pin::new(&mut *conn),
                 |conn| conn.graceful_shutdown(),
                 &quiet,
+                None,
                 may_park,
             ));
             match served.await {
@@ -421,12 +451,14 @@ struct Watch {
 impl Watch {
     /// Drives `conn` until it ends, or, with `may_park`, until it is idle and quiet past
     /// [`PARK_AFTER`]. A client that takes nothing written to it for the send timeout loses the
-    /// connection at once (a graceful close would wait for those writes).
+    /// connection at once (a graceful close would wait for those writes); an HTTP/2 stream whose
+    /// client takes none of its response for that long (its `streams`) is reset.
     async fn run<C, T, E>(
         &mut self,
         mut conn: std::pin::Pin<impl std::ops::DerefMut<Target = C>>,
         graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
         quiet: &Quiet,
+        streams: Option<&Stalls>,
         may_park: bool,
     ) -> Served<T>
     where
@@ -459,7 +491,8 @@ impl Watch {
             }
         };
         let mut no_first_request = std::pin::pin!(no_first_request);
-        let mut closing = false;
+        // Since when a graceful close has been waiting for the connection to end.
+        let mut closing: Option<tokio::time::Instant> = None;
         let first_check = if parking.is_some() {
             PARK_AFTER
         } else {
@@ -471,7 +504,7 @@ impl Watch {
         loop {
             // What rarely happens is polled only when it wakes the task, not at every wake the
             // connection causes (several per request).
-            let closed = closing;
+            let closed = closing.is_some();
             let signal = {
                 let signals = std::pin::pin!(async {
                     tokio::select! {
@@ -506,11 +539,11 @@ impl Watch {
                     return Served::Ended(None);
                 }
                 Ok(Signal::Stop) => {
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now());
                     graceful_shutdown(conn.as_mut());
                 }
                 Ok(Signal::TooManyResets) => {
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now());
                     tracing::info!(client = %info.remote, "client abandons requests faster than it lets them finish; closing its connection");
                     plane
                         .metrics
@@ -521,6 +554,17 @@ impl Watch {
                 }
                 Ok(Signal::IdleTimer) => {
                     let now = tokio::time::Instant::now();
+                    let reset = streams.map_or(0, |streams| {
+                        streams.reset_waiting(now.into_std(), send_timeout)
+                    });
+                    if reset > 0 {
+                        tracing::info!(client = %info.remote, streams = reset, timeout = ?send_timeout, "client took nothing of its response on an HTTP/2 stream for the send timeout; stream reset");
+                        plane
+                            .metrics
+                            .proxy_errors
+                            .with_label_values(&["client_send_timeout"])
+                            .inc_by(reset as u64);
+                    }
                     if quiet
                         .write_blocked_for(now.into_std())
                         .is_some_and(|blocked| blocked >= send_timeout)
@@ -533,14 +577,27 @@ impl Watch {
                             .inc();
                         return Served::Ended(None);
                     }
-                    if closing {
+                    if let Some(since) = closing {
+                        // Nothing in flight and still not closed: what holds the close is data
+                        // queued for a client that takes none of it (an HTTP/2 stream handed
+                        // over whole while its window stays shut).
+                        let held = info.idle_since().map(|idle| now - idle.max(since));
+                        if held.is_some_and(|held| held >= send_timeout) {
+                            tracing::info!(client = %info.remote, timeout = ?send_timeout, "client took none of what its connection's close waits for in the send timeout; connection closed");
+                            plane
+                                .metrics
+                                .proxy_errors
+                                .with_label_values(&["client_send_timeout"])
+                                .inc();
+                            return Served::Ended(None);
+                        }
                         idle.as_mut().reset(now + send_check);
                         continue;
                     }
                     match idle_check(info, idle_timeout, now, parking) {
                         IdleCheck::Close => {
                             tracing::debug!("connection idle past the idle timeout; closing");
-                            closing = true;
+                            closing = Some(now);
                             graceful_shutdown(conn.as_mut());
                             idle.as_mut().reset(now + send_check);
                         }

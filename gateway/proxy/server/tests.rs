@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
