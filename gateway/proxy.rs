@@ -79,6 +79,8 @@ pub struct ConnInfo {
     opened: tokio::time::Instant,
     /// Where static files go by `sendfile` (HTTP/1.x on a plain socket only).
     file_regions: std::sync::OnceLock<Arc<client_io::FileRegions>>,
+    /// HTTP/2 streams seen waiting on the client, for the send timeout.
+    pub stalled_streams: stalled_streams::Stalls,
 }
 
 /// Abandoned requests a connection may have before the ratio to completed ones is checked.
@@ -112,6 +114,7 @@ impl ConnInfo {
             last_done_ms: AtomicU64::new(0),
             opened: tokio::time::Instant::now(),
             file_regions: std::sync::OnceLock::new(),
+            stalled_streams: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::client_io::{ClientIo, ClientStream, Quiet};
-use super::stalled_streams::{Stalls, StreamExec};
+use super::stalled_streams::StreamExec;
 use super::{ConnInfo, client_h1};
 use crate::shared::DataPlane;
 
@@ -246,20 +246,13 @@ where
         if is_h2 {
             // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
             let quiet = io.quiet();
-            let stalls = Arc::new(Stalls::default());
             let conn = Box::pin(
                 server
-                    .http2(StreamExec::new(stalls.clone()))
+                    .http2(StreamExec::new(watch.info.clone()))
                     .serve_connection(TokioIo::new(io), service),
             );
             watch
-                .run(
-                    conn,
-                    |conn| conn.graceful_shutdown(),
-                    &quiet,
-                    Some(&stalls),
-                    false,
-                )
+                .run(conn, |conn| conn.graceful_shutdown(), &quiet, false)
                 .await;
             return;
         }
@@ -301,7 +294,6 @@ where
                         Box::pin(serving),
                         |_| closing.store(true, Ordering::Relaxed),
                         &quiet,
-                        None,
                         may_park,
                     ))
                     .await
@@ -332,7 +324,6 @@ where
                 std::pin::Pin::new(&mut *conn),
                 |conn| conn.graceful_shutdown(),
                 &quiet,
-                None,
                 may_park,
             ));
             match served.await {
@@ -452,13 +443,12 @@ impl Watch {
     /// Drives `conn` until it ends, or, with `may_park`, until it is idle and quiet past
     /// [`PARK_AFTER`]. A client that takes nothing written to it for the send timeout loses the
     /// connection at once (a graceful close would wait for those writes); an HTTP/2 stream whose
-    /// client takes none of its response for that long (its `streams`) is reset.
+    /// client takes none of its response for that long is reset.
     async fn run<C, T, E>(
         &mut self,
         mut conn: std::pin::Pin<impl std::ops::DerefMut<Target = C>>,
         graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
         quiet: &Quiet,
-        streams: Option<&Stalls>,
         may_park: bool,
     ) -> Served<T>
     where
@@ -554,9 +544,9 @@ impl Watch {
                 }
                 Ok(Signal::IdleTimer) => {
                     let now = tokio::time::Instant::now();
-                    let reset = streams.map_or(0, |streams| {
-                        streams.reset_waiting(now.into_std(), send_timeout)
-                    });
+                    let reset = info
+                        .stalled_streams
+                        .reset_waiting(now.into_std(), send_timeout);
                     if reset > 0 {
                         tracing::info!(client = %info.remote, streams = reset, timeout = ?send_timeout, "client took nothing of its response on an HTTP/2 stream for the send timeout; stream reset");
                         plane

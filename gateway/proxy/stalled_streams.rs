@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
+use super::ConnInfo;
 use super::client_io::{waited_for, waiting_mark};
 
 /// What the response body of the stream being polled last did.
@@ -63,7 +64,8 @@ struct Slot {
     waker: AtomicWaker,
 }
 
-/// The streams of one HTTP/2 connection that have waited on their client at some point.
+/// The streams of one HTTP/2 connection that have waited on their client at some point (kept in
+/// its [`ConnInfo`]).
 #[derive(Debug, Default)]
 pub struct Stalls {
     slots: Mutex<Vec<Weak<Slot>>>,
@@ -105,15 +107,16 @@ impl Stalls {
     }
 }
 
-/// hyper's executor for one HTTP/2 connection's streams: each runs in its own task, watched.
-#[derive(Clone, Debug, Default)]
+/// hyper's executor for one HTTP/2 connection's streams: each runs in its own task, watched,
+/// with the connection's [`ConnInfo`] (where its [`Stalls`] are kept).
+#[derive(Clone, Debug)]
 pub struct StreamExec {
-    stalls: Arc<Stalls>,
+    conn: Arc<ConnInfo>,
 }
 
 impl StreamExec {
-    pub fn new(stalls: Arc<Stalls>) -> Self {
-        Self { stalls }
+    pub fn new(conn: Arc<ConnInfo>) -> Self {
+        Self { conn }
     }
 }
 
@@ -124,7 +127,7 @@ where
     fn execute(&self, stream: F) {
         tokio::spawn(Watched {
             stream,
-            stalls: self.stalls.clone(),
+            conn: self.conn.clone(),
             body: BodyState::NotWaiting,
             slot: None,
         });
@@ -134,7 +137,7 @@ where
 /// A stream's task: the stream, and whether it waits on its client (see the module docs).
 pub struct Watched<F> {
     stream: F,
-    stalls: Arc<Stalls>,
+    conn: Arc<ConnInfo>,
     body: BodyState,
     slot: Option<Arc<Slot>>,
 }
@@ -162,7 +165,9 @@ impl<F: Future<Output = ()> + Unpin> Future for Watched<F> {
             (BodyState::NotWaiting, Some(slot)) => slot.waiting_since.store(0, Ordering::Relaxed),
             (BodyState::NotWaiting, None) => {}
             (BodyState::HandedNow, _) => {
-                let slot = this.slot.get_or_insert_with(|| this.stalls.register());
+                let slot = this
+                    .slot
+                    .get_or_insert_with(|| this.conn.stalled_streams.register());
                 slot.waker.register(cx.waker());
                 slot.waiting_since.store(waiting_mark(), Ordering::Relaxed);
             }
@@ -202,14 +207,25 @@ mod tests {
         }
     }
 
-    fn watched(stalls: &Arc<Stalls>, hands_first: bool, asks_again_from: usize) -> Watched<Stream> {
+    fn conn() -> Arc<ConnInfo> {
+        let settings = crate::proxy::server::ServerSettings::default();
+        let port = http::HeaderValue::from_static("80");
+        Arc::new(ConnInfo::new(
+            "127.0.0.1:40000".parse().unwrap(),
+            "http",
+            port,
+            &settings,
+        ))
+    }
+
+    fn watched(conn: &Arc<ConnInfo>, hands_first: bool, asks_again_from: usize) -> Watched<Stream> {
         Watched {
             stream: Stream {
                 polls: 0,
                 hands_first,
                 asks_again_from,
             },
-            stalls: stalls.clone(),
+            conn: conn.clone(),
             body: BodyState::NotWaiting,
             slot: None,
         }
@@ -222,10 +238,11 @@ mod tests {
 
     #[test]
     fn a_stream_waiting_on_its_client_past_the_timeout_ends_and_one_asking_its_body_does_not() {
-        let stalls = Arc::new(Stalls::default());
+        let conn = conn();
+        let stalls = &conn.stalled_streams;
         let timeout = Duration::from_secs(60);
-        let mut waiting = watched(&stalls, true, usize::MAX);
-        let mut asking = watched(&stalls, true, 2);
+        let mut waiting = watched(&conn, true, usize::MAX);
+        let mut asking = watched(&conn, true, 2);
         for stream in [&mut waiting, &mut asking] {
             assert!(poll(stream).is_pending());
             // Woken for something else (a ping, the connection): still not asked for data.
@@ -246,8 +263,9 @@ mod tests {
 
     #[test]
     fn a_stream_never_seen_waiting_takes_no_slot() {
-        let stalls = Arc::new(Stalls::default());
-        let mut stream = watched(&stalls, false, 1);
+        let conn = conn();
+        let stalls = &conn.stalled_streams;
+        let mut stream = watched(&conn, false, 1);
         assert!(poll(&mut stream).is_pending());
         assert!(stream.slot.is_none());
         assert!(stalls.slots.lock().unwrap().is_empty());
