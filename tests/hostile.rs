@@ -31,9 +31,7 @@ async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
 }
 
 fn h2_get() -> http::Request<()> {
-    http::Request::get("http://app.test/")
-        .body(())
-        .expect("request")
+    h2_get_path("/")
 }
 
 /// Sends `total` requests in batches of `batch` streams on HTTP/2 connections; with `reset`,
@@ -73,11 +71,7 @@ async fn h2_batches(addr: SocketAddr, total: usize, batch: usize, reset: bool) -
             for (resp, _) in streams {
                 let resp = resp.await.expect("response");
                 assert_eq!(resp.status(), 200);
-                let mut body = resp.into_body();
-                while let Some(chunk) = body.data().await {
-                    let chunk = chunk.expect("body");
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                }
+                read_releasing(&mut resp.into_body(), 0, Duration::ZERO).await;
             }
         }
     }
@@ -425,8 +419,8 @@ fn h2_get_path(path: &str) -> http::Request<()> {
         .unwrap()
 }
 
-/// Reads a body to its end, giving the window back as it goes after `pause` per window's worth
-/// (a slow reader that keeps reading); how many bytes came.
+/// Reads a body to its end, giving the window back as it goes: after `pause` each time a
+/// `window`'s worth came (a slow reader that keeps reading); how many bytes came.
 async fn read_releasing(body: &mut h2::RecvStream, window: usize, pause: Duration) -> usize {
     let (mut got, mut unreleased) = (0, 0);
     while let Some(chunk) = body.data().await {
@@ -434,7 +428,9 @@ async fn read_releasing(body: &mut h2::RecvStream, window: usize, pause: Duratio
         got += chunk.len();
         unreleased += chunk.len();
         if unreleased >= window {
-            tokio::time::sleep(pause).await;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             body.flow_control().release_capacity(unreleased).unwrap();
             unreleased = 0;
         }

@@ -544,43 +544,47 @@ impl Watch {
                 }
                 Ok(Signal::IdleTimer) => {
                     let now = tokio::time::Instant::now();
+                    let count_send_timeouts = |n: usize| {
+                        plane
+                            .metrics
+                            .proxy_errors
+                            .with_label_values(&["client_send_timeout"])
+                            .inc_by(n as u64);
+                    };
                     let reset = info
                         .stalled_streams
                         .reset_waiting(now.into_std(), send_timeout);
                     if reset > 0 {
                         tracing::info!(client = %info.remote, streams = reset, timeout = ?send_timeout, "client took nothing of its response on an HTTP/2 stream for the send timeout; stream reset");
-                        plane
-                            .metrics
-                            .proxy_errors
-                            .with_label_values(&["client_send_timeout"])
-                            .inc_by(reset as u64);
+                        count_send_timeouts(reset);
                     }
-                    if quiet
+                    let writes_blocked = quiet
                         .write_blocked_for(now.into_std())
-                        .is_some_and(|blocked| blocked >= send_timeout)
-                    {
-                        tracing::info!(client = %info.remote, timeout = ?send_timeout, "client took nothing of its response for the send timeout; connection closed");
-                        plane
-                            .metrics
-                            .proxy_errors
-                            .with_label_values(&["client_send_timeout"])
-                            .inc();
+                        .is_some_and(|blocked| blocked >= send_timeout);
+                    // A close with nothing in flight that still has not ended: what holds it is
+                    // data queued for a client that takes none of it (an HTTP/2 stream handed
+                    // over whole while its window stays shut).
+                    let close_held = closing.is_some_and(|since| {
+                        info.idle_since()
+                            .is_some_and(|idle| now - idle.max(since) >= send_timeout)
+                    });
+                    let ended = if writes_blocked {
+                        Some(
+                            "client took nothing of its response for the send timeout; connection closed",
+                        )
+                    } else if close_held {
+                        Some(
+                            "client took none of what its connection's close waits for in the send timeout; connection closed",
+                        )
+                    } else {
+                        None
+                    };
+                    if let Some(why) = ended {
+                        tracing::info!(client = %info.remote, timeout = ?send_timeout, "{why}");
+                        count_send_timeouts(1);
                         return Served::Ended(None);
                     }
-                    if let Some(since) = closing {
-                        // Nothing in flight and still not closed: what holds the close is data
-                        // queued for a client that takes none of it (an HTTP/2 stream handed
-                        // over whole while its window stays shut).
-                        let held = info.idle_since().map(|idle| now - idle.max(since));
-                        if held.is_some_and(|held| held >= send_timeout) {
-                            tracing::info!(client = %info.remote, timeout = ?send_timeout, "client took none of what its connection's close waits for in the send timeout; connection closed");
-                            plane
-                                .metrics
-                                .proxy_errors
-                                .with_label_values(&["client_send_timeout"])
-                                .inc();
-                            return Served::Ended(None);
-                        }
+                    if closing.is_some() {
                         idle.as_mut().reset(now + send_check);
                         continue;
                     }

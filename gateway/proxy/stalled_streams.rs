@@ -34,7 +34,8 @@ use super::client_io::{waited_for, waiting_mark};
 enum BodyState {
     /// Asked for a frame and had none yet, ended, or was not asked at all.
     NotWaiting,
-    /// Handed a data frame in an earlier poll of its stream and has not been asked since.
+    /// Handed a data frame in an earlier poll of its stream and has not been asked since (its
+    /// slot says since when).
     Waiting,
     /// Handed a data frame in this poll of its stream.
     HandedNow,
@@ -128,17 +129,16 @@ where
         tokio::spawn(Watched {
             stream,
             conn: self.conn.clone(),
-            body: BodyState::NotWaiting,
             slot: None,
         });
     }
 }
 
-/// A stream's task: the stream, and whether it waits on its client (see the module docs).
+/// A stream's task: the stream, and whether it waits on its client (see the module docs): it
+/// does while its slot has a `waiting_since`.
 pub struct Watched<F> {
     stream: F,
     conn: Arc<ConnInfo>,
-    body: BodyState,
     slot: Option<Arc<Slot>>,
 }
 
@@ -153,15 +153,19 @@ impl<F: Future<Output = ()> + Unpin> Future for Watched<F> {
             // Ending the task drops the stream, which resets it.
             return Poll::Ready(());
         }
-        BODY.set(match this.body {
-            BodyState::HandedNow => BodyState::Waiting,
-            state => state,
+        let waiting = this
+            .slot
+            .as_ref()
+            .is_some_and(|slot| slot.waiting_since.load(Ordering::Relaxed) != 0);
+        BODY.set(if waiting {
+            BodyState::Waiting
+        } else {
+            BodyState::NotWaiting
         });
         if Pin::new(&mut this.stream).poll(cx).is_ready() {
             return Poll::Ready(());
         }
-        this.body = BODY.get();
-        match (this.body, &this.slot) {
+        match (BODY.get(), &this.slot) {
             (BodyState::NotWaiting, Some(slot)) => slot.waiting_since.store(0, Ordering::Relaxed),
             (BodyState::NotWaiting, None) => {}
             (BodyState::HandedNow, _) => {
@@ -226,7 +230,6 @@ mod tests {
                 asks_again_from,
             },
             conn: conn.clone(),
-            body: BodyState::NotWaiting,
             slot: None,
         }
     }
