@@ -17,6 +17,7 @@ pub mod connector;
 pub mod error;
 pub mod error_pages;
 pub mod external_auth;
+pub mod h2_streams;
 pub mod headers;
 pub mod policy;
 pub mod record;
@@ -25,8 +26,8 @@ pub mod route;
 pub mod server;
 pub mod sni;
 mod spare;
-pub mod stalled_streams;
 pub mod static_files;
+mod task_wakes;
 pub mod timeouts;
 pub mod upstream;
 pub mod vars;
@@ -80,7 +81,7 @@ pub struct ConnInfo {
     /// Where static files go by `sendfile` (HTTP/1.x on a plain socket only).
     file_regions: std::sync::OnceLock<Arc<client_io::FileRegions>>,
     /// HTTP/2 streams seen waiting on the client, for the send timeout.
-    pub stalled_streams: stalled_streams::Stalls,
+    pub h2_streams: h2_streams::ConnStreams,
 }
 
 /// Abandoned requests a connection may have before the ratio to completed ones is checked.
@@ -114,7 +115,7 @@ impl ConnInfo {
             last_done_ms: AtomicU64::new(0),
             opened: tokio::time::Instant::now(),
             file_regions: std::sync::OnceLock::new(),
-            stalled_streams: Default::default(),
+            h2_streams: Default::default(),
         }
     }
 

@@ -332,7 +332,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        super::stalled_streams::note_body_poll(
+        super::h2_streams::note_body_poll(
             matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()),
         );
         let frame = std::task::ready!(polled);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::client_io::{ClientIo, ClientStream, Quiet};
-use super::stalled_streams::StreamExec;
+use super::h2_streams::{StreamExec, WithStreams};
+use super::task_wakes::Wakes;
 use super::{ConnInfo, client_h1};
 use crate::shared::DataPlane;
 
@@ -88,7 +89,7 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
 
 impl HttpServer {
     /// HTTP/2's server for one connection: its executor watches that connection's streams (see
-    /// [`super::stalled_streams`]).
+    /// [`super::h2_streams`]).
     fn http2(&self, streams: StreamExec) -> http2::Builder<StreamExec> {
         let mut http2 = http2::Builder::new(streams);
         http2
@@ -251,8 +252,14 @@ where
                     .http2(StreamExec::new(watch.info.clone()))
                     .serve_connection(TokioIo::new(io), service),
             );
+            let mut conn = WithStreams::new(conn, watch.info.clone());
             watch
-                .run(conn, |conn| conn.graceful_shutdown(), &quiet, false)
+                .run(
+                    Pin::new(&mut conn),
+                    |conn| conn.get_mut().server().graceful_shutdown(),
+                    &quiet,
+                    false,
+                )
                 .await;
             return;
         }
@@ -362,68 +369,6 @@ enum Signal {
     Stop,
     TooManyResets,
     IdleTimer,
-}
-
-/// A waker of its own for futures polled beside a busier one in the same task: it notes that
-/// they woke, and wakes the task.
-struct WakeFlag {
-    woken: AtomicBool,
-    task: futures_util::task::AtomicWaker,
-}
-
-/// A [`WakeFlag`] and the waker that sets it.
-struct Wakes {
-    flag: Arc<WakeFlag>,
-    waker: Waker,
-}
-
-impl Wakes {
-    fn new() -> Self {
-        let flag = Arc::new(WakeFlag {
-            woken: AtomicBool::new(true),
-            task: Default::default(),
-        });
-        let waker = Waker::from(flag.clone());
-        Self { flag, waker }
-    }
-
-    /// `inner`, polled only when it has woken, and at its first poll.
-    fn on_wake<'w, F: Future>(&'w self, inner: Pin<&'w mut F>) -> OnWake<'w, F> {
-        self.flag.woken.store(true, Ordering::Relaxed);
-        OnWake { wakes: self, inner }
-    }
-}
-
-impl Wake for WakeFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-/// See [`Wakes::on_wake`].
-struct OnWake<'w, F> {
-    wakes: &'w Wakes,
-    inner: Pin<&'w mut F>,
-}
-
-impl<F: Future> Future for OnWake<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let wakes = self.wakes;
-        wakes.flag.task.register(cx.waker());
-        if !wakes.flag.woken.swap(false, Ordering::Acquire) {
-            return Poll::Pending;
-        }
-        self.inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&wakes.waker))
-    }
 }
 
 /// What watches a connection while its server (client_h1 or hyper) serves it: shutdown,
@@ -551,9 +496,7 @@ impl Watch {
                             .with_label_values(&["client_send_timeout"])
                             .inc_by(n as u64);
                     };
-                    let reset = info
-                        .stalled_streams
-                        .reset_waiting(now.into_std(), send_timeout);
+                    let reset = info.h2_streams.reset_waiting(now.into_std(), send_timeout);
                     if reset > 0 {
                         tracing::info!(client = %info.remote, streams = reset, timeout = ?send_timeout, "client took nothing of its response on an HTTP/2 stream for the send timeout; stream reset");
                         count_send_timeouts(reset);
