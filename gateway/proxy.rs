@@ -80,7 +80,8 @@ pub struct ConnInfo {
     opened: tokio::time::Instant,
     /// Where static files go by `sendfile` (HTTP/1.x on a plain socket only).
     file_regions: std::sync::OnceLock<Arc<client_io::FileRegions>>,
-    /// HTTP/2 streams seen waiting on the client, for the send timeout.
+    /// HTTP/2 streams started for the connection's task to run, and those seen waiting on the
+    /// client (for the send timeout).
     pub h2_streams: h2_streams::ConnStreams,
 }
 

@@ -82,14 +82,16 @@ impl ConnStreams {
         self.any_started.store(true, Ordering::Relaxed);
     }
 
-    fn take_started(&self, into: &FuturesUnordered<StreamTask>) {
+    /// Moves the streams started since the last call into `into`; whether there were any.
+    fn take_started(&self, into: &FuturesUnordered<StreamTask>) -> bool {
         if !self.any_started.swap(false, Ordering::Relaxed) {
-            return;
+            return false;
         }
         let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         for stream in started.drain(..) {
             into.push(stream);
         }
+        true
     }
 }
 
@@ -140,8 +142,14 @@ impl<C: Future> Future for WithStreams<C> {
                 this.ended = Some(ended);
             }
             this.info.h2_streams.take_started(&this.streams);
-            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
-            this.info.h2_streams.take_started(&this.streams);
+            loop {
+                while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
+                // A stream can start another (hyper's task for an upgraded CONNECT stream): it
+                // is polled now, as a pushed stream wakes nothing.
+                if !this.info.h2_streams.take_started(&this.streams) {
+                    break;
+                }
+            }
             if this.ended.is_some() || !this.conn_wakes.woken() {
                 break;
             }
@@ -529,5 +537,35 @@ mod tests {
             1,
             "the panicking stream ended, the other goes on"
         );
+    }
+
+    #[test]
+    fn a_stream_started_by_a_stream_is_polled_in_the_same_turn() {
+        let conn = conn();
+        let exec = StreamExec::new(conn.clone());
+        let polled = Arc::new(AtomicBool::new(false));
+        let second: StreamTask = Box::pin({
+            let polled = polled.clone();
+            async move {
+                polled.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+        });
+        let first: StreamTask = Box::pin({
+            let exec = exec.clone();
+            async move {
+                hyper::rt::Executor::execute(&exec, second);
+                std::future::pending::<()>().await;
+            }
+        });
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = server(exec, vec![first], polls, Default::default(), None);
+        let mut with = WithStreams::new(Box::pin(server), conn.clone());
+        assert!(poll_with(&mut with).is_pending());
+        assert!(
+            polled.load(Ordering::Relaxed),
+            "started and polled in the same turn"
+        );
+        assert_eq!(with.streams.len(), 2);
     }
 }

@@ -88,8 +88,8 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
 // === impl HttpServer ===
 
 impl HttpServer {
-    /// HTTP/2's server for one connection: its executor watches that connection's streams (see
-    /// [`super::h2_streams`]).
+    /// HTTP/2's server for one connection: its executor hands that connection's streams to the
+    /// connection's task, watched (see [`super::h2_streams`]).
     fn http2(&self, streams: StreamExec) -> http2::Builder<StreamExec> {
         let mut http2 = http2::Builder::new(streams);
         http2
