@@ -658,7 +658,8 @@ pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAdd
 
 /// Accepts TLS connections until `shutdown` fires, then drains them. Handshakes run in tasks
 /// of their own, so a slow client never holds up the accept loop; finished ones come back here
-/// to be served and drained like plain connections.
+/// to be served and drained like plain connections, and ones still in progress at shutdown end
+/// with it (they held their sockets until the header timeout).
 pub async fn run_https(
     plane: Arc<DataPlane>,
     listener: TcpListener,
@@ -678,8 +679,14 @@ pub async fn run_https(
                 let info = ConnInfo::new(remote, "https", port.clone(), &settings);
                 let (plane, acceptor, done_tx) = (plane.clone(), acceptor.clone(), done_tx.clone());
                 let timeout = settings.header_timeout;
+                let mut stop = drain.watcher();
                 tokio::spawn(async move {
-                    if let Some(tls) = tls_handshake(&plane, &acceptor, stream, timeout).await {
+                    let tls = tokio::select! {
+                        tls = tls_handshake(&plane, &acceptor, stream, timeout) => tls,
+                        // Shutdown closes connections still in their handshake at once.
+                        _ = stop.wait_for(|stop| *stop) => None,
+                    };
+                    if let Some(tls) = tls {
                         let _ = done_tx.send((tls, info)).await;
                     }
                 });

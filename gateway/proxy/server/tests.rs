@@ -402,3 +402,114 @@ async fn http2_responses_carry_a_date_that_is_never_indexed() {
         answered += 1;
     }
 }
+
+/// A certificate for every name: enough for handshakes in these tests.
+#[derive(Debug)]
+struct AnyName(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for AnyName {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// An HTTPS listener serving with `settings` until the returned sender fires.
+async fn https_listener(
+    settings: ServerSettings,
+) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let plane = Shared::new(Default::default(), false).plane.clone();
+    let tls =
+        crate::tls::server_config(Arc::new(AnyName(crate::tls::self_signed().unwrap()))).unwrap();
+    let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_https(plane, listener, tls, settings, stop_rx));
+    (addr, stop_tx, task)
+}
+
+/// A client that connects and never sends its ClientHello would hold a handshake until the
+/// header timeout: shutdown neither waits for it nor leaves it open, and still drains the
+/// connections it serves.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
+    let settings = ServerSettings {
+        header_timeout: Duration::from_secs(30),
+        ..settings()
+    };
+    let (addr, stop, listener) = https_listener(settings).await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A connection made and served.
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+    let mut served = connector.connect(name, tcp).await.unwrap();
+    served
+        .write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    served.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 404", "no route for app.test");
+
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), listener)
+        .await
+        .expect("shutdown waited for the unfinished handshake")
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), silent.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent client's connection is closed: {closed:?}"
+    );
+}
+
+/// Accepts any server certificate (the listener's is self-signed).
+#[derive(Debug)]
+struct AcceptAnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        crate::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
