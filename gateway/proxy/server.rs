@@ -686,6 +686,9 @@ pub async fn run_https(
                         // Shutdown closes connections still in their handshake at once.
                         _ = stop.wait_for(|stop| *stop) => None,
                     };
+                    // Let go before waiting on this loop, which stops taking connections at
+                    // shutdown: a drain waits for every holder of `stop`.
+                    drop(stop);
                     if let Some(tls) = tls {
                         let _ = done_tx.send((tls, info)).await;
                     }
