@@ -416,18 +416,32 @@ impl rustls::server::ResolvesServerCert for AnyName {
     }
 }
 
-/// An HTTPS listener serving with `settings` until the returned sender fires.
+/// An HTTPS listener serving the self-signed fallback certificate with `settings` until the
+/// returned sender fires, and a client configuration that trusts that certificate (its name is
+/// `gatehouse.invalid`).
 async fn https_listener(
     settings: ServerSettings,
-) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+) -> (
+    SocketAddr,
+    rustls::ClientConfig,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let plane = Shared::new(Default::default(), false).plane.clone();
-    let tls =
-        crate::tls::server_config(Arc::new(AnyName(crate::tls::self_signed().unwrap()))).unwrap();
+    let cert = crate::tls::self_signed().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert[0].clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = crate::tls::server_config(Arc::new(AnyName(cert))).unwrap();
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run_https(plane, listener, tls, settings, stop_rx));
-    (addr, stop_tx, task)
+    (addr, client, stop_tx, task)
 }
 
 /// A client that connects and never sends its ClientHello would hold a handshake until the
@@ -439,18 +453,12 @@ async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
         header_timeout: Duration::from_secs(30),
         ..settings()
     };
-    let (addr, stop, listener) = https_listener(settings).await;
+    let (addr, client, stop, listener) = https_listener(settings).await;
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     // A connection made and served.
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+    let name = rustls::pki_types::ServerName::try_from("gatehouse.invalid").unwrap();
     let mut served = connector.connect(name, tcp).await.unwrap();
     served
         .write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
@@ -471,45 +479,4 @@ async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "the silent client's connection is closed: {closed:?}"
     );
-}
-
-/// Accepts any server certificate (the listener's is self-signed).
-#[derive(Debug)]
-struct AcceptAnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        crate::tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
