@@ -429,13 +429,8 @@ async fn https_listener(
 ) {
     let plane = Shared::new(Default::default(), false).plane.clone();
     let cert = crate::tls::self_signed().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert[0].clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // Gatehouse's own verifying client configuration, with the certificate as an extra root.
+    let client = crate::tls::upstream::client_config(true, &cert.cert[..1]);
     let tls = crate::tls::server_config(Arc::new(AnyName(cert))).unwrap();
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
