@@ -11,6 +11,7 @@
 pub mod balance;
 pub mod challenge;
 pub mod client_h1;
+pub mod client_h2;
 pub mod client_io;
 pub mod conn_limit;
 pub mod connector;
