@@ -532,8 +532,9 @@ async fn an_http2_close_held_by_a_shut_window_ends_at_the_send_timeout() {
         &[sized_origin().await],
         &["--client-send-timeout=1s", "--client-idle-timeout=1s"],
     );
-    // The whole 4 KiB response is handed to h2 at once; 1 KiB of it goes, the rest waits for
-    // a window the client never gives back, and the idle timeout's close waits on it.
+    // The whole 4 KiB response is read from the backend at once; 1 KiB of it goes, the rest
+    // waits for a window the client never gives back, and the idle timeout's close waits on it
+    // until the send timeout resets the stream.
     let (send, conn) = h2_with_window(gh.http, 1024).await;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(h2_get_path("/4k"), true).unwrap();
@@ -543,7 +544,7 @@ async fn an_http2_close_held_by_a_shut_window_ends_at_the_send_timeout() {
     let ended = tokio::time::timeout(Duration::from_secs(15), conn).await;
     assert!(ended.is_ok(), "the connection is still open after 15 s");
     gh.wait_log(
-        &["client took none of what its connection's close waits for in the send timeout"],
+        &["client took nothing of its response on an HTTP/2 stream for the send timeout"],
         Duration::from_secs(5),
     );
 }

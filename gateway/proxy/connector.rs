@@ -317,16 +317,38 @@ impl Connector {
         self.connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let dialled = pool.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
-            let result = dial(dialled.addr, timeout).await;
+            let result = dial(pool.addr, timeout).await;
             drop(permit);
-            if let Err(Ok(conn)) = tx.send(result) {
-                dialled.checkin(conn);
-            }
+            let _ = tx.send(result.map(|conn| Dialled {
+                conn: Some(conn),
+                pool,
+            }));
         });
-        rx.await
-            .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::ConnectFailed)))
+        let mut dialled = rx
+            .await
+            .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::ConnectFailed)))?;
+        Ok(dialled
+            .conn
+            .take()
+            .expect("a dialled connection is taken once"))
+    }
+}
+
+/// A connection dialled for a request, on its way to it. Dropped before the request took it
+/// (the client went away while it was made, or after it came and before the request's task
+/// ran again), it goes to the pool rather than closing.
+struct Dialled {
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for Dialled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
     }
 }
 

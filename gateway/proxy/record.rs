@@ -331,11 +331,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        super::h2_streams::note_body_poll(
-            matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()),
-        );
-        let frame = std::task::ready!(polled);
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {

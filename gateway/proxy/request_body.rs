@@ -76,25 +76,27 @@ impl Outcome {
     }
 }
 
-/// A client's request body: none, for a request read without hyper (see
-/// [`super::client_h1`], which serves only requests without one), or hyper's stream.
+/// A client's request body: none (see [`super::client_h1`], which serves only requests
+/// without one), hyper's stream (HTTP/1.x), or an HTTP/2 stream's.
 #[derive(Debug)]
 pub enum ClientBody {
     Empty,
     Stream(Incoming),
+    H2(super::client_h2::RequestBody),
 }
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::Stream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -102,6 +104,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Empty => true,
             ClientBody::Stream(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
         }
     }
 
@@ -109,6 +112,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::Stream(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
         }
     }
 }
@@ -160,7 +164,7 @@ impl Body for LimitedBody {
                 this.silence.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Ready(other) => Poll::Ready(other),
             Poll::Pending => match this.silence.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     this.outcome.set(TOO_SLOW);

@@ -3,23 +3,21 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::client_io::{ClientIo, ClientStream, Quiet};
-use super::h2_streams::{StreamExec, WithStreams};
 use super::task_wakes::Wakes;
-use super::{ConnInfo, client_h1};
+use super::{ConnInfo, client_h1, client_h2};
 use crate::shared::DataPlane;
 
 /// Limits of the client side.
@@ -63,12 +61,11 @@ impl Default for ServerSettings {
     }
 }
 
-/// hyper's HTTP/1.1 server, configured once per listener, and the settings of its HTTP/2 server
-/// (built per connection, see [`HttpServer::http2`]).
+/// hyper's HTTP/1.1 server, configured once per listener, and the limits of HTTP/2
+/// connections ([`client_h2`]).
 pub struct HttpServer {
     http1: http1::Builder,
-    http2_max_header_list: u32,
-    http2_max_streams: u32,
+    http2: client_h2::Limits,
 }
 
 /// Builds the connection server once per listener.
@@ -80,25 +77,10 @@ pub fn http_builder(settings: &ServerSettings) -> HttpServer {
         .max_buf_size(settings.max_header_bytes.max(8192));
     HttpServer {
         http1,
-        http2_max_header_list: settings.max_header_bytes as u32,
-        http2_max_streams: settings.http2_max_streams,
-    }
-}
-
-// === impl HttpServer ===
-
-impl HttpServer {
-    /// HTTP/2's server for one connection: its executor hands that connection's streams to the
-    /// connection's task, watched (see [`super::h2_streams`]).
-    fn http2(&self, streams: StreamExec) -> http2::Builder<StreamExec> {
-        let mut http2 = http2::Builder::new(streams);
-        http2
-            .timer(TokioTimer::new())
-            // Every response gets its `date` from `proxy::handle`, marked never to be indexed.
-            .auto_date_header(false)
-            .max_header_list_size(self.http2_max_header_list)
-            .max_concurrent_streams(self.http2_max_streams);
-        http2
+        http2: client_h2::Limits {
+            max_streams: settings.http2_max_streams,
+            max_header_list: settings.max_header_bytes as u32,
+        },
     }
 }
 
@@ -177,8 +159,7 @@ pub async fn serve_connection<IO>(
         move |req| {
             requested.store(true, Ordering::Relaxed);
             let (plane, info) = (plane.clone(), info.clone());
-            // The phases' state is built in a spare box (`spare`): HTTP/2 spawns this future
-            // per stream, and a task with the state inside was copied into whole.
+            // The phases' state is built in a spare box: see `spare`.
             let req = req.map(super::request_body::ClientBody::Stream);
             let handling = super::spare::spared(move || super::handle(plane, info, req));
             futures_util::FutureExt::map(handling, infallible)
@@ -245,18 +226,29 @@ where
             }
         };
         if is_h2 {
-            // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
             let quiet = io.quiet();
-            let conn = Box::pin(
-                server
-                    .http2(StreamExec::new(watch.info.clone()))
-                    .serve_connection(TokioIo::new(io), service),
+            let (plane, info, requested) = (
+                watch.plane.clone(),
+                watch.info.clone(),
+                watch.requested.clone(),
             );
-            let mut conn = WithStreams::new(conn, watch.info.clone());
+            let handler = move |req| {
+                requested.store(true, Ordering::Relaxed);
+                let (plane, info) = (plane.clone(), info.clone());
+                // The phases' state is built in a spare box: see `spare`.
+                super::spare::spared(move || super::handle(plane, info, req))
+            };
+            // Boxed, like HTTP/1.1's below: the task's future is as big as its biggest state.
+            let mut conn = Box::pin(client_h2::Connection::new(
+                io,
+                watch.info.clone(),
+                server.http2,
+                handler,
+            ));
             watch
                 .run(
-                    Pin::new(&mut conn),
-                    |conn| conn.get_mut().server().graceful_shutdown(),
+                    conn.as_mut(),
+                    |conn| conn.get_mut().graceful_shutdown(),
                     &quiet,
                     false,
                 )

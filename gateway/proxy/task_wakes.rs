@@ -46,11 +46,6 @@ impl Wakes {
         inner.poll(&mut Context::from_waker(&self.waker))
     }
 
-    /// Whether the future has woken since its last poll.
-    pub fn woken(&self) -> bool {
-        self.flag.woken.load(Ordering::Acquire)
-    }
-
     /// Has the future polled at the next poll, though it has not woken.
     pub fn mark_woken(&self) {
         self.flag.woken.store(true, Ordering::Relaxed);

@@ -148,6 +148,24 @@ async fn an_abandoned_exchange_finishes_and_keeps_its_connection() {
     );
 }
 
+/// A client that goes away after its connection was made and before its request's task ran
+/// again (a stream reset right after its HEADERS): the connection goes to the pool, and the
+/// next request takes it.
+#[tokio::test]
+async fn a_connection_dialled_for_a_request_that_went_away_goes_to_the_pool() {
+    let (addr, accepted) = origin(Duration::ZERO, false).await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let mut send = Box::pin(connector.send(addr, get(addr)));
+    assert!(futures_util::poll!(send.as_mut()).is_pending(), "dialling");
+    // The connection is made meanwhile; the request is not polled again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(send);
+    let resp = fetch(&connector, addr).await;
+    assert_eq!(body_text(resp).await, "hello");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "a second connection");
+    assert_eq!(connector.connects(), 1);
+}
+
 /// An origin whose every answer is a different 600-byte body: the answer's number, padded.
 async fn numbered_origin(delay: Duration) -> SocketAddr {
     let (addr, _) = origin_answering(delay, false, |n| Bytes::from(format!("{n:0>600}"))).await;
