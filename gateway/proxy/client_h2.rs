@@ -1119,6 +1119,10 @@ struct Head {
     protocol: bool,
     status: bool,
     headers: HeaderMap,
+    /// What makes a request malformed among its fields, seen as they are added (looking them
+    /// up afterwards would hash their names again).
+    forbidden: Option<&'static str>,
+    content_length: Option<HeaderValue>,
 }
 
 impl Head {
@@ -1131,6 +1135,27 @@ impl Head {
             Field::Protocol(_) => self.protocol = true,
             Field::Status(_) => self.status = true,
             Field::Header(name, value) => {
+                if name == header::CONTENT_LENGTH {
+                    if self
+                        .content_length
+                        .as_ref()
+                        .is_some_and(|len| *len != value)
+                    {
+                        self.forbidden = Some("content-length values that differ");
+                    }
+                    self.content_length = Some(value.clone());
+                } else if name == header::TE {
+                    if value != "trailers" {
+                        self.forbidden = Some("TE other than trailers");
+                    }
+                } else if name == header::CONNECTION
+                    || name == header::TRANSFER_ENCODING
+                    || name == header::UPGRADE
+                    || name.as_str() == "keep-alive"
+                    || name.as_str() == "proxy-connection"
+                {
+                    self.forbidden = Some("a connection-specific header field");
+                }
                 self.headers.append(name, value);
             }
         }
@@ -1181,23 +1206,10 @@ impl Head {
                     Some(Authority::from_maybe_shared(authority).map_err(|_| "a bad :authority")?);
             }
         }
-        for name in [
-            header::CONNECTION,
-            header::TRANSFER_ENCODING,
-            header::UPGRADE,
-            HeaderName::from_static("keep-alive"),
-            HeaderName::from_static("proxy-connection"),
-        ] {
-            if self.headers.contains_key(&name) {
-                return Err("a connection-specific header field");
-            }
+        if let Some(why) = self.forbidden {
+            return Err(why);
         }
-        if let Some(te) = self.headers.get(header::TE)
-            && te != "trailers"
-        {
-            return Err("TE other than trailers");
-        }
-        let declared_len = match self.headers.get(header::CONTENT_LENGTH) {
+        let declared_len = match &self.content_length {
             None => None,
             Some(len) => Some(
                 len.to_str()

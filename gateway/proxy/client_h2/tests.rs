@@ -404,8 +404,15 @@ const GET: [(&str, &str); 4] = [
 async fn a_malformed_request_resets_its_stream_only() {
     let (client, _server, _info) = serve(echo, LIMITS);
     let mut raw = Raw::start(client).await;
-    let cases: [&[(&str, &str)]; 5] = [
+    let cases: [&[(&str, &str)]; 6] = [
         &[(":method", "GET"), (":scheme", "http"), (":authority", "a")],
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/"),
+            ("content-length", "0"),
+            ("content-length", "00"),
+        ],
         &[
             (":method", "GET"),
             (":scheme", "http"),
@@ -438,9 +445,9 @@ async fn a_malformed_request_resets_its_stream_only() {
             "{fields:?}"
         );
     }
-    raw.headers(11, &GET, true).await;
+    raw.headers(13, &GET, true).await;
     match raw.next_interesting().await {
-        Some(Frame::Headers { stream: 11, .. }) => {}
+        Some(Frame::Headers { stream: 13, .. }) => {}
         other => panic!("{other:?}"),
     }
 }
