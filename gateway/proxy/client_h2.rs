@@ -55,6 +55,9 @@ const WRITE_HIGH: usize = 64 * 1024;
 /// Output queued beyond this stops reading: a client sending PINGs or SETTINGS without reading
 /// the answers fills nothing but its own connection's queue, up to here.
 const READ_STOP: usize = 256 * 1024;
+/// Rounds of reading, polling streams and writing in one poll of a connection, after which
+/// it yields to the worker's other tasks.
+const TURNS_PER_POLL: usize = 16;
 /// How much a read asks for.
 const READ_CHUNK: usize = 16 * 1024;
 /// The compressed header block a request may send across CONTINUATION frames, as a multiple of
@@ -857,7 +860,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         this.ready.task.register(cx.waker());
-        loop {
+        for _ in 0..TURNS_PER_POLL {
             if this.shutdown_asked && !this.goaway_sent {
                 frame::write_goaway(&mut this.tx.out.buf, this.last_stream, Reason::NO_ERROR);
                 this.goaway_sent = true;
@@ -904,6 +907,10 @@ where
                 return Poll::Pending;
             }
         }
+        // Still busy: the worker's other tasks get their turn first. A stream whose future keeps
+        // waking itself (tokio's budget, spent, wakes at once) must not hold the worker here.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

@@ -703,3 +703,68 @@ async fn an_idle_connection_keeps_no_read_buffer_and_its_handler_count_is_right(
     assert_eq!(conn.read_buf.capacity(), 0, "idle: no read buffer");
     assert!(conn.streams.is_empty());
 }
+
+#[tokio::test]
+async fn a_stream_that_keeps_waking_itself_does_not_hold_the_worker() {
+    let spins = Arc::new(AtomicUsize::new(0));
+    let spun = spins.clone();
+    let handler = move |req: Request<ClientBody>| -> Handling {
+        if req.uri().path() == "/spin" {
+            let spins = spins.clone();
+            Box::pin(std::future::poll_fn(move |cx| {
+                spins.fetch_add(1, Ordering::Relaxed);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }))
+        } else {
+            echo(req)
+        }
+    };
+    // The connection on a worker of its own (one thread), beside another task that only runs
+    // if the connection's task yields while its stream spins.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let other_task_ran = Arc::new(AtomicBool::new(false));
+    let ran = other_task_ran.clone();
+    std::thread::spawn(move || {
+        let worker = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        worker.block_on(async move {
+            let conn = tokio::spawn(Connection::new(
+                ClientIo::new(server),
+                info(),
+                LIMITS,
+                handler,
+            ));
+            while spun.load(Ordering::Relaxed) < 100 {
+                tokio::task::yield_now().await;
+            }
+            ran.store(true, Ordering::Relaxed);
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        });
+    });
+    let mut send = hyper_client(client).await;
+    let spin = Request::get("http://app.test/spin")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let _spinning = send.send_request(spin);
+    for _ in 0..200 {
+        if other_task_ran.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        other_task_ran.load(Ordering::Relaxed),
+        "the spinning stream held the worker"
+    );
+    let req = Request::get("http://app.test/after")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+        .await
+        .expect("answered while the other stream spins")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
