@@ -290,6 +290,7 @@ where
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
+                    self.client_closed();
                     return Ok(true);
                 }
                 Poll::Ready(Ok(_)) => progressed = true,
@@ -301,6 +302,21 @@ where
                         self.read_buf = BytesMut::new();
                     }
                     return Ok(progressed);
+                }
+            }
+        }
+    }
+
+    /// The client closed its side: no request body still coming can end now. Their readers
+    /// see the stream fail (their handlers answer, and those answers are still written); a
+    /// header block cut off is dropped.
+    fn client_closed(&mut self) {
+        self.continuing = None;
+        for stream in &mut self.streams {
+            if stream.recv_open {
+                stream.recv_open = false;
+                if let Some(inbound) = stream.inbound.take() {
+                    self.recv_owed += inbound.fail();
                 }
             }
         }
@@ -371,7 +387,12 @@ where
             Frame::Continuation {
                 end_headers, block, ..
             } => {
-                let continuing = self.continuing.as_mut().expect("checked above");
+                let Some(continuing) = self.continuing.as_mut() else {
+                    return Err(proto(
+                        Reason::PROTOCOL_ERROR,
+                        "CONTINUATION without a header block to continue",
+                    ));
+                };
                 continuing.block.extend_from_slice(&block);
                 if continuing.block.len()
                     > self.limits.max_header_list as usize * BLOCK_LIMIT_FACTOR
@@ -1340,7 +1361,9 @@ impl Body for RequestBody {
             InEnd::Trailers(trailers) => Poll::Ready(Some(Ok(BodyFrame::trailers(trailers)))),
             InEnd::Reset => {
                 state.end = InEnd::Reset;
-                Poll::Ready(Some(Err("the client reset its HTTP/2 stream".into())))
+                Poll::Ready(Some(Err(
+                    "the client reset its HTTP/2 stream or closed its connection".into(),
+                )))
             }
             InEnd::Open => {
                 state.end = InEnd::Open;

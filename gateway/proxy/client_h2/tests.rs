@@ -555,6 +555,21 @@ async fn protocol_errors_end_the_connection_with_goaway() {
     }
     assert_eq!(ended, Some(Reason::COMPRESSION_ERROR));
 
+    // CONTINUATION with no header block to continue.
+    let (client, server, _info) = serve(echo, LIMITS);
+    let mut raw = Raw::start(client).await;
+    let mut out = BytesMut::new();
+    frame::write_head(&mut out, 0, frame::kind::CONTINUATION, 0, 1);
+    raw.send(&out).await;
+    assert!(matches!(
+        raw.next_interesting().await,
+        Some(Frame::GoAway {
+            reason: Reason::PROTOCOL_ERROR,
+            ..
+        })
+    ));
+    assert!(server.await.unwrap().is_err());
+
     // Not the preface at all.
     let (mut client, server, _info) = serve(echo, LIMITS);
     client
@@ -767,4 +782,47 @@ async fn a_stream_that_keeps_waking_itself_does_not_hold_the_worker() {
         .expect("answered while the other stream spins")
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_closing_with_a_request_body_unfinished_gets_its_answer_and_the_connection_ends() {
+    let (client, server, _info) = serve(echo, LIMITS);
+    let mut raw = Raw::start(client).await;
+    let post = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "app.test"),
+        (":path", "/"),
+    ];
+    raw.headers(1, &post, false).await;
+    let mut out = BytesMut::new();
+    frame::write_data_head(&mut out, 1, 3, false);
+    out.put_slice(b"abc");
+    raw.send(&out).await;
+    raw.io.shutdown().await.unwrap();
+    // The handler's body fails (no END_STREAM can come now): it answers 400, which is written.
+    let mut frames = Vec::new();
+    while let Some(frame) = raw.next().await {
+        frames.push(frame);
+    }
+    let head = frames
+        .iter()
+        .find_map(|f| match f {
+            Frame::Headers {
+                stream: 1, block, ..
+            } => Some(block.clone()),
+            _ => None,
+        })
+        .expect("an answer");
+    let mut status = None;
+    hpack::Decoder::new(4096)
+        .decode(head, 1 << 20, |f| {
+            if let hpack::Field::Status(s) = f {
+                status = Some(s);
+            }
+        })
+        .unwrap();
+    assert_eq!(status.as_deref(), Some(&b"400"[..]));
+    let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
 }
