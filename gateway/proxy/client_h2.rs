@@ -343,7 +343,9 @@ where
             let frame = match parsed {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(FrameError::Stream(id, reason, why)) => {
+                // A stream never opened cannot be reset (RST_STREAM on an idle stream is itself
+                // an error): the error is the connection's (RFC 9113 5.4.1 allows that).
+                Err(FrameError::Stream(id, reason, why)) if id <= self.last_stream => {
                     tracing::debug!(stream = id, %reason, why, "HTTP/2 stream error");
                     self.reset(id, reason);
                     continue;

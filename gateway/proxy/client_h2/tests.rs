@@ -570,6 +570,23 @@ async fn protocol_errors_end_the_connection_with_goaway() {
     ));
     assert!(server.await.unwrap().is_err());
 
+    // A stream error on a stream never opened (a PRIORITY frame of the wrong size): it cannot
+    // be reset, so the connection ends.
+    let (client, server, _info) = serve(echo, LIMITS);
+    let mut raw = Raw::start(client).await;
+    let mut out = BytesMut::new();
+    frame::write_head(&mut out, 4, frame::kind::PRIORITY, 0, 9);
+    out.put_slice(&[0, 0, 0, 1]);
+    raw.send(&out).await;
+    assert!(matches!(
+        raw.next_interesting().await,
+        Some(Frame::GoAway {
+            reason: Reason::FRAME_SIZE_ERROR,
+            ..
+        })
+    ));
+    assert!(server.await.unwrap().is_err());
+
     // Not the preface at all.
     let (mut client, server, _info) = serve(echo, LIMITS);
     client
