@@ -102,7 +102,8 @@ impl From<FrameError> for ConnError {
 }
 
 /// One client's HTTP/2 connection: a future that serves it until it ends. `handler` turns each
-/// request into its response (the phases).
+/// request (with its body, unless its HEADERS ended the stream) into its response (the
+/// phases).
 pub struct Connection<IO, H, F> {
     io: ClientIo<IO>,
     info: Arc<ConnInfo>,
@@ -219,7 +220,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<IO, H, F> Connection<IO, H, F>
 where
     IO: ClientStream,
-    H: FnMut(Request<crate::proxy::request_body::ClientBody>) -> F,
+    H: FnMut(Request<Option<RequestBody>>) -> F,
     F: Future<Output = Response<BoxBody>> + Unpin,
 {
     /// A connection whose client has sent (or is about to send) the preface on `io`.
@@ -708,10 +709,7 @@ where
         });
         let waker = Waker::from(wake.clone());
         let (req, inbound) = if end_stream {
-            (
-                req.map(|()| crate::proxy::request_body::ClientBody::Empty),
-                None,
-            )
+            (req.map(|()| None), None)
         } else {
             let inbound = Arc::new(Inbound {
                 state: Mutex::new(InState::default()),
@@ -721,10 +719,7 @@ where
                 inbound: inbound.clone(),
                 declared_len,
             };
-            (
-                req.map(|()| crate::proxy::request_body::ClientBody::H2(body)),
-                Some(inbound),
-            )
+            (req.map(|()| Some(body)), Some(inbound))
         };
         let handling = (self.handler)(req);
         self.streams.push(Stream {
@@ -875,7 +870,7 @@ where
 impl<IO, H, F> Future for Connection<IO, H, F>
 where
     IO: ClientStream,
-    H: FnMut(Request<crate::proxy::request_body::ClientBody>) -> F + Unpin,
+    H: FnMut(Request<Option<RequestBody>>) -> F + Unpin,
     F: Future<Output = Response<BoxBody>> + Unpin,
 {
     type Output = Result<(), ConnError>;

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::client_io::{ClientIo, ClientStream, Quiet};
+use super::request_body::ClientBody;
 use super::task_wakes::Wakes;
 use super::{ConnInfo, client_h1, client_h2};
 use crate::shared::DataPlane;
@@ -160,7 +161,7 @@ pub async fn serve_connection<IO>(
             requested.store(true, Ordering::Relaxed);
             let (plane, info) = (plane.clone(), info.clone());
             // The phases' state is built in a spare box: see `spare`.
-            let req = req.map(super::request_body::ClientBody::Stream);
+            let req = req.map(ClientBody::Stream);
             let handling = super::spare::spared(move || super::handle(plane, info, req));
             futures_util::FutureExt::map(handling, infallible)
         }
@@ -232,8 +233,9 @@ where
                 watch.info.clone(),
                 watch.requested.clone(),
             );
-            let handler = move |req| {
+            let handler = move |req: http::Request<Option<client_h2::RequestBody>>| {
                 requested.store(true, Ordering::Relaxed);
+                let req = req.map(|body| body.map_or(ClientBody::Empty, ClientBody::H2));
                 let (plane, info) = (plane.clone(), info.clone());
                 // The phases' state is built in a spare box: see `spare`.
                 super::spare::spared(move || super::handle(plane, info, req))

@@ -46,8 +46,16 @@ where
 {
     let (client, server) = tokio::io::duplex(1 << 20);
     let info = info();
-    let conn = Connection::new(ClientIo::new(server), info.clone(), limits, handler);
+    let conn = Connection::new(ClientIo::new(server), info.clone(), limits, bodied(handler));
     (client, tokio::spawn(conn), info)
+}
+
+/// A handler of requests as the phases take them, as the connection's handler (which is given
+/// a request's body as it comes).
+fn bodied(
+    mut handler: impl FnMut(Request<ClientBody>) -> Handling + Send + Unpin + 'static,
+) -> impl FnMut(Request<Option<RequestBody>>) -> Handling + Send + Unpin + 'static {
+    move |req| handler(req.map(|body| body.map_or(ClientBody::Empty, ClientBody::H2)))
 }
 
 /// Answers with the request's method, target and `x-test` header, and the size of its body.
@@ -634,7 +642,7 @@ async fn a_graceful_shutdown_finishes_the_streams_in_flight() {
         ClientIo::new(server),
         info(),
         LIMITS,
-        handler,
+        bodied(handler),
     ));
     let mut raw = Raw::start(client).await;
     raw.headers(1, &GET, true).await;
@@ -725,7 +733,7 @@ async fn an_idle_connection_keeps_no_read_buffer_and_its_handler_count_is_right(
         ClientIo::new(server),
         info(),
         LIMITS,
-        handler,
+        bodied(handler),
     ));
     let mut raw = Raw::start(client).await;
     raw.headers(1, &GET, true).await;
@@ -767,7 +775,7 @@ async fn a_stream_that_keeps_waking_itself_does_not_hold_the_worker() {
                 ClientIo::new(server),
                 info(),
                 LIMITS,
-                handler,
+                bodied(handler),
             ));
             while spun.load(Ordering::Relaxed) < 100 {
                 tokio::task::yield_now().await;

@@ -39,9 +39,8 @@ use bytes::{Bytes, BytesMut};
 use gatehouse::body::{BoxBody, BoxError};
 use gatehouse::proxy::ConnInfo;
 use gatehouse::proxy::client_h2::frame::{self, Frame, FrameError};
-use gatehouse::proxy::client_h2::{ConnError, Connection, Limits};
+use gatehouse::proxy::client_h2::{ConnError, Connection, Limits, RequestBody};
 use gatehouse::proxy::client_io::ClientIo;
-use gatehouse::proxy::request_body::ClientBody;
 use gatehouse::proxy::server::ServerSettings;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -97,12 +96,11 @@ async fn serve(sent: &[u8], pick: u8, limits: Limits) -> (Option<Result<(), Conn
         &ServerSettings::default(),
     ));
     let reads_body = pick & 2 != 0;
-    let handler = move |req: Request<ClientBody>| -> Handling {
-        if !reads_body {
+    let handler = move |req: Request<Option<RequestBody>>| -> Handling {
+        let (true, Some(mut body)) = (reads_body, req.into_body()) else {
             return Box::pin(std::future::ready(respond(pick, 0)));
-        }
+        };
         Box::pin(async move {
-            let mut body = req.into_body();
             let mut len = 0;
             while let Some(frame) = body.frame().await {
                 match frame {
