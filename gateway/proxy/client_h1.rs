@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Body;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
 
 use super::ConnInfo;
@@ -363,7 +363,7 @@ struct Out {
 
 impl Out {
     /// Buffers written in one call at most.
-    const MAX_BUFS: usize = 16;
+    const MAX_BUFS: usize = super::client_io::MAX_WRITE_PARTS;
 
     fn push(&mut self, bytes: Bytes) {
         self.bufs.push_back(bytes);
@@ -373,30 +373,7 @@ impl Out {
     /// their files, see [`super::client_io::FileRegions`]).
     async fn write_all<IO: ClientStream>(&mut self, io: &mut ClientIo<IO>) -> io::Result<()> {
         while !self.bufs.is_empty() {
-            let written = poll_fn(|cx| {
-                let mut slices = [io::IoSlice::new(&[]); Self::MAX_BUFS];
-                let mut n = 0;
-                for (slice, buf) in slices.iter_mut().zip(&self.bufs) {
-                    *slice = io::IoSlice::new(buf);
-                    n += 1;
-                }
-                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
-            })
-            .await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            let mut written = written;
-            while written > 0 {
-                let front = self.bufs.front_mut().expect("written from these");
-                if front.len() <= written {
-                    written -= front.len();
-                    self.bufs.pop_front();
-                } else {
-                    front.advance(written);
-                    written = 0;
-                }
-            }
+            poll_fn(|cx| io.poll_write_parts(cx, &mut self.bufs)).await?;
         }
         Ok(())
     }

@@ -20,11 +20,11 @@ pub mod hpack;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -1437,31 +1437,8 @@ impl Output {
     ) -> Poll<io::Result<()>> {
         self.seal();
         while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 16];
-            let n = self.queue.len().min(slices.len());
-            for (slice, part) in slices.iter_mut().zip(&self.queue) {
-                *slice = IoSlice::new(part);
-            }
-            let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(written)) => written,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
-            };
+            let written = ready!(io.poll_write_parts(cx, &mut self.queue))?;
             self.queued -= written;
-            let mut left = written;
-            while left > 0 {
-                let front = self.queue.front_mut().expect("written from the queue");
-                if front.len() <= left {
-                    left -= front.len();
-                    self.queue.pop_front();
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
-            }
         }
         if self.buf.capacity() > READ_CHUNK {
             // A burst's buffer is not kept for the connection's life.

@@ -212,7 +212,41 @@ pub struct ClientIo<IO> {
     files: Option<Arc<FileRegions>>,
 }
 
+/// Parts written in one vectored write at most.
+pub const MAX_WRITE_PARTS: usize = 16;
+
 impl<IO: ClientStream> ClientIo<IO> {
+    /// Writes the front of `parts` (up to [`MAX_WRITE_PARTS`] of them) with one vectored write
+    /// and drops what went; how many bytes went. A write of nothing is an error: the client
+    /// takes no more.
+    pub fn poll_write_parts(
+        &mut self,
+        cx: &mut Context<'_>,
+        parts: &mut VecDeque<Bytes>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slices = [io::IoSlice::new(&[]); MAX_WRITE_PARTS];
+        let n = parts.len().min(MAX_WRITE_PARTS);
+        for (slice, part) in slices.iter_mut().zip(&*parts) {
+            *slice = io::IoSlice::new(part);
+        }
+        let written = ready!(Pin::new(&mut *self).poll_write_vectored(cx, &slices[..n]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let mut left = written;
+        while left > 0 {
+            let front = parts.front_mut().expect("written from these parts");
+            if front.len() <= left {
+                left -= front.len();
+                parts.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+        Poll::Ready(Ok(written))
+    }
+
     pub fn new(io: IO) -> Self {
         let files = io.plain_socket().map(|_| Arc::default());
         Self {
