@@ -474,4 +474,11 @@ async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "the silent client's connection is closed: {closed:?}"
     );
+    // The served one was drained too: it heard the shutdown, between requests, and closed.
+    let mut rest = Vec::new();
+    let drained = tokio::time::timeout(Duration::from_secs(1), served.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(drained, Ok(Ok(_)) | Ok(Err(_))),
+        "the served connection is closed by the drain: {drained:?}"
+    );
 }
