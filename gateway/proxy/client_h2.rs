@@ -64,6 +64,18 @@ const READ_CHUNK: usize = 16 * 1024;
 /// the header list limit: beyond, the connection ends (its HPACK state cannot be kept in step
 /// without decoding the block, and a block that large is an attack).
 const BLOCK_LIMIT_FACTOR: usize = 2;
+/// CONTINUATION frames one header block may take, at least: nghttp2's limit, which curl, node
+/// and Apache's clients keep to. Empty ones never grow a block, so without a count a client
+/// could hold a connection busy with them for ever (CVE-2024-28182, the CONTINUATION flood).
+const MIN_CONTINUATIONS: usize = 8;
+
+/// CONTINUATION frames allowed in one header block: enough to carry the largest block allowed
+/// in frames of the size read here, and never fewer than [`MIN_CONTINUATIONS`].
+fn max_continuations(limits: &Limits) -> usize {
+    (limits.max_header_list as usize * BLOCK_LIMIT_FACTOR)
+        .div_ceil(frame::DEFAULT_MAX_FRAME_SIZE as usize)
+        .max(MIN_CONTINUATIONS)
+}
 
 /// What a connection allows a client.
 #[derive(Clone, Copy, Debug)]
@@ -153,6 +165,8 @@ struct Continuing {
     new: bool,
     end_stream: bool,
     block: BytesMut,
+    /// CONTINUATION frames received for it so far.
+    continuations: usize,
 }
 
 /// One stream: its handler, then its response body; its request body's queue; its windows.
@@ -396,6 +410,13 @@ where
                         "CONTINUATION without a header block to continue",
                     ));
                 };
+                continuing.continuations += 1;
+                if continuing.continuations > max_continuations(&self.limits) {
+                    return Err(proto(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "too many CONTINUATION frames in one header block",
+                    ));
+                }
                 continuing.block.extend_from_slice(&block);
                 if continuing.block.len()
                     > self.limits.max_header_list as usize * BLOCK_LIMIT_FACTOR
@@ -411,6 +432,7 @@ where
                         new,
                         end_stream,
                         block,
+                        ..
                     } = self.continuing.take().expect("checked above");
                     self.on_header_block(stream, new, end_stream, block.freeze())?;
                 }
@@ -607,6 +629,7 @@ where
             new,
             end_stream,
             block: joined,
+            continuations: 0,
         });
         Ok(())
     }

@@ -517,6 +517,87 @@ async fn a_head_over_the_header_list_limit_gets_431_and_the_connection_goes_on()
     ));
 }
 
+/// HEADERS and then CONTINUATIONs carrying `block` in `frames` frames in all: one byte in each
+/// but the last, which carries the rest and ends the block.
+fn split_block(stream: u32, block: &[u8], frames: usize) -> BytesMut {
+    let mut out = BytesMut::new();
+    for n in 0..frames {
+        let last = n + 1 == frames;
+        let piece = if last { &block[n..] } else { &block[n..n + 1] };
+        let kind = if n == 0 {
+            frame::kind::HEADERS
+        } else {
+            frame::kind::CONTINUATION
+        };
+        let mut flags = if n == 0 { 0x1 } else { 0 }; // END_STREAM on HEADERS
+        if last {
+            flags |= 0x4; // END_HEADERS
+        }
+        frame::write_head(&mut out, piece.len(), kind, flags, stream);
+        out.put_slice(piece);
+    }
+    out
+}
+
+/// A header block may come in up to eight CONTINUATION frames, as nghttp2 allows; a ninth ends
+/// the connection, and so do empty ones, which never grow the block (CVE-2024-28182, the
+/// CONTINUATION flood: without a count they held a connection busy for ever).
+#[tokio::test]
+async fn a_header_block_in_too_many_continuations_ends_the_connection() {
+    let block = literal_block(&GET);
+    let (client, _server, _info) = serve(echo, LIMITS);
+    let mut raw = Raw::start(client).await;
+    raw.send(&split_block(1, &block, 1 + MIN_CONTINUATIONS))
+        .await;
+    assert!(
+        matches!(
+            raw.next_interesting().await,
+            Some(Frame::Headers { stream: 1, .. })
+        ),
+        "a block in eight CONTINUATIONs is answered"
+    );
+    raw.send(&split_block(3, &block, 2 + MIN_CONTINUATIONS))
+        .await;
+    let mut goaway = None;
+    while let Some(frame) = raw.next().await {
+        match frame {
+            Frame::GoAway { .. } => goaway = Some(frame),
+            Frame::Data { stream: 1, .. } => {} // the rest of stream 1's answer
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        matches!(
+            goaway,
+            Some(Frame::GoAway {
+                reason: Reason::ENHANCE_YOUR_CALM,
+                ..
+            })
+        ),
+        "{goaway:?}"
+    );
+
+    let (client, server, _info) = serve(echo, LIMITS);
+    let mut raw = Raw::start(client).await;
+    let mut out = BytesMut::new();
+    frame::write_head(&mut out, 0, frame::kind::HEADERS, 0, 1);
+    for _ in 0..1000 {
+        frame::write_head(&mut out, 0, frame::kind::CONTINUATION, 0, 1);
+    }
+    let _ = raw.io.write_all(&out).await;
+    assert!(matches!(
+        raw.next_interesting().await,
+        Some(Frame::GoAway {
+            reason: Reason::ENHANCE_YOUR_CALM,
+            ..
+        })
+    ));
+    assert!(matches!(
+        server.await.unwrap(),
+        Err(ConnError::Protocol(Reason::ENHANCE_YOUR_CALM, _))
+    ));
+}
+
 #[tokio::test]
 async fn protocol_errors_end_the_connection_with_goaway() {
     // DATA on a stream never opened.
