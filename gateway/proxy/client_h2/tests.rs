@@ -529,9 +529,9 @@ fn split_block(stream: u32, block: &[u8], frames: usize) -> BytesMut {
         } else {
             frame::kind::CONTINUATION
         };
-        let mut flags = if n == 0 { 0x1 } else { 0 }; // END_STREAM on HEADERS
+        let mut flags = if n == 0 { frame::flag::END_STREAM } else { 0 };
         if last {
-            flags |= 0x4; // END_HEADERS
+            flags |= frame::flag::END_HEADERS;
         }
         frame::write_head(&mut out, piece.len(), kind, flags, stream);
         out.put_slice(piece);
