@@ -64,9 +64,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// the header list limit: beyond, the connection ends (its HPACK state cannot be kept in step
 /// without decoding the block, and a block that large is an attack).
 const BLOCK_LIMIT_FACTOR: usize = 2;
-/// CONTINUATION frames one header block may take, at least: nghttp2's limit, which curl, node
-/// and Apache's clients keep to. Empty ones never grow a block, so without a count a client
-/// could hold a connection busy with them for ever (CVE-2024-28182, the CONTINUATION flood).
+/// CONTINUATION frames one header block may take, at least: nghttp2's limit, so what curl, node
+/// and Apache accept. Empty ones never grow a block, so without a count a client could hold a
+/// connection busy with them for ever (CVE-2024-28182, the CONTINUATION flood).
 const MIN_CONTINUATIONS: usize = 8;
 
 /// CONTINUATION frames allowed in one header block: enough to carry the largest block allowed
