@@ -69,10 +69,15 @@ const BLOCK_LIMIT_FACTOR: usize = 2;
 /// connection busy with them for ever (CVE-2024-28182, the CONTINUATION flood).
 const MIN_CONTINUATIONS: usize = 8;
 
+/// The compressed header block allowed, over HEADERS and its CONTINUATIONs.
+fn max_block(limits: &Limits) -> usize {
+    limits.max_header_list as usize * BLOCK_LIMIT_FACTOR
+}
+
 /// CONTINUATION frames allowed in one header block: enough to carry the largest block allowed
 /// in frames of the size read here, and never fewer than [`MIN_CONTINUATIONS`].
 fn max_continuations(limits: &Limits) -> usize {
-    (limits.max_header_list as usize * BLOCK_LIMIT_FACTOR)
+    max_block(limits)
         .div_ceil(frame::DEFAULT_MAX_FRAME_SIZE as usize)
         .max(MIN_CONTINUATIONS)
 }
@@ -418,9 +423,7 @@ where
                     ));
                 }
                 continuing.block.extend_from_slice(&block);
-                if continuing.block.len()
-                    > self.limits.max_header_list as usize * BLOCK_LIMIT_FACTOR
-                {
+                if continuing.block.len() > max_block(&self.limits) {
                     return Err(proto(
                         Reason::COMPRESSION_ERROR,
                         "a header block far over the header list limit",
