@@ -20,6 +20,7 @@ pub mod error_pages;
 pub mod external_auth;
 pub mod h2_streams;
 pub mod headers;
+pub mod lingering;
 pub mod policy;
 pub mod record;
 pub mod request_body;
@@ -71,8 +72,9 @@ pub struct ConnInfo {
     abandoned: AtomicU32,
     answered: AtomicU32,
     told_to_go: std::sync::atomic::AtomicBool,
-    /// Set when the client abandons requests faster than it lets them finish: the connection
-    /// is then closed (HTTP/2 GOAWAY).
+    /// Notified when the client abandons requests faster than it lets them finish: the
+    /// connection's watch logs and counts it (the HTTP/2 connection closes itself, seeing
+    /// [`ConnInfo::told_to_go`]).
     pub too_many_resets: tokio::sync::Notify,
     /// Requests started and not yet over, for the idle timeout.
     in_flight: AtomicU32,
@@ -81,6 +83,9 @@ pub struct ConnInfo {
     opened: tokio::time::Instant,
     /// Where static files go by `sendfile` (HTTP/1.x on a plain socket only).
     file_regions: std::sync::OnceLock<Arc<client_io::FileRegions>>,
+    /// Upstream work of requests the client abandoned, still going on (HTTP/2 only: there it
+    /// counts against the stream limit).
+    lingering: std::sync::OnceLock<Arc<lingering::Lingering>>,
     /// HTTP/2 streams started for the connection's task to run, and those seen waiting on the
     /// client (for the send timeout).
     pub h2_streams: h2_streams::ConnStreams,
@@ -117,6 +122,7 @@ impl ConnInfo {
             last_done_ms: AtomicU64::new(0),
             opened: tokio::time::Instant::now(),
             file_regions: std::sync::OnceLock::new(),
+            lingering: std::sync::OnceLock::new(),
             h2_streams: Default::default(),
         }
     }
@@ -129,6 +135,17 @@ impl ConnInfo {
 
     pub fn file_regions(&self) -> Option<&Arc<client_io::FileRegions>> {
         self.file_regions.get()
+    }
+
+    /// Has the upstream work this connection's reset streams leave behind counted (see
+    /// [`lingering`]), and gives the count.
+    pub fn count_lingering(&self) -> Arc<lingering::Lingering> {
+        self.lingering.get_or_init(Default::default).clone()
+    }
+
+    /// Where the upstream work of a request the client abandoned is counted, if anywhere.
+    pub fn lingering(&self) -> Option<&Arc<lingering::Lingering>> {
+        self.lingering.get()
     }
 
     /// The client address the source rules, limits and `$remote_addr` see: the peer, or what
@@ -163,9 +180,14 @@ impl ConnInfo {
         Some(self.opened + last)
     }
 
+    /// The client abandoned so many requests that its connection is to close.
+    pub fn told_to_go(&self) -> bool {
+        self.told_to_go.load(Ordering::Relaxed)
+    }
+
     /// Counts a request the client abandoned. Past the allowance, and while more than a third
-    /// of its requests are abandoned, the connection is told to close: a rapid-reset client pays
-    /// with its connection, not the backends; a browser cancelling now and then never does.
+    /// of its requests are abandoned, the client is told to go: a rapid-reset client pays with
+    /// its connection, not the backends; a browser cancelling now and then never does.
     fn abandoned(&self) {
         let n = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= ABANDONED_ALLOWANCE

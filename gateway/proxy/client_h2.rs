@@ -13,7 +13,11 @@
 //! (the phases) and then its response body are polled by the connection with a waker of the
 //! stream's own, so a wake-up polls that stream only. A request body reaches its handler through
 //! a small shared queue ([`RequestBody`]), the one part another task may touch. A client that
-//! resets a stream drops its handler there and then.
+//! resets a stream drops its handler there and then; the upstream work the handler leaves behind
+//! counts against the stream limit until it ends ([`Lingering`]), and a stream opened meanwhile
+//! past the limit is held, not started. A client told to go for abandoning too many requests
+//! has its new streams refused, and its GOAWAY once its work upstream is over: its next
+//! connection does not add to what this one still has going.
 
 pub mod frame;
 pub mod hpack;
@@ -39,6 +43,7 @@ use self::hpack::{DecodeError, Field};
 use super::ConnInfo;
 use super::client_io::{ClientIo, ClientStream};
 use super::h2_streams::Slot;
+use super::lingering::Lingering;
 use crate::body::{BoxBody, BoxError};
 
 /// A stream's flow-control window for request bodies, and the connection's: as hyper's server
@@ -85,7 +90,8 @@ fn max_continuations(limits: &Limits) -> usize {
 /// What a connection allows a client.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused.
+    /// Concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. Streams start
+    /// while those started and the work reset ones left upstream are fewer.
     pub max_streams: u32,
     /// Header list size (SETTINGS_MAX_HEADER_LIST_SIZE); a larger request gets 431.
     pub max_header_list: u32,
@@ -133,6 +139,14 @@ pub struct Connection<IO, H, F> {
     tx: Tx,
     decoder: hpack::Decoder,
     streams: Vec<Stream<F>>,
+    /// Streams opened while the started ones and the lingering work were at the stream limit,
+    /// in the order they came; started as the work ends.
+    held: VecDeque<u32>,
+    /// The upstream work of this connection's reset streams, still going on.
+    lingering: Arc<Lingering>,
+    /// Told to go for abandoning too many requests: new streams are refused, and the GOAWAY
+    /// goes once the streams and the lingering work are over.
+    refusing: bool,
     /// The highest stream id the client has opened.
     last_stream: u32,
     /// A header block still arriving in CONTINUATION frames.
@@ -182,6 +196,8 @@ struct Stream<F> {
     phase: Phase<F>,
     /// Its handler has been polled.
     started: bool,
+    /// Waiting in [`Connection::held`] for room to start.
+    held: bool,
     /// The request body, while the client may still send on it.
     inbound: Option<Arc<Inbound>>,
     recv_open: bool,
@@ -260,6 +276,7 @@ where
         };
         frame::write_settings(&mut tx.out.buf, &ours);
         frame::write_window_update(&mut tx.out.buf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW);
+        let lingering = info.count_lingering();
         Self {
             io,
             info,
@@ -272,6 +289,9 @@ where
             tx,
             decoder: hpack::Decoder::new(HPACK_TABLE_SIZE),
             streams: Vec::new(),
+            held: VecDeque::new(),
+            lingering,
+            refusing: false,
             last_stream: 0,
             continuing: None,
             recv_window: i64::from(CONN_WINDOW),
@@ -296,12 +316,18 @@ where
         self.streams.iter().position(|s| s.id == id)
     }
 
-    /// Reads and handles what the client sent, until the socket has nothing more for now.
+    /// Reads once and handles what the client sent. Once a turn: a client that keeps the
+    /// socket full must still let the streams and the writes have their turns, and the
+    /// connection's watch its own between polls.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnError> {
         let mut progressed = false;
         loop {
             self.handle_buffered()?;
-            if self.read_closed || self.tx.out.queued() >= READ_STOP || self.failed.is_some() {
+            if self.read_closed
+                || self.tx.out.queued() >= READ_STOP
+                || self.failed.is_some()
+                || progressed
+            {
                 return Ok(progressed);
             }
             if self.read_buf.capacity() - self.read_buf.len() < 1024 {
@@ -712,6 +738,10 @@ where
             // Opened after our GOAWAY: never processed, as the GOAWAY told the client.
             return Ok(());
         }
+        if self.refusing {
+            frame::write_rst_stream(&mut self.tx.out.buf, id, Reason::REFUSED_STREAM);
+            return Ok(());
+        }
         if self.streams.len() >= self.limits.max_streams as usize {
             frame::write_rst_stream(&mut self.tx.out.buf, id, Reason::REFUSED_STREAM);
             return Ok(());
@@ -748,12 +778,14 @@ where
             (req.map(|()| Some(body)), Some(inbound))
         };
         let handling = (self.handler)(req);
+        let held = !self.held.is_empty() || !self.has_room();
         self.streams.push(Stream {
             id,
             wake,
             waker,
             phase: Phase::Handling(handling),
             started: false,
+            held,
             inbound,
             recv_open: !end_stream,
             recv_window: i64::from(STREAM_WINDOW),
@@ -764,10 +796,46 @@ where
             pending: None,
             slot: None,
         });
-        // Started once the frames read with it are handled: a stream the same read resets
-        // (a rapid-reset client) is dropped before its phases take an upstream connection.
-        self.queue(id);
+        if held {
+            tracing::debug!(
+                stream = id,
+                lingering = self.lingering.count(),
+                "stream held: the client's reset streams still have work upstream"
+            );
+            self.held.push_back(id);
+        } else {
+            // Started once the frames read with it are handled: a stream the same read resets
+            // (a rapid-reset client) is dropped before its phases take an upstream connection.
+            self.queue(id);
+        }
         Ok(())
+    }
+
+    /// Whether another stream may start: those started (or about to be) and the lingering work
+    /// of reset ones are fewer than the stream limit.
+    fn has_room(&self) -> bool {
+        let started = self.streams.len() - self.held.len();
+        started + self.lingering.count() < self.limits.max_streams as usize
+    }
+
+    /// Starts held streams, in order, while there is room; until there is, the connection's
+    /// task is woken when lingering work ends.
+    fn start_held(&mut self, cx: &Context<'_>) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        self.lingering.watch(cx.waker());
+        let mut any = false;
+        while self.has_room()
+            && let Some(id) = self.held.pop_front()
+        {
+            if let Some(idx) = self.find(id) {
+                self.streams[idx].held = false;
+                self.queue(id);
+                any = true;
+            }
+        }
+        any
     }
 
     /// Has a stream polled at the next look at the ready streams.
@@ -791,6 +859,9 @@ where
     /// of which sees the stream reset).
     fn remove(&mut self, idx: usize) {
         let stream = self.streams.swap_remove(idx);
+        if stream.held {
+            self.held.retain(|&id| id != stream.id);
+        }
         if !stream.started {
             // Its phases never ran, so they never counted it: the client abandoned it.
             self.info.abandoned();
@@ -801,13 +872,45 @@ where
         }
     }
 
+    /// A client told to go for abandoning too many requests (seen at once, not when the
+    /// connection's watch next looks: a flood of streams keeps this poll busy) has its waiting
+    /// streams and new ones refused, and its GOAWAY once this connection has nothing left
+    /// upstream. Sent at once, the GOAWAY would have the client back on a new connection while
+    /// this one's work still runs, with a stream limit's worth more.
+    fn go_when_done(&mut self, cx: &Context<'_>) {
+        if !self.refusing {
+            if !self.info.told_to_go() {
+                return;
+            }
+            self.refusing = true;
+            for id in std::mem::take(&mut self.held) {
+                frame::write_rst_stream(&mut self.tx.out.buf, id, Reason::REFUSED_STREAM);
+                if let Some(idx) = self.find(id) {
+                    self.streams[idx].held = false;
+                    self.remove(idx);
+                }
+            }
+        }
+        if !self.shutdown_asked {
+            self.lingering.watch(cx.waker());
+            self.shutdown_asked = self.streams.is_empty() && self.lingering.count() == 0;
+        }
+    }
+
     /// Polls the streams woken since the last look.
     fn poll_ready(&mut self) -> bool {
         let mut ids = std::mem::take(&mut self.polling);
         std::mem::swap(&mut *lock(&self.ready.ids), &mut ids);
         let any = !ids.is_empty();
         for id in ids.drain(..) {
-            if let Some(idx) = self.find(id) {
+            let Some(idx) = self.find(id) else { continue };
+            if self.streams[idx].held {
+                // Woken by its request body before it may start: it is queued when it may.
+                self.streams[idx]
+                    .wake
+                    .queued
+                    .store(false, Ordering::Release);
+            } else {
                 self.poll_stream(idx);
             }
         }
@@ -905,6 +1008,7 @@ where
         let this = self.get_mut();
         this.ready.task.register(cx.waker());
         for _ in 0..TURNS_PER_POLL {
+            this.go_when_done(cx);
             if this.shutdown_asked && !this.goaway_sent {
                 frame::write_goaway(&mut this.tx.out.buf, this.last_stream, Reason::NO_ERROR);
                 this.goaway_sent = true;
@@ -916,6 +1020,7 @@ where
                     Err(ConnError::Io(err)) => return Poll::Ready(Err(ConnError::Io(err))),
                     Err(err) => this.fail(err),
                 }
+                progressed |= this.start_held(cx);
                 progressed |= this.poll_ready();
                 this.give_back_window();
             }

@@ -25,12 +25,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use self::h1::{Decoded, Decoder, RequestFraming};
 use super::error::{ErrorKind, ProxyError};
 use super::headers::Overrides;
+use super::lingering::{LeftBehind, Lingering};
 use super::timeouts::Progress;
 use crate::body::{BoxBody, BoxError};
 
@@ -250,7 +251,7 @@ impl Connector {
     ) -> Result<UpstreamResponse, (ProxyError, Option<Outgoing>)> {
         let mut out = Outgoing::new(req, Overrides::default());
         match self
-            .send_timed(addr, &mut out, self.settings.connect_timeout, None)
+            .send_timed(addr, &mut out, self.settings.connect_timeout, None, None)
             .await
         {
             Ok(resp) => Ok(resp),
@@ -259,8 +260,10 @@ impl Connector {
     }
 
     /// [`Connector::send`] with a route's connect timeout, and `progress`, which learns when
-    /// the request has a connection (its send and read clocks start then). On error, `true`
-    /// when none of the request was sent: `out` may go to another endpoint.
+    /// the request has a connection (its send and read clocks start then). If the request goes
+    /// away while its exchange (or its connect) is under way, the work that goes on is counted in
+    /// its client connection's `lingering`. On error, `true` when none of the request was sent:
+    /// `out` may go to another endpoint.
     // Not an `async fn`: see `proxy::handle`.
     #[allow(clippy::manual_async_fn)]
     pub fn send_timed<'a>(
@@ -269,6 +272,7 @@ impl Connector {
         out: &'a mut Outgoing,
         connect_timeout: Duration,
         progress: Option<&'a Progress>,
+        lingering: Option<&'a Arc<Lingering>>,
     ) -> impl Future<Output = Result<UpstreamResponse, (ProxyError, bool)>> + 'a {
         async move {
             let pool = self.pool(addr);
@@ -277,7 +281,7 @@ impl Connector {
             loop {
                 let conn = match pool.checkout() {
                     Some(conn) => conn,
-                    None => match self.connect(&pool, connect_timeout).await {
+                    None => match self.connect(&pool, connect_timeout, lingering).await {
                         Ok(conn) => conn,
                         Err(err) => return Err((err, true)),
                     },
@@ -285,7 +289,7 @@ impl Connector {
                 if let Some(progress) = progress {
                     progress.connected();
                 }
-                match exchange(conn, out, &pool).await {
+                match exchange(conn, out, &pool, lingering).await {
                     Ok(resp) => return Ok(resp),
                     Err(Failed::Resend) => {}
                     Err(Failed::Sent(err)) => return Err((err, false)),
@@ -298,7 +302,12 @@ impl Connector {
     /// request that wanted it goes away meanwhile, the connection goes to the pool instead of
     /// being thrown away (a client resetting streams cannot make the backend accept
     /// connection after connection).
-    async fn connect(&self, pool: &Arc<Pool>, timeout: Duration) -> Result<Conn, ProxyError> {
+    async fn connect(
+        &self,
+        pool: &Arc<Pool>,
+        timeout: Duration,
+        lingering: Option<&Arc<Lingering>>,
+    ) -> Result<Conn, ProxyError> {
         if let Some(conn) = pool.wait_coming_back().await {
             return Ok(conn);
         }
@@ -316,19 +325,30 @@ impl Connector {
         }
         self.connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = oneshot::channel();
+        let (abandoned, left_behind) = match lingering {
+            Some(lingering) => {
+                let (token_tx, token_rx) = oneshot::channel();
+                (AbandonedDial(Some((token_tx, lingering))), Some(token_rx))
+            }
+            None => (AbandonedDial(None), None),
+        };
         let pool = pool.clone();
         tokio::spawn(async move {
             let result = dial(pool.addr, timeout).await;
             drop(permit);
+            // Not taken (the request went away), the connection goes to the pool here...
             let _ = tx.send(result.map(|conn| Dialled {
                 conn: Some(conn),
                 pool,
             }));
+            // ...and then the count its request's client connection was left with falls.
+            drop(left_behind);
         });
-        let mut dialled = rx
-            .await
-            .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::ConnectFailed)))?;
+        let dialled = rx.await;
+        abandoned.disarm();
+        let mut dialled =
+            dialled.unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::ConnectFailed)))?;
         Ok(dialled
             .conn
             .take()
@@ -348,6 +368,27 @@ impl Drop for Dialled {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.pool.checkin(conn);
+        }
+    }
+}
+
+/// A request waiting for its dial. Dropped so (its client went away), the dial goes on and is
+/// counted in its client connection's [`Lingering`] until it is over: its token goes to the
+/// dial's task, which drops it once the connection is in the pool.
+struct AbandonedDial<'a>(Option<(oneshot::Sender<LeftBehind>, &'a Arc<Lingering>)>);
+
+impl AbandonedDial<'_> {
+    /// The dial's outcome came: nothing was left behind.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonedDial<'_> {
+    fn drop(&mut self) {
+        if let Some((to_dial, lingering)) = self.0.take() {
+            // A dial already over refuses it, and the token ends at once.
+            let _ = to_dial.send(lingering.left_behind());
         }
     }
 }
@@ -620,6 +661,7 @@ async fn exchange(
     conn: Conn,
     out: &mut Outgoing,
     pool: &Arc<Pool>,
+    lingering: Option<&Arc<Lingering>>,
 ) -> Result<UpstreamResponse, Failed> {
     let reused = conn.reused;
     let (framing, idempotent) = (out.framing, out.idempotent);
@@ -628,6 +670,7 @@ async fn exchange(
         pool: pool.clone(),
         sent: false,
         head_request: out.head_request,
+        lingering,
     };
     let failed =
         |err: BoxError| Failed::Sent(ProxyError::with_cause(ErrorKind::UpstreamFailed, err));
@@ -661,7 +704,10 @@ async fn exchange(
         Ok(head) => {
             let conn = flight.conn.take().expect("set above");
             let keep_alive = head.keep_alive && !early;
-            let body = UpstreamBody::new(conn, head.body, keep_alive, pool.clone());
+            let mut body = UpstreamBody::new(conn, head.body, keep_alive, pool.clone());
+            if body.conn.is_some() {
+                body.lingering = lingering.cloned();
+            }
             Ok(head.response.map(|()| body))
         }
         Err(err) => {
@@ -765,15 +811,16 @@ async fn send_body(
 /// A connection carrying an exchange that has no response head yet. Dropped so (the client
 /// went away), a request that is all out has its answer read to the end in the background, so
 /// the connection can be used again; one cut off in the middle is closed.
-struct InFlight {
+struct InFlight<'a> {
     conn: Option<Conn>,
     pool: Arc<Pool>,
     /// The whole request is out.
     sent: bool,
     head_request: bool,
+    lingering: Option<&'a Arc<Lingering>>,
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
@@ -783,7 +830,8 @@ impl Drop for InFlight {
         }
         let pool = self.pool.clone();
         let head_request = self.head_request;
-        finish_in_background(&self.pool, async move {
+        let left_behind = self.lingering.map(Lingering::left_behind);
+        finish_in_background(&self.pool, left_behind, async move {
             let mut got_bytes = !conn.buf.is_empty();
             let head = poll_fn(|cx| conn.poll_head(cx, head_request, &mut got_bytes))
                 .await
@@ -797,8 +845,9 @@ impl Drop for InFlight {
 
 /// Runs `work`, which reads out an exchange whose client went away so that its connection
 /// goes back to the pool, in a task of its own: at most the abandoned timeout, and counted as
-/// a connection coming back meanwhile ([`Pool::wait_coming_back`]).
-fn finish_in_background<F>(pool: &Arc<Pool>, work: F)
+/// a connection coming back meanwhile ([`Pool::wait_coming_back`]), and in its client
+/// connection's lingering work (`left_behind`) if that is counted.
+fn finish_in_background<F>(pool: &Arc<Pool>, left_behind: Option<LeftBehind>, work: F)
 where
     F: Future<Output = Option<()>> + Send + 'static,
 {
@@ -808,11 +857,13 @@ where
     let coming_back = ComingBack::new(pool.clone());
     let (deadline, addr) = (pool.settings.abandoned_timeout, pool.addr);
     runtime.spawn(async move {
-        let _coming_back = coming_back;
         let finished = tokio::time::timeout(deadline, work).await;
         if !matches!(finished, Ok(Some(()))) {
             tracing::debug!(upstream = %addr, "abandoned exchange did not finish; connection closed");
         }
+        // The connection is back in the pool (or closed) before either count falls.
+        drop(coming_back);
+        drop(left_behind);
     });
 }
 
@@ -827,6 +878,8 @@ pub struct UpstreamBody {
     pool: Arc<Pool>,
     /// The upstream closed: what is in the buffer is all there is.
     eof: bool,
+    /// Where its client counts it if it is dropped unfinished and read out in the background.
+    lingering: Option<Arc<Lingering>>,
     /// Read out by Gatehouse itself for its connection: dropped unfinished, it closes.
     in_background: bool,
 }
@@ -841,6 +894,7 @@ impl UpstreamBody {
             keep_alive,
             pool,
             eof: false,
+            lingering: None,
             in_background: false,
         };
         if body.decoder.is_done() {
@@ -888,9 +942,11 @@ impl Drop for UpstreamBody {
             keep_alive: true,
             pool: self.pool.clone(),
             eof: self.eof,
+            lingering: None,
             in_background: true,
         };
-        finish_in_background(&self.pool, async move { rest.drain().await });
+        let left_behind = self.lingering.as_ref().map(Lingering::left_behind);
+        finish_in_background(&self.pool, left_behind, async move { rest.drain().await });
     }
 }
 

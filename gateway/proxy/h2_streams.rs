@@ -101,24 +101,14 @@ impl Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
-    struct CountWakes(AtomicUsize);
-
-    impl Wake for CountWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    use crate::test_util::CountWakes;
 
     #[test]
     fn a_stream_waiting_on_its_client_past_the_timeout_is_reset_once_and_one_that_got_going_is_not()
     {
         let streams = ConnStreams::default();
         let timeout = Duration::from_secs(60);
-        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = CountWakes::waker();
         let waiting = streams.register();
         let going = streams.register();
         waiting.wait(&waker);
@@ -135,11 +125,7 @@ mod tests {
         assert_eq!(streams.reset_waiting(later, timeout), 1);
         assert!(waiting.is_reset());
         assert!(!going.is_reset());
-        assert_eq!(
-            wakes.0.load(Ordering::Relaxed),
-            1,
-            "the reset stream is woken"
-        );
+        assert_eq!(wakes.count(), 1, "the reset stream is woken");
         assert_eq!(streams.reset_waiting(later, timeout), 0, "reset once");
         // Ended streams' entries go.
         drop(waiting);

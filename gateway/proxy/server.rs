@@ -136,8 +136,8 @@ impl Default for Drain {
 
 /// Serves one accepted connection (plain or TLS) until it closes or shutdown drains it. A
 /// connection that has not sent a first request within `header_timeout` is closed; one whose
-/// client abandons too many requests is closed gracefully (GOAWAY); an idle HTTP/1.1 one is
-/// parked after [`PARK_AFTER`].
+/// client abandons too many requests closes itself (client_h2) and is logged and counted here;
+/// an idle HTTP/1.1 one is parked after [`PARK_AFTER`].
 pub async fn serve_connection<IO>(
     plane: Arc<DataPlane>,
     server: Arc<HttpServer>,
@@ -489,15 +489,15 @@ impl Watch {
                     closing = Some(tokio::time::Instant::now());
                     graceful_shutdown(conn.as_mut());
                 }
+                // The HTTP/2 connection refuses new streams and closes once its work upstream
+                // is over (client_h2); this is what the operator sees of it.
                 Ok(Signal::TooManyResets) => {
-                    closing = Some(tokio::time::Instant::now());
                     tracing::info!(client = %info.remote, "client abandons requests faster than it lets them finish; closing its connection");
                     plane
                         .metrics
                         .proxy_errors
                         .with_label_values(&["too_many_resets"])
                         .inc();
-                    graceful_shutdown(conn.as_mut());
                 }
                 Ok(Signal::IdleTimer) => {
                     let now = tokio::time::Instant::now();

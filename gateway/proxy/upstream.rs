@@ -29,6 +29,7 @@ use super::{Answer, ConnInfo};
 use crate::body::BoxError;
 
 use super::connector::{Connector, ConnectorSettings, Outgoing};
+use super::lingering::Lingering;
 use super::timeouts;
 use crate::body::BoxBody;
 use crate::snapshot::policy::Timeouts;
@@ -385,7 +386,11 @@ pub fn forward(
         let direct = backend.protocol == UpstreamProtocol::Http && !upgrade;
         let result = if direct {
             let out = Outgoing::new(req, overrides);
-            send_direct(upstreams, backend, candidates, out, watched, record).await
+            let lingering = conn.lingering();
+            send_direct(
+                upstreams, backend, candidates, out, watched, lingering, record,
+            )
+            .await
         } else {
             overrides.apply(req.headers_mut());
             // Boxed: hyper-util's client futures are large, and HTTPS, h2c and upgrades are not
@@ -470,6 +475,7 @@ fn send_direct(
     candidates: std::iter::Peekable<Candidates>,
     mut out: Outgoing,
     timed: Option<(&timeouts::Effective, &timeouts::Progress)>,
+    lingering: Option<&Arc<Lingering>>,
     record: &mut Record,
 ) -> impl Future<Output = Result<Answer, ProxyError>> {
     async move {
@@ -490,7 +496,7 @@ fn send_direct(
                     let addr = backend.endpoints[i];
                     match upstreams
                         .connector
-                        .send_timed(addr, &mut out, connect_timeout, progress)
+                        .send_timed(addr, &mut out, connect_timeout, progress, lingering)
                         .await
                     {
                         Ok(resp) => return Ok((resp, addr)),
@@ -543,7 +549,7 @@ pub async fn send_own(
     let candidates = upstreams.candidates(backend).peekable();
     if backend.protocol == UpstreamProtocol::Http {
         let out = Outgoing::new(req, headers::Overrides::default());
-        send_direct(upstreams, backend, candidates, out, None, record).await
+        send_direct(upstreams, backend, candidates, out, None, None, record).await
     } else {
         send_via_client(upstreams, backend, candidates, req, None, None, record).await
     }

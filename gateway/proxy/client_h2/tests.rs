@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::frame::{self, Frame, Reason};
 use super::*;
+use crate::proxy::lingering::Lingering;
 use crate::proxy::request_body::ClientBody;
 use crate::proxy::server::ServerSettings;
 
@@ -479,6 +480,175 @@ async fn streams_over_the_limit_are_refused() {
             reason: Reason::REFUSED_STREAM
         })
     );
+}
+
+/// Upstream work a dropped handler leaves behind: counted in the connection's lingering work
+/// from the drop, for `lasting`.
+struct LeavesWork(Arc<Lingering>, Duration);
+
+impl Drop for LeavesWork {
+    fn drop(&mut self) {
+        let (token, lasting) = (self.0.left_behind(), self.1);
+        tokio::spawn(async move {
+            tokio::time::sleep(lasting).await;
+            drop(token);
+        });
+    }
+}
+
+/// The id of the next stream the server answers (its HEADERS), past other frames.
+async fn next_answered(raw: &mut Raw) -> u32 {
+    loop {
+        match raw.next_interesting().await {
+            Some(Frame::Headers { stream, .. }) => return stream,
+            Some(Frame::Data { .. }) => {}
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+}
+
+/// A client that resets streams whose handlers left work upstream gets no more streams started
+/// than its limit allows until that work ends: streams opened meanwhile wait, and start in the
+/// order they came as the work ends; one reset while it waits never starts.
+#[tokio::test]
+async fn a_reset_streams_lingering_work_holds_new_streams_past_the_limit() {
+    let started = Arc::new(Mutex::new(Vec::<String>::new()));
+    let lingering = Arc::new(std::sync::OnceLock::<Arc<Lingering>>::new());
+    let handler = {
+        let (started, lingering) = (started.clone(), lingering.clone());
+        move |req: Request<ClientBody>| -> Handling {
+            let (started, lingering) = (started.clone(), lingering.clone());
+            Box::pin(async move {
+                let path = req.uri().path().to_owned();
+                started.lock().unwrap().push(path.clone());
+                let lasting = match path.as_str() {
+                    "/slow1" => Duration::from_millis(200),
+                    "/slow2" => Duration::from_millis(400),
+                    "/hang" => return std::future::pending().await,
+                    _ => return echo(req).await,
+                };
+                let _leaves = LeavesWork(lingering.get().unwrap().clone(), lasting);
+                std::future::pending().await
+            })
+        }
+    };
+    let limits = Limits {
+        max_streams: 2,
+        ..LIMITS
+    };
+    let (client, _server, info) = serve(handler, limits);
+    let count = info
+        .lingering()
+        .expect("an HTTP/2 connection counts it")
+        .clone();
+    lingering.set(count.clone()).unwrap();
+    let mut raw = Raw::start(client).await;
+    let get = |path: &'static str| [GET[0], GET[1], GET[2], (":path", path)];
+    let reset = |stream| {
+        let mut out = BytesMut::new();
+        frame::write_rst_stream(&mut out, stream, Reason::CANCEL);
+        out
+    };
+
+    raw.headers(1, &get("/slow1"), true).await;
+    raw.headers(3, &get("/slow2"), true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    raw.send(&reset(1)).await;
+    raw.send(&reset(3)).await;
+    // Both places are the reset streams' work: 5 and 7 wait.
+    raw.headers(5, &get("/hang"), true).await;
+    raw.headers(7, &get("/b"), true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(count.count(), 2);
+    assert_eq!(started.lock().unwrap().len(), 2, "started past the limit");
+
+    // The first work ends: the first stream waiting starts (and hangs), the second still waits.
+    while started.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(count.count(), 1);
+    assert_eq!(started.lock().unwrap()[2..], ["/hang"]);
+    // The second ends: so does the wait.
+    assert_eq!(next_answered(&mut raw).await, 7);
+    assert_eq!(started.lock().unwrap()[2..], ["/hang", "/b"]);
+    assert_eq!(count.count(), 0);
+
+    // A stream reset while it waits never starts.
+    let work = count.left_behind();
+    raw.headers(9, &get("/c"), true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    raw.send(&reset(9)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(work);
+    raw.headers(11, &get("/d"), true).await;
+    assert_eq!(next_answered(&mut raw).await, 11);
+    assert_eq!(started.lock().unwrap()[2..], ["/hang", "/b", "/d"]);
+}
+
+/// A client told to go for abandoning too many requests: its waiting stream and new ones are
+/// refused at once, and the GOAWAY comes only when nothing of this connection is left upstream
+/// (its streams answered, the work of reset ones over), so its next connection does not add to
+/// it.
+#[tokio::test]
+async fn a_client_told_to_go_is_refused_new_streams_and_told_when_its_work_is_over() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let release = release.clone();
+        move |req: Request<ClientBody>| -> Handling {
+            let release = release.clone();
+            Box::pin(async move {
+                release.notified().await;
+                echo(req).await
+            })
+        }
+    };
+    let limits = Limits {
+        max_streams: 2,
+        ..LIMITS
+    };
+    let (client, _server, info) = serve(handler, limits);
+    let lingering = info
+        .lingering()
+        .expect("an HTTP/2 connection counts it")
+        .clone();
+    let mut raw = Raw::start(client).await;
+    let work = lingering.left_behind();
+    raw.headers(1, &GET, true).await;
+    raw.headers(3, &GET, true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Stream 1 runs, stream 3 waits for the work. Then the client is told to go.
+    for _ in 0..100 {
+        info.abandoned();
+    }
+    raw.headers(5, &GET, true).await;
+    for refused in [3, 5] {
+        assert_eq!(
+            raw.next_interesting().await,
+            Some(Frame::RstStream {
+                stream: refused,
+                reason: Reason::REFUSED_STREAM
+            })
+        );
+    }
+    // Stream 1 is answered; the work still runs, so no GOAWAY yet.
+    release.notify_one();
+    assert_eq!(next_answered(&mut raw).await, 1);
+    let early = tokio::time::timeout(Duration::from_millis(100), raw.next_interesting()).await;
+    assert!(
+        matches!(early, Err(_) | Ok(Some(Frame::Data { .. }))),
+        "before the work ended: {early:?}"
+    );
+    drop(work);
+    loop {
+        match raw.next_interesting().await {
+            Some(Frame::Data { .. }) => {}
+            Some(Frame::GoAway { reason, .. }) => {
+                assert_eq!(reason, Reason::NO_ERROR);
+                break;
+            }
+            other => panic!("expected the GOAWAY, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

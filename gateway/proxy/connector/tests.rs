@@ -166,6 +166,110 @@ async fn a_connection_dialled_for_a_request_that_went_away_goes_to_the_pool() {
     assert_eq!(connector.connects(), 1);
 }
 
+/// A request sent for a client whose lingering is counted, through the entry the phases use.
+fn send_counted<'a>(
+    connector: &'a Connector,
+    addr: SocketAddr,
+    out: &'a mut Outgoing,
+    lingering: &'a Arc<Lingering>,
+) -> impl Future<Output = Result<UpstreamResponse, (ProxyError, bool)>> + 'a {
+    connector.send_timed(addr, out, Duration::from_secs(1), None, Some(lingering))
+}
+
+/// Waits for the work left behind to end; then the connection it kept is already idle in the
+/// pool (the count falls after the hand-back, so a stream it lets start finds it there).
+async fn left_behind_work_ends_with_the_connection_idle(
+    connector: &Connector,
+    addr: SocketAddr,
+    lingering: &Lingering,
+) {
+    for _ in 0..200 {
+        if lingering.count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(lingering.count(), 0, "the work left behind never ended");
+    let idle = connector.pool(addr).idle.lock().unwrap().len();
+    assert_eq!(
+        idle, 1,
+        "the connection is back in the pool when the count falls"
+    );
+}
+
+/// What a request leaves behind when its client goes away (an HTTP/2 reset) is counted in its
+/// client's lingering until it ends: an exchange waiting for its answer, a
+/// connect under way, a short rest of a body.
+#[tokio::test]
+async fn work_a_request_leaves_behind_counts_for_its_client_until_it_ends() {
+    // An exchange whose answer has not come.
+    let (addr, accepted) = origin(Duration::from_millis(100), false).await;
+    let connector = Connector::new(ConnectorSettings::default());
+    let lingering = Arc::new(Lingering::default());
+    let mut out = Outgoing::new(get(addr), Overrides::default());
+    let sending = send_counted(&connector, addr, &mut out, &lingering);
+    let abandoned = tokio::time::timeout(Duration::from_millis(30), sending).await;
+    assert!(
+        abandoned.is_err(),
+        "the origin answered before the client gave up"
+    );
+    assert_eq!(
+        lingering.count(),
+        1,
+        "the exchange goes on in the background"
+    );
+    left_behind_work_ends_with_the_connection_idle(&connector, addr, &lingering).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // A connect the request went away from (the dial's task has not even run).
+    let (addr, accepted) = origin(Duration::ZERO, false).await;
+    let mut out = Outgoing::new(get(addr), Overrides::default());
+    let mut sending = Box::pin(send_counted(&connector, addr, &mut out, &lingering));
+    assert!(
+        futures_util::poll!(sending.as_mut()).is_pending(),
+        "dialling"
+    );
+    drop(sending);
+    assert_eq!(lingering.count(), 1, "the connect goes on");
+    left_behind_work_ends_with_the_connection_idle(&connector, addr, &lingering).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // A body dropped with a short rest still to come.
+    let (addr, _) = scripted(|mut s, _| async move {
+        let mut pending = Vec::new();
+        while read_head(&mut s, &mut pending).await.is_some() {
+            write(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            write(&mut s, b"world").await;
+        }
+    })
+    .await;
+    let mut out = Outgoing::new(get(addr), Overrides::default());
+    let resp = send_counted(&connector, addr, &mut out, &lingering)
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(
+        lingering.count(),
+        0,
+        "an exchange going on is its stream's, counted by the stream"
+    );
+    drop(resp);
+    assert_eq!(lingering.count(), 1, "the rest is read in the background");
+    left_behind_work_ends_with_the_connection_idle(&connector, addr, &lingering).await;
+
+    // A request seen through to its end leaves nothing.
+    let mut out = Outgoing::new(get(addr), Overrides::default());
+    let resp = send_counted(&connector, addr, &mut out, &lingering).await;
+    let text = body_text(resp.map_err(|(e, _)| e).unwrap()).await;
+    assert_eq!(text, "helloworld");
+    assert_eq!(lingering.count(), 0);
+}
+
 /// An origin whose every answer is a different 600-byte body: the answer's number, padded.
 async fn numbered_origin(delay: Duration) -> SocketAddr {
     let (addr, _) = origin_answering(delay, false, |n| Bytes::from(format!("{n:0>600}"))).await;

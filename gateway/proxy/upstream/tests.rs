@@ -52,7 +52,7 @@ async fn an_endpoint_whose_connects_are_all_busy_is_passed_over_but_not_marked_d
             let mut out = Outgoing::new(get(), headers::Overrides::default());
             let sent = upstreams
                 .connector
-                .send_timed(slow, &mut out, Duration::from_secs(1), None)
+                .send_timed(slow, &mut out, Duration::from_secs(1), None, None)
                 .await;
             sent.err().map(|(err, _)| err.kind)
         })
