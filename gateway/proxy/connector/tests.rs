@@ -235,18 +235,10 @@ async fn work_a_request_leaves_behind_counts_for_its_client_until_it_ends() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
     // A body dropped with a short rest still to come.
-    let (addr, _) = scripted(|mut s, _| async move {
-        let mut pending = Vec::new();
-        while read_head(&mut s, &mut pending).await.is_some() {
-            write(
-                &mut s,
-                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
-            )
-            .await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            write(&mut s, b"world").await;
-        }
-    })
+    let (addr, _) = answering_in_two(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+        b"world".to_vec(),
+    )
     .await;
     let mut out = Outgoing::new(get(addr), Overrides::default());
     let resp = send_counted(&connector, addr, &mut out, &lingering)
@@ -505,17 +497,23 @@ where
 /// A scripted origin answering every request with a chunked body: a first chunk `hello`, a
 /// pause (so the two arrive in separate reads), then `rest` (the other chunks and the end).
 async fn chunked_hello_then(rest: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    answering_in_two(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        rest,
+    )
+    .await
+}
+
+/// A scripted origin answering every request with `first`, then after a pause (so the two
+/// arrive in separate reads) `rest`.
+async fn answering_in_two(first: &'static [u8], rest: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
     let rest = Arc::new(rest);
     scripted(move |mut s, _| {
         let rest = rest.clone();
         async move {
             let mut pending = Vec::new();
             while read_head(&mut s, &mut pending).await.is_some() {
-                write(
-                    &mut s,
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-                )
-                .await;
+                write(&mut s, first).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 write(&mut s, &rest).await;
             }
