@@ -996,6 +996,63 @@ async fn an_idle_connection_keeps_no_read_buffer_and_its_handler_count_is_right(
 }
 
 #[tokio::test]
+async fn after_an_idle_spell_a_request_is_read_into_a_small_buffer_and_an_upload_still_arrives_whole()
+ {
+    let (client, server) = tokio::io::duplex(1 << 18);
+    let mut conn = Box::pin(Connection::new(
+        ClientIo::new(server),
+        info(),
+        LIMITS,
+        bodied(echo),
+    ));
+    let mut raw = Raw::start(client).await;
+    let polled = tokio::time::timeout(Duration::from_millis(50), conn.as_mut()).await;
+    assert!(polled.is_err());
+    assert_eq!(conn.read_buf.capacity(), 0, "idle: no read buffer");
+
+    let post = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "app.test"),
+        (":path", "/up"),
+    ];
+    raw.headers(1, &post, false).await;
+    let polled = tokio::time::timeout(Duration::from_millis(50), conn.as_mut()).await;
+    assert!(polled.is_err());
+    let first = conn.read_buf.capacity();
+    assert!(
+        first > 0 && first <= READ_CHUNK / 2,
+        "a request's first read takes a small buffer, not {first} bytes"
+    );
+
+    // 40 KiB of body, more than the first read's buffer, in frames of the default 16 KiB.
+    let mut out = BytesMut::new();
+    for (n, len) in [16_384usize, 16_384, 8_192].into_iter().enumerate() {
+        frame::write_data_head(&mut out, 1, len as u32, n == 2);
+        out.put_bytes(b'x', len);
+    }
+    raw.send(&out).await;
+    let served = tokio::spawn(conn);
+    match raw.next_interesting().await {
+        Some(Frame::Headers { stream: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match raw.next_interesting().await {
+        Some(Frame::Data {
+            stream: 1, data, ..
+        }) => {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            assert!(
+                text.starts_with("POST http://app.test/up true") && text.contains("body=40960"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    served.abort();
+}
+
+#[tokio::test]
 async fn a_stream_that_keeps_waking_itself_does_not_hold_the_worker() {
     let spins = Arc::new(AtomicUsize::new(0));
     let spun = spins.clone();
