@@ -51,6 +51,33 @@ where
     (client, tokio::spawn(conn), info)
 }
 
+/// A connection the test polls by hand, to look at its state between polls.
+type ByHand = Pin<
+    Box<
+        Connection<
+            DuplexStream,
+            Box<dyn FnMut(Request<Option<RequestBody>>) -> Handling + Send>,
+            Handling,
+        >,
+    >,
+>;
+
+/// One connection on a duplex pipe with `handler`, not spawned. Returns the client's end and
+/// the connection.
+fn polled_by_hand<H>(handler: H) -> (DuplexStream, ByHand)
+where
+    H: FnMut(Request<ClientBody>) -> Handling + Send + Unpin + 'static,
+{
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let conn = Connection::new(
+        ClientIo::new(server),
+        info(),
+        LIMITS,
+        Box::new(bodied(handler)) as Box<_>,
+    );
+    (client, Box::pin(conn))
+}
+
 /// A handler of requests as the phases take them, as the connection's handler (which is given
 /// a request's body as it comes).
 fn bodied(
@@ -888,13 +915,7 @@ async fn a_graceful_shutdown_finishes_the_streams_in_flight() {
             Response::new(crate::body::full("done"))
         })
     };
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let mut conn = Box::pin(Connection::new(
-        ClientIo::new(server),
-        info(),
-        LIMITS,
-        bodied(handler),
-    ));
+    let (client, mut conn) = polled_by_hand(handler);
     let mut raw = Raw::start(client).await;
     raw.headers(1, &GET, true).await;
     // Served until the stream is in flight.
@@ -979,13 +1000,7 @@ async fn an_idle_connection_keeps_no_read_buffer_and_its_handler_count_is_right(
             echo(req)
         }
     };
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let mut conn = Box::pin(Connection::new(
-        ClientIo::new(server),
-        info(),
-        LIMITS,
-        bodied(handler),
-    ));
+    let (client, mut conn) = polled_by_hand(handler);
     let mut raw = Raw::start(client).await;
     raw.headers(1, &GET, true).await;
     let polled = tokio::time::timeout(Duration::from_millis(100), conn.as_mut()).await;
@@ -998,13 +1013,7 @@ async fn an_idle_connection_keeps_no_read_buffer_and_its_handler_count_is_right(
 #[tokio::test]
 async fn after_an_idle_spell_a_request_is_read_into_a_small_buffer_and_an_upload_still_arrives_whole()
  {
-    let (client, server) = tokio::io::duplex(1 << 18);
-    let mut conn = Box::pin(Connection::new(
-        ClientIo::new(server),
-        info(),
-        LIMITS,
-        bodied(echo),
-    ));
+    let (client, mut conn) = polled_by_hand(echo);
     let mut raw = Raw::start(client).await;
     let polled = tokio::time::timeout(Duration::from_millis(50), conn.as_mut()).await;
     assert!(polled.is_err());
