@@ -673,6 +673,13 @@ pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAdd
 /// connection's: not handed back to this loop first, its first request waits one turn of the
 /// run queue fewer. Handshakes still in progress at shutdown end with it (they held their
 /// sockets until the header timeout).
+///
+/// The loop takes one new connection per turn of the run queue. A full handshake costs a few
+/// hundred microseconds of CPU; a burst of connections accepted at once (clients reconnecting
+/// after a restart, a load balancer's pool refilling) would queue every request of the
+/// connections already served behind the whole burst. One per turn, like nginx's accept
+/// without `multi_accept`, puts each handshake between rounds of the served connections'
+/// work; the kernel's backlog holds the rest of the burst meanwhile.
 pub async fn run_https(
     plane: Arc<DataPlane>,
     listener: TcpListener,
@@ -706,6 +713,8 @@ pub async fn run_https(
                         tokio::spawn(connection(plane, builder, stop, tls, info, "https", &settings));
                     }
                 });
+                // Back of the queue, behind the work already waiting (see above).
+                tokio::task::yield_now().await;
             }
             _ = shutdown.changed() => break,
         }

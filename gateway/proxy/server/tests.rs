@@ -1,10 +1,11 @@
 //! Serving client connections in process, over `tokio::io::duplex`: parking idle HTTP/1.1
-//! connections, the HTTP/2 sniff, and the timeouts that must hold across a park.
+//! connections, the HTTP/2 sniff, and the timeouts that must hold across a park; and the TLS
+//! listener over loopback sockets: shutdown during handshakes, a burst of handshakes.
 
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
 use crate::shared::Shared;
@@ -41,14 +42,14 @@ async fn served_once(settings: &ServerSettings, drain: &Drain) -> DuplexStream {
 }
 
 /// Reads one response (head and Content-Length body) and returns its status line.
-async fn response(client: &mut DuplexStream) -> String {
+async fn response(client: &mut (impl AsyncRead + Unpin)) -> String {
     let head = read_response(client, false).await;
     head.lines().next().unwrap().to_owned()
 }
 
 /// Reads one response's head, and its Content-Length body unless it answers a HEAD request;
 /// returns the head.
-async fn read_response(client: &mut DuplexStream, head_request: bool) -> String {
+async fn read_response(client: &mut (impl AsyncRead + Unpin), head_request: bool) -> String {
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
     while !got.ends_with(b"\r\n\r\n") {
@@ -481,4 +482,117 @@ async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
         matches!(drained, Ok(Ok(_)) | Ok(Err(_))),
         "the served connection is closed by the drain: {drained:?}"
     );
+}
+
+/// A burst of new TLS connections does not hold up requests on a connection already served.
+/// With the server alone on one thread (as with `--worker-threads 1`), a request sent once 200
+/// ClientHellos are waiting is answered after a handshake or two, not after the batch the
+/// listener took in at once (128 before, tokio's budget for one poll of the accept loop).
+/// The burst's ClientHellos are made beforehand and sent over plain sockets while the server is
+/// paused, so all of them wait at once and the only TLS work left is the server's; a burst
+/// connection that can read has had its handshake.
+#[test]
+fn a_burst_of_handshakes_does_not_hold_up_a_served_connection() {
+    const BURST: usize = 200;
+    let settings = ServerSettings {
+        header_timeout: Duration::from_secs(30),
+        ..settings()
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // The server's thread blocks (and the server with it) from `paused` until `resume` goes.
+    let (pause, mut pause_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (paused_tx, paused) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (addr, client, stop, listener) = https_listener(settings).await;
+            ready_tx.send((addr, client, stop)).unwrap();
+            while let Some(resume) = pause_rx.recv().await {
+                let resume: std::sync::mpsc::Receiver<()> = resume;
+                paused_tx.send(()).unwrap();
+                let _ = resume.recv();
+            }
+            listener.await.unwrap();
+        });
+    });
+    let (addr, client, stop) = ready_rx.recv().unwrap();
+    let client = Arc::new(client);
+    let name = rustls::pki_types::ServerName::try_from("gatehouse.invalid").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n";
+    let mut served = runtime.block_on(async {
+        let connector = tokio_rustls::TlsConnector::from(client.clone());
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut served = connector.connect(name.clone(), tcp).await.unwrap();
+        served.write_all(request).await.unwrap();
+        assert_eq!(response(&mut served).await, "HTTP/1.1 404 Not Found");
+        served
+    });
+
+    // The request must go out early in the burst to have anything to wait for: a test thread
+    // descheduled for too long at that moment tries again with a new burst.
+    let mut measured = None;
+    for _ in 0..5 {
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        pause.send(resume_rx).unwrap();
+        paused.recv().unwrap();
+        let hellos: Vec<Vec<u8>> = (0..BURST)
+            .map(|_| {
+                let mut tls = rustls::ClientConnection::new(client.clone(), name.clone()).unwrap();
+                let mut hello = Vec::new();
+                tls.write_tls(&mut hello).unwrap();
+                hello
+            })
+            .collect();
+        let burst: Vec<std::net::TcpStream> = hellos
+            .iter()
+            .map(|hello| {
+                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+                std::io::Write::write_all(&mut tcp, hello).unwrap();
+                tcp.set_nonblocking(true).unwrap();
+                tcp
+            })
+            .collect();
+        // Burst connections the server has answered (its flight is waiting to be read).
+        let handshaken = || {
+            burst
+                .iter()
+                .filter(|tcp| matches!(tcp.peek(&mut [0u8; 1]), Ok(n) if n > 0))
+                .count()
+        };
+
+        drop(resume);
+        // The server is into the burst: every ClientHello was waiting when it woke.
+        while handshaken() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let sent_at = handshaken();
+        let status = runtime.block_on(async {
+            served.write_all(request).await.unwrap();
+            response(&mut served).await
+        });
+        let answered_at = handshaken();
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        if sent_at < 16 {
+            measured = Some((sent_at, answered_at));
+            break;
+        }
+    }
+    let (sent_at, answered_at) = measured
+        .expect("five times, the server was 16 handshakes into the burst before the request");
+    assert!(
+        answered_at - sent_at < 32,
+        "the request waited for {} of the burst's {BURST} handshakes ({sent_at} were done when \
+         it was sent, {answered_at} when it was answered)",
+        answered_at - sent_at
+    );
+    drop((served, pause));
+    stop.send_replace(true);
+    server.join().unwrap();
 }
