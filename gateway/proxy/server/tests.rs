@@ -440,6 +440,21 @@ async fn https_listener(
     (addr, client, stop_tx, task)
 }
 
+/// The name on the test listener's certificate.
+fn listener_name() -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::try_from("gatehouse.invalid").unwrap()
+}
+
+/// A TLS connection to the [`https_listener`] at `addr`, its handshake done.
+async fn tls_connect(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client);
+    connector.connect(listener_name(), tcp).await.unwrap()
+}
+
 /// A client that connects and never sends its ClientHello would hold a handshake until the
 /// header timeout: shutdown neither waits for it nor leaves it open, and still drains the
 /// connections it serves.
@@ -452,10 +467,7 @@ async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
     let (addr, client, stop, listener) = https_listener(settings).await;
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     // A connection made and served.
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("gatehouse.invalid").unwrap();
-    let mut served = connector.connect(name, tcp).await.unwrap();
+    let mut served = tls_connect(addr, Arc::new(client)).await;
     served
         .write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
         .await
@@ -488,9 +500,9 @@ async fn shutdown_does_not_wait_for_a_handshake_in_progress() {
 /// With the server alone on one thread (as with `--worker-threads 1`), a request sent once 200
 /// ClientHellos are waiting is answered after a handshake or two, not after the batch the
 /// listener took in at once (128 before, tokio's budget for one poll of the accept loop).
-/// The burst's ClientHellos are made beforehand and sent over plain sockets while the server is
-/// paused, so all of them wait at once and the only TLS work left is the server's; a burst
-/// connection that can read has had its handshake.
+/// The burst's ClientHellos are sent over plain sockets while the server is paused, so all of
+/// them wait at once and the only TLS work left is the server's; a burst connection that can
+/// read has had its handshake.
 #[test]
 fn a_burst_of_handshakes_does_not_hold_up_a_served_connection() {
     const BURST: usize = 200;
@@ -500,7 +512,8 @@ fn a_burst_of_handshakes_does_not_hold_up_a_served_connection() {
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // The server's thread blocks (and the server with it) from `paused` until `resume` goes.
-    let (pause, mut pause_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (pause, mut pause_rx) =
+        tokio::sync::mpsc::unbounded_channel::<std::sync::mpsc::Receiver<()>>();
     let (paused_tx, paused) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -511,7 +524,6 @@ fn a_burst_of_handshakes_does_not_hold_up_a_served_connection() {
             let (addr, client, stop, listener) = https_listener(settings).await;
             ready_tx.send((addr, client, stop)).unwrap();
             while let Some(resume) = pause_rx.recv().await {
-                let resume: std::sync::mpsc::Receiver<()> = resume;
                 paused_tx.send(()).unwrap();
                 let _ = resume.recv();
             }
@@ -520,16 +532,13 @@ fn a_burst_of_handshakes_does_not_hold_up_a_served_connection() {
     });
     let (addr, client, stop) = ready_rx.recv().unwrap();
     let client = Arc::new(client);
-    let name = rustls::pki_types::ServerName::try_from("gatehouse.invalid").unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let request = b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n";
     let mut served = runtime.block_on(async {
-        let connector = tokio_rustls::TlsConnector::from(client.clone());
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut served = connector.connect(name.clone(), tcp).await.unwrap();
+        let mut served = tls_connect(addr, client.clone()).await;
         served.write_all(request).await.unwrap();
         assert_eq!(response(&mut served).await, "HTTP/1.1 404 Not Found");
         served
@@ -542,19 +551,14 @@ fn a_burst_of_handshakes_does_not_hold_up_a_served_connection() {
         let (resume, resume_rx) = std::sync::mpsc::channel();
         pause.send(resume_rx).unwrap();
         paused.recv().unwrap();
-        let hellos: Vec<Vec<u8>> = (0..BURST)
+        let burst: Vec<std::net::TcpStream> = (0..BURST)
             .map(|_| {
-                let mut tls = rustls::ClientConnection::new(client.clone(), name.clone()).unwrap();
-                let mut hello = Vec::new();
-                tls.write_tls(&mut hello).unwrap();
-                hello
-            })
-            .collect();
-        let burst: Vec<std::net::TcpStream> = hellos
-            .iter()
-            .map(|hello| {
+                let mut tls =
+                    rustls::ClientConnection::new(client.clone(), listener_name()).unwrap();
                 let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-                std::io::Write::write_all(&mut tcp, hello).unwrap();
+                while tls.wants_write() {
+                    tls.write_tls(&mut tcp).unwrap();
+                }
                 tcp.set_nonblocking(true).unwrap();
                 tcp
             })
